@@ -1,0 +1,37 @@
+"""CLSGen: one fine-tuned LLM that gives a calibrated class probability and a readable explanation of it.
+
+Importing the package registers `LlamaCLSGenConfig`/`LlamaForCLSGen` with `AutoConfig`, `AutoModel` and
+`AutoModelForCausalLM`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .configuration_clsgen import LlamaCLSGenConfig
+from .loading import default_model_path, load_model, load_model_and_tokenizer, load_tokenizer, prepare_tokenizer
+from .modeling_clsgen import CLSGenGenerateOutput, CLSGenOutput, LlamaForCLSGen
+from .verdicts import NO_VERDICT, VerdictFormat, read_verdict
+
+
+AutoConfig.register(LlamaCLSGenConfig.model_type, LlamaCLSGenConfig)
+AutoModel.register(LlamaCLSGenConfig, LlamaForCLSGen)
+AutoModelForCausalLM.register(LlamaCLSGenConfig, LlamaForCLSGen)
+# Saving copies the configuration/modeling files next to the weights (`trust_remote_code=True` loading).
+LlamaCLSGenConfig.register_for_auto_class("AutoConfig")
+LlamaForCLSGen.register_for_auto_class("AutoModelForCausalLM")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LlamaCLSGenConfig",
+    "LlamaForCLSGen",
+    "CLSGenOutput",
+    "CLSGenGenerateOutput",
+    "VerdictFormat",
+    "read_verdict",
+    "NO_VERDICT",
+    "default_model_path",
+    "load_model",
+    "load_tokenizer",
+    "load_model_and_tokenizer",
+    "prepare_tokenizer",
+]

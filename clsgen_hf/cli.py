@@ -1,0 +1,43 @@
+"""The `clsgen-hf` command: one entry point, one subcommand per job (as `trl` has).
+
+Each subcommand lives in `clsgen_hf/commands/<name>.py` and exposes `main(argv) -> int`; modules are imported only
+when their subcommand runs, so `clsgen-hf --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+COMMANDS = {
+    "train": ("clsgen_hf.commands.train", "LoRA-train a CLSGen model (the full recipe by default)."),
+    "synthesize": ("clsgen_hf.commands.synthesize", "Ask a teacher LLM for label-conditioned explanations."),
+    "predict": ("clsgen_hf.commands.predict", "Probability + explanation for every row of a CSV/JSONL file."),
+    "install-metrics": ("clsgen_hf.commands.install_metrics", "Make evaluate.load('clsgen/<metric>') work offline."),
+    "export": ("clsgen_hf.commands.export", "Turn a checkpoint or adapter into a shareable, validated model folder."),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "usage: clsgen-hf <command> [options]\n\ncommands:\n" + "\n".join(lines) + (
+        "\n\nRun `clsgen-hf <command> --help` for the options of a command."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"clsgen-hf: unknown command {argv[0]!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `clsgen-hf`; see `clsgen_hf.cli`."""

@@ -1,0 +1,71 @@
+"""Configuration of `LlamaForCLSGen`: a Llama backbone with a language-model head and a classification head.
+
+This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only transformers.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import LlamaConfig
+from transformers.utils.type_validators import interval
+
+
+@strict
+class LlamaCLSGenConfig(LlamaConfig):
+    r"""
+    Configuration of a [`LlamaForCLSGen`]: every [`LlamaConfig`] field, plus the classification head.
+
+    Args:
+        num_labels (`int`, *optional*, defaults to 2):
+            Number of classes of the `score` head (any N >= 2). Set through `id2label`/`label2id` or `num_labels`.
+        cls_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the pooled hidden state before the `score` head (training only).
+        cls_threshold (`float`, *optional*, defaults to 0.5):
+            Decision threshold on the positive-class probability in the binary case. Stored in the config so that a
+            threshold tuned on validation data travels with the saved model.
+
+    ```python
+    >>> from clsgen_hf import LlamaCLSGenConfig, LlamaForCLSGen
+    >>> config = LlamaCLSGenConfig(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                            num_attention_heads=4, id2label={0: "negative", 1: "positive"})
+    >>> model = LlamaForCLSGen(config)
+    >>> model.score.out_features
+    2
+    ```"""
+
+    model_type = "llama_clsgen"
+    # Where a saved folder's copies of these files are found, so that `trust_remote_code=True` loads it.
+    default_auto_map = {
+        "AutoConfig": "configuration_clsgen.LlamaCLSGenConfig",
+        "AutoModel": "modeling_clsgen.LlamaForCLSGen",
+        "AutoModelForCausalLM": "modeling_clsgen.LlamaForCLSGen",
+    }
+
+    cls_dropout: float = interval(min=0.0, max=1.0)(default=0.0)
+    cls_threshold: float = interval(min=0.0, max=1.0)(default=0.5)
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.auto_map = {**self.default_auto_map, **(getattr(self, "auto_map", None) or {})}
+
+    def validate_architecture(self):
+        """Part of `@strict`-powered validation: the Llama checks, plus a usable classification head."""
+        super().validate_architecture()
+        if self.num_labels is None or self.num_labels < 2:
+            raise ValueError(f"`num_labels` must be at least 2 for the classification head, got {self.num_labels}.")
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """Accept plain Llama checkpoints (they become CLSGen ones) and refuse every other architecture."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type == LlamaConfig.model_type:
+            config_dict["model_type"] = cls.model_type
+        elif model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r} is a `{model_type}` checkpoint, but CLSGen models are built on the "
+                f"Llama architecture (model_type `llama` or `{cls.model_type}`). Choose a Llama-architecture causal LM "
+                "(e.g. SmolLM2, Llama 3, TinyLlama)."
+            )
+        return config_dict, kwargs
+
+
+__all__ = ["LlamaCLSGenConfig"]

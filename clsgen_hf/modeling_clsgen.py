@@ -1,0 +1,260 @@
+"""`LlamaForCLSGen`: one Llama backbone, two heads.
+
+`lm_head` writes the explanation; `score` reads the hidden state of the last prompt token and gives the class
+probability. One backbone pass feeds both, so at inference the prefill of the prompt gives the probability and the
+generation of the explanation continues from the same KV cache.
+
+This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only torch,
+transformers and its sibling configuration file.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, LlamaModel, LlamaPreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.loss.loss_utils import fixed_cross_entropy
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
+
+from .configuration_clsgen import LlamaCLSGenConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class CLSGenOutput(ModelOutput):
+    r"""
+    Output of [`LlamaForCLSGen.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            `lm_loss + cls_loss` over the losses whose labels were given.
+        lm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Next-token cross-entropy over the positions with `labels != -100` (given `labels`).
+        cls_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Cross-entropy of the classification head (given `cls_labels`).
+        logits (`torch.FloatTensor` of shape `(batch_size, kept_positions, vocab_size)`, *optional*):
+            LM-head scores for the positions kept by `logits_to_keep`. `None` when `labels` is given: the loss is
+            then computed from the labelled positions only, and full-vocabulary logits are never built.
+        cls_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Classification-head scores, in float32, for the token at `cls_positions`.
+        past_key_values (`Cache`, *optional*):
+            KV cache, to continue generating after this pass.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of every layer, when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of every layer, when `output_attentions=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    cls_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cls_logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CLSGenGenerateOutput(ModelOutput):
+    r"""
+    Output of [`LlamaForCLSGen.classify_and_generate`].
+
+    Args:
+        sequences (`torch.LongTensor` of shape `(batch_size, prompt_length + new_tokens)`):
+            The prompts followed by the generated explanations, as `generate` returns them.
+        cls_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Classification-head scores read from the prefill of the prompts.
+        probabilities (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            `softmax(cls_logits)`.
+    """
+
+    sequences: torch.LongTensor | None = None
+    cls_logits: torch.FloatTensor | None = None
+    probabilities: torch.FloatTensor | None = None
+
+
+def last_token_positions(attention_mask: torch.Tensor | None, batch_size: int, seq_len: int, device) -> torch.Tensor:
+    """Index of the last attended token of each row: right for left AND right padding, and during cached decoding."""
+    if attention_mask is None or attention_mask.dim() != 2:
+        return torch.full((batch_size,), seq_len - 1, device=device, dtype=torch.long)
+    mask = attention_mask[:, -seq_len:].to(device=device, dtype=torch.long)  # (B, T): the part covering this pass
+    token_indices = torch.arange(seq_len, device=device, dtype=torch.long)
+    return (token_indices * mask).argmax(-1)
+
+
+class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
+    r"""
+    Llama with a language-model head (`lm_head`) and a classification head (`score`) on one backbone.
+
+    The classification head reads the final hidden state at `cls_positions` (by default the last non-padding token
+    of each row, which is the end of the prompt at inference) and is computed in float32 so that its probabilities
+    stay calibrated under bf16/fp16 backbones. Generation works exactly as for [`LlamaForCausalLM`].
+    """
+
+    config: LlamaCLSGenConfig
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _keep_in_fp32_modules_strict = ["score"]
+
+    def __init__(self, config: LlamaCLSGenConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.vocab_size = config.vocab_size
+        self.num_labels = config.num_labels
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.cls_dropout = nn.Dropout(config.cls_dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=True, dtype=torch.float32)
+
+        # Initialize weights and apply final processing
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cls_labels: torch.LongTensor | None = None,
+        cls_positions: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CLSGenOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Token labels for the LM loss, `-100` where no loss is wanted (the prompt, padding). Not shifted.
+        cls_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class ids in `[0, num_labels)` for the classification loss.
+        cls_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Index of the token whose hidden state feeds `score` (the last prompt token). Defaults to the last
+            non-padding token of each row, for left and right padding alike.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+            Which positions go through `lm_head` when no `labels` are given (see `slice_logits_to_keep`).
+
+        ```python
+        >>> import torch
+        >>> from clsgen_hf import LlamaCLSGenConfig, LlamaForCLSGen
+        >>> model = LlamaForCLSGen(LlamaCLSGenConfig(vocab_size=99, hidden_size=32, intermediate_size=64,
+        ...                                           num_hidden_layers=2, num_attention_heads=4))
+        >>> out = model(torch.tensor([[1, 5, 7, 9]]), cls_labels=torch.tensor([1]), labels=torch.tensor([[-100, -100, 7, 9]]))
+        >>> out.cls_logits.shape, out.loss.shape
+        (torch.Size([1, 2]), torch.Size([]))
+        ```"""
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (B, T, H)
+        batch_size, seq_len = hidden_states.shape[:2]
+
+        if cls_positions is None:
+            cls_positions = last_token_positions(attention_mask, batch_size, seq_len, hidden_states.device)
+        else:
+            self._check_cls_positions(cls_positions, batch_size, seq_len)
+        pooled = hidden_states[torch.arange(batch_size, device=hidden_states.device), cls_positions]  # (B, H)
+        cls_logits = self.score(self.cls_dropout(pooled.float()))  # (B, num_labels), float32
+
+        logits = lm_loss = cls_loss = None
+        if labels is None:
+            logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+        else:
+            lm_loss = self._lm_loss(hidden_states, labels, num_items_in_batch)
+        if cls_labels is not None:
+            self._check_cls_labels(cls_labels, batch_size)
+            cls_loss = nn.functional.cross_entropy(cls_logits, cls_labels.to(cls_logits.device))
+
+        losses = [part for part in (lm_loss, cls_loss) if part is not None]
+        return CLSGenOutput(
+            loss=sum(losses) if losses else None,
+            lm_loss=lm_loss,
+            cls_loss=cls_loss,
+            logits=logits,
+            cls_logits=cls_logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _lm_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        """Next-token loss computed on the labelled positions only: no full-vocabulary logits for the prompt."""
+        if labels.shape != hidden_states.shape[:2]:
+            raise ValueError(
+                f"`labels` has shape {tuple(labels.shape)} but the inputs have shape {tuple(hidden_states.shape[:2])}."
+            )
+        shift_labels = labels[:, 1:].to(hidden_states.device)  # (B, T-1): token t predicts label t+1
+        keep = shift_labels != -100
+        predicted = self.lm_head(hidden_states[:, :-1][keep])  # (N, V), N = labelled tokens
+        if num_items_in_batch is None:
+            num_items_in_batch = keep.sum().clamp(min=1)
+        return fixed_cross_entropy(predicted.float(), shift_labels[keep], num_items_in_batch)
+
+    def _check_cls_positions(self, cls_positions: torch.Tensor, batch_size: int, seq_len: int) -> None:
+        if cls_positions.shape != (batch_size,):
+            raise ValueError(
+                f"`cls_positions` must have shape ({batch_size},), one index per row, got {tuple(cls_positions.shape)}."
+            )
+        bad = (cls_positions < 0) | (cls_positions >= seq_len)
+        if bad.any():
+            raise ValueError(
+                f"`cls_positions` must index the sequence [0, {seq_len}); got {cls_positions[bad].tolist()} "
+                f"at rows {bad.nonzero().flatten().tolist()}."
+            )
+
+    def _check_cls_labels(self, cls_labels: torch.Tensor, batch_size: int) -> None:
+        if cls_labels.shape != (batch_size,):
+            raise ValueError(
+                f"`cls_labels` must have shape ({batch_size},), one class id per row, got {tuple(cls_labels.shape)}."
+            )
+        bad = (cls_labels < 0) | (cls_labels >= self.num_labels)
+        if bad.any():
+            raise ValueError(
+                f"`cls_labels` must be class ids in [0, {self.num_labels}); got {sorted(set(cls_labels[bad].tolist()))}."
+            )
+
+    @torch.no_grad()
+    def classify_and_generate(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **generate_kwargs
+    ) -> CLSGenGenerateOutput:
+        r"""
+        Class probabilities and an explanation from one prefill.
+
+        Runs [`~GenerationMixin.generate`] once and reads the classification head from its prefill pass (the first
+        forward call, which sees the whole prompt); decoding continues from that pass's KV cache. Prompts must be
+        left-padded, as for any batched generation.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, prompt_length)`): the tokenized prompts.
+            attention_mask (`torch.Tensor`, *optional*): their attention mask.
+            generate_kwargs: passed to `generate` (`max_new_tokens`, `do_sample`, ...).
+        """
+        prefill = []
+
+        def keep_first_cls_logits(module, args, kwargs, output):
+            if not prefill:
+                prefill.append(output.cls_logits)
+
+        handle = self.register_forward_hook(keep_first_cls_logits, with_kwargs=True)
+        try:
+            generated = self.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+        finally:
+            handle.remove()
+        cls_logits = prefill[0]
+        sequences = generated if isinstance(generated, torch.Tensor) else generated.sequences
+        return CLSGenGenerateOutput(sequences=sequences, cls_logits=cls_logits, probabilities=cls_logits.softmax(-1))
+
+
+__all__ = ["LlamaForCLSGen", "CLSGenOutput", "CLSGenGenerateOutput"]
