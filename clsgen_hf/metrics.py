@@ -1,0 +1,263 @@
+"""How good a CLSGen model is: its classification head alone, and the head against its own explanations.
+
+`classification_report` scores the head's probabilities against gold labels (AUROC, AUPRC, F1, calibration).
+`alignment_report` scores them against the verdicts the explanations state (AUROC-Alignment, R-LKappa, RLI,
+Readability; CLSGen, arXiv 2604.11801): a model whose explanation says "No" while its head says 0.9 has
+explanations that do not explain it.
+
+The alignment math lives here once. The `evaluate` modules in `evaluate_metrics/` cannot import this package (the
+Hub loads them alone), so they repeat the same few scikit-learn calls; `tests/test_metrics.py` checks that both agree.
+
+Probabilities are the positive-class probability per example (binary), or one row of N class probabilities per
+example (N classes). A binary head says 1 when `probability >= threshold`; an N-class head says its argmax.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    average_precision_score,
+    cohen_kappa_score,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+from .verdicts import NO_VERDICT, read_verdict
+
+
+# --------------------------------------------------------------------------------------------------- validation
+
+
+def _validated(probabilities: ArrayLike, targets: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of probabilities (n,) or (n, N) and integer `name` (n,), or a ValueError that says what is wrong.
+
+    `verdicts` may also be `NO_VERDICT` (an explanation without a readable verdict); `labels` may not.
+    """
+    probs = np.asarray(probabilities, dtype=float)
+    values = np.asarray(targets)
+    if probs.ndim not in (1, 2) or (probs.ndim == 2 and probs.shape[1] < 2):
+        raise ValueError(f"`probabilities` must have shape (n,) or (n, n_classes >= 2), got {probs.shape}.")
+    if len(probs) == 0:
+        raise ValueError("No examples: `probabilities` is empty.")
+    if values.shape != (len(probs),):
+        raise ValueError(f"Expected one of `{name}` per probability ({len(probs)} examples), got shape {values.shape}.")
+    if not np.all((probs >= 0) & (probs <= 1)):
+        raise ValueError("`probabilities` must lie in [0, 1].")
+    n_classes = 2 if probs.ndim == 1 else probs.shape[1]
+    allowed = [NO_VERDICT, *range(n_classes)] if name == "verdicts" else list(range(n_classes))
+    if not np.isin(values, allowed).all():
+        raise ValueError(f"`{name}` must be in {allowed}, got {sorted(set(values.tolist()) - set(allowed))}.")
+    return probs, values.astype(int)
+
+
+def _undefined(metric: str, reason: str) -> float:
+    """NaN with a warning, so that one degenerate evaluation set does not crash a whole evaluation run."""
+    warnings.warn(f"{metric} is undefined ({reason}); returning NaN.", UndefinedMetricWarning, stacklevel=3)
+    return float("nan")
+
+
+def head_labels(probabilities: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """The classification head's label: `probability >= threshold` (binary) or the argmax (N classes)."""
+    probs = np.asarray(probabilities, dtype=float)
+    return probs.argmax(axis=1) if probs.ndim == 2 else (probs >= threshold).astype(int)
+
+
+def _one_vs_rest(metric: Callable, name: str, targets: np.ndarray, scores: np.ndarray) -> float:
+    """`metric` (AUROC or AP) of `scores` against `targets`; for N classes the macro mean of one-vs-rest scores.
+
+    A class never seen in `targets` has no one-vs-rest score, so the macro mean runs over the classes present
+    (with a warning); fewer than two classes present leaves the metric undefined.
+    """
+    classes = np.unique(targets)
+    if len(classes) < 2:
+        return _undefined(name, f"only {classes.tolist()} present among {len(targets)} examples")
+    if scores.ndim == 1:
+        return float(metric(targets, scores))
+    if len(classes) < scores.shape[1]:
+        warnings.warn(f"{name}: macro mean over the classes present only, {classes.tolist()}.", UndefinedMetricWarning)
+    return float(metric((targets[:, None] == classes).astype(int), scores[:, classes], average="macro"))
+
+
+# --------------------------------------------------------------------------------------------------- alignment
+
+
+def _counts(readable: np.ndarray) -> dict[str, int]:
+    return {"n": len(readable), "n_unreadable": int((~readable).sum())}
+
+
+def auroc_alignment(probabilities: ArrayLike, verdicts: ArrayLike) -> dict[str, float | int]:
+    """ROC AUC of the head's probabilities scored against the explanations' verdicts (not the gold labels).
+
+    Only examples with a readable verdict (not `NO_VERDICT`) count; N classes give the one-vs-rest macro AUROC.
+    """
+    probs, verdicts = _validated(probabilities, verdicts, "verdicts")
+    readable = verdicts != NO_VERDICT
+    score = _one_vs_rest(roc_auc_score, "AUROC-Alignment", verdicts[readable], probs[readable])
+    return {"auroc_alignment": score, **_counts(readable)}
+
+
+def r_lkappa(probabilities: ArrayLike, verdicts: ArrayLike, *, threshold: float = 0.5) -> dict[str, float | int]:
+    """Cohen's kappa between the explanations' verdicts and the head's labels, over readable examples."""
+    probs, verdicts = _validated(probabilities, verdicts, "verdicts")
+    readable = verdicts != NO_VERDICT
+    stated, head = verdicts[readable], head_labels(probs[readable], threshold)
+    if len(np.union1d(stated, head)) < 2:  # chance agreement is 1: kappa is 0 / 0
+        kappa = _undefined("R-LKappa", f"a single label among {len(stated)} readable examples")
+    else:
+        kappa = float(cohen_kappa_score(stated, head))
+    return {"r_lkappa": kappa, **_counts(readable)}
+
+
+def rli(probabilities: ArrayLike, verdicts: ArrayLike, *, threshold: float = 0.5) -> dict[str, float | int]:
+    """Reasoning-label inconsistency (share of readable examples whose verdict differs from the head's label) and
+    readability (share of examples with a readable verdict)."""
+    probs, verdicts = _validated(probabilities, verdicts, "verdicts")
+    readable = verdicts != NO_VERDICT
+    if readable.any():
+        inconsistency = float(np.mean(verdicts[readable] != head_labels(probs[readable], threshold)))
+    else:
+        inconsistency = _undefined("RLI", "no explanation has a readable verdict")
+    return {"rli": inconsistency, "readability": float(readable.mean()), **_counts(readable)}
+
+
+def alignment_report(
+    probabilities: ArrayLike,
+    explanations: Sequence[str | None],
+    *,
+    verbalizers: dict[int, str] | None = None,
+    threshold: float = 0.5,
+) -> dict[str, float | int]:
+    """The four alignment numbers of the CLSGen paper from raw explanations, read with `read_verdict`.
+
+    Returns `auroc_alignment`, `r_lkappa`, `rli`, `readability`, `n` and `n_unreadable`.
+    """
+    verdicts = [read_verdict(text, verbalizers) for text in explanations]
+    return {
+        **auroc_alignment(probabilities, verdicts),
+        **r_lkappa(probabilities, verdicts, threshold=threshold),
+        **rli(probabilities, verdicts, threshold=threshold),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- classification
+
+
+def tune_threshold(probabilities: ArrayLike, labels: ArrayLike) -> float:
+    """The threshold `t` maximising F1 of `probability >= t` on these (validation) examples.
+
+    Candidates are the probabilities themselves; ties go to the lowest threshold.
+    """
+    probs, labels = _validated(probabilities, labels, "labels")
+    if probs.ndim != 1:
+        raise ValueError("Threshold tuning is for binary probabilities of shape (n,).")
+    if len(np.unique(labels)) < 2:
+        raise ValueError("Threshold tuning needs both classes among the labels.")
+    precision, recall, thresholds = precision_recall_curve(labels, probs, drop_intermediate=False)
+    precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def _confidence_and_outcome(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary: positive-class probability vs "is positive"; N classes: top-class probability vs "is correct"."""
+    if probs.ndim == 1:
+        return probs, (labels == 1).astype(float)
+    return probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
+
+
+def reliability_curve(probabilities: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> list[dict[str, float]]:
+    """One row per equal-width confidence bin: `bin_lower`, `bin_upper`, `count`, mean `confidence`, observed
+    `frequency` (NaN for empty bins). Bins are right-closed, as in `sklearn.calibration.calibration_curve`."""
+    probs, labels = _validated(probabilities, labels, "labels")
+    confidence, outcome = _confidence_and_outcome(probs, labels)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], confidence)
+    rows = []
+    for b in range(n_bins):
+        members = bins == b
+        count = int(members.sum())
+        rows.append({
+            "bin_lower": float(edges[b]),
+            "bin_upper": float(edges[b + 1]),
+            "count": count,
+            "confidence": float(confidence[members].mean()) if count else float("nan"),
+            "frequency": float(outcome[members].mean()) if count else float("nan"),
+        })
+    return rows
+
+
+def _ece(curve: list[dict[str, float]]) -> float:
+    n = sum(row["count"] for row in curve)
+    return float(sum(row["count"] / n * abs(row["frequency"] - row["confidence"]) for row in curve if row["count"]))
+
+
+def expected_calibration_error(probabilities: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> float:
+    """ECE = sum over bins of (bin size / n) * |observed frequency - mean confidence| (see `reliability_curve`)."""
+    return _ece(reliability_curve(probabilities, labels, n_bins=n_bins))
+
+
+def classification_report(
+    probabilities: ArrayLike,
+    labels: ArrayLike,
+    *,
+    threshold: float | None = None,
+    validation_probabilities: ArrayLike | None = None,
+    validation_labels: ArrayLike | None = None,
+    n_bins: int = 10,
+) -> dict:
+    """How well the classification head's probabilities match the gold labels.
+
+    Returns `auroc`, `auprc` (average precision), `f1` (at 0.5, or argmax for N classes; macro for N classes),
+    `brier`, `ece`, `log_loss`, `n` and `reliability` (the `reliability_curve` table). Binary only: with a
+    `threshold`, or with validation data to tune one (`tune_threshold`), also `threshold` and `f1_at_threshold`.
+    """
+    probs, labels = _validated(probabilities, labels, "labels")
+    tuning = validation_probabilities is not None or validation_labels is not None
+    if threshold is not None and tuning:
+        raise ValueError("Give either `threshold` or validation data to tune one, not both.")
+    if (threshold is not None or tuning) and probs.ndim != 1:
+        raise ValueError("A decision threshold applies to binary probabilities of shape (n,) only.")
+    if tuning:
+        if validation_probabilities is None or validation_labels is None:
+            raise ValueError("Threshold tuning needs both `validation_probabilities` and `validation_labels`.")
+        threshold = tune_threshold(validation_probabilities, validation_labels)
+
+    n_classes = 2 if probs.ndim == 1 else probs.shape[1]
+    onehot = np.eye(n_classes)[labels]
+    curve = reliability_curve(probs, labels, n_bins=n_bins)
+    report = {
+        "auroc": _one_vs_rest(roc_auc_score, "AUROC", labels, probs),
+        "auprc": _one_vs_rest(average_precision_score, "AUPRC", labels, probs),
+        "f1": float(f1_score(labels, head_labels(probs), average="binary" if probs.ndim == 1 else "macro")),
+        # Binary: mean (p - y)^2; N classes: mean over examples of the summed squared error over classes.
+        "brier": float(np.mean((probs - labels) ** 2) if probs.ndim == 1 else np.mean(((probs - onehot) ** 2).sum(1))),
+        "ece": _ece(curve),
+        "log_loss": float(log_loss(labels, probs, labels=list(range(n_classes)))),
+        "n": len(labels),
+        "reliability": curve,
+    }
+    if threshold is not None:
+        report["threshold"] = float(threshold)
+        report["f1_at_threshold"] = float(f1_score(labels, head_labels(probs, threshold)))
+    return report
+
+
+__all__ = [
+    "alignment_report",
+    "auroc_alignment",
+    "classification_report",
+    "expected_calibration_error",
+    "head_labels",
+    "r_lkappa",
+    "reliability_curve",
+    "rli",
+    "tune_threshold",
+]
