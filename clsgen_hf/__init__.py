@@ -6,9 +6,13 @@ Importing the package registers `LlamaCLSGenConfig`/`LlamaForCLSGen` with `AutoC
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .clsgen_config import CLSGenConfig
+from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
 from .configuration_clsgen import LlamaCLSGenConfig
+from .inference import predict
 from .loading import default_model_path, load_model, load_model_and_tokenizer, load_tokenizer, prepare_tokenizer
 from .modeling_clsgen import CLSGenGenerateOutput, CLSGenOutput, LlamaForCLSGen
+from .metrics import alignment_report, classification_report, tune_threshold
 from .verdicts import NO_VERDICT, VerdictFormat, read_verdict
 
 
@@ -23,9 +27,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LlamaCLSGenConfig",
+    "CLSGenConfig",
+    "CLSGenTrainer",
+    "DataCollatorForCLSGen",
     "LlamaForCLSGen",
     "CLSGenOutput",
     "CLSGenGenerateOutput",
+    "predict",
+    "classification_report",
+    "alignment_report",
+    "tune_threshold",
     "VerdictFormat",
     "read_verdict",
     "NO_VERDICT",

@@ -1,0 +1,112 @@
+"""`CLSGenConfig`: the training arguments of `CLSGenTrainer`, as `SFTConfig` plus the joint-loss settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl import SFTConfig
+
+from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
+
+
+@dataclass
+class CLSGenConfig(SFTConfig):
+    r"""
+    Configuration class for the [`CLSGenTrainer`].
+
+    Every [`~trl.SFTConfig`] (and so [`~transformers.TrainingArguments`]) field applies; the fields below are
+    specific to CLSGen's joint training of the LM head (explanations) and the classification head (probability).
+    Unlike `SFTConfig`, `bf16` defaults to on only where a GPU supports it (float32 on CPU).
+
+    Parameters:
+        > Parameters that control the joint loss
+
+        lm_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the LM loss (next-token cross-entropy on the explanation tokens) in the total loss.
+        cls_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the classification loss (cross-entropy of the `score` head at the last prompt token).
+        class_weights (`list[float]`, *optional*):
+            Per-class weights of the classification loss, for imbalanced data (one per label).
+        pos_weight (`float`, *optional*):
+            Binary shortcut for `class_weights=[1.0, pos_weight]`.
+
+        > Parameters that control saving
+
+        save_merged (`bool`, *optional*, defaults to `True`):
+            With LoRA, `save_model` writes the merged model (one `model.safetensors`, loadable without PEFT); `False`
+            writes the adapter with the `score` head. Checkpoints always hold the adapter, for resuming.
+
+        > Parameters that control the data
+
+        label_column (`str`, *optional*, defaults to `"label"`):
+            Dataset column holding the class id of each row.
+        verbalizers (`dict[int, str]` or `str`, *optional*, defaults to `{0: "No", 1: "Yes"}`):
+            Word that states each label in the explanation's verdict line (a JSON string on the command line).
+        verdict_prefix (`str`, *optional*, defaults to `"Answer:"`):
+            What introduces the verdict on the last line of an explanation.
+        max_length (`int`, *optional*, defaults to `1024`):
+            Maximum tokens of prompt + explanation. Longer rows lose the middle of the prompt (where the input document
+            sits); the start of the prompt, its end (the question) and the whole explanation with its verdict are kept.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["verbalizers"]
+
+    lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the LM (explanation) loss in the total loss."})
+    cls_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the classification-head loss in the total loss."}
+    )
+    class_weights: list[float] | None = field(
+        default=None, metadata={"help": "Per-class weights of the classification loss (one per label), for imbalance."}
+    )
+    pos_weight: float | None = field(
+        default=None, metadata={"help": "Binary shortcut for class_weights=[1.0, pos_weight]."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Dataset column holding the class id of each row."})
+    verbalizers: dict[int, str] | str | None = field(
+        default=None,
+        metadata={"help": 'Label id -> verdict word, e.g. \'{"0": "No", "1": "Yes"}\'. Defaults to {0: "No", 1: "Yes"}.'},
+    )
+    verdict_prefix: str = field(
+        default=DEFAULT_VERDICT_PREFIX, metadata={"help": "What introduces the verdict line of an explanation."}
+    )
+    save_merged: bool = field(
+        default=True,
+        metadata={
+            "help": "With LoRA, `save_model` writes the merged model (one `model.safetensors`, loadable without "
+            "PEFT); False writes the adapter with the `score` head. Checkpoints always hold the adapter."
+        },
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None and not self.fp16:  # TRL turns bf16 on everywhere; a CPU runs float32 faster
+            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        super().__post_init__()  # parses JSON strings of the dict fields
+        self.verbalizers = {int(k): v for k, v in (self.verbalizers or DEFAULT_VERBALIZERS).items()}
+        if self.lm_loss_weight < 0 or self.cls_loss_weight < 0 or self.lm_loss_weight + self.cls_loss_weight == 0:
+            raise ValueError(
+                f"Loss weights must be >= 0 and not both 0, got lm_loss_weight={self.lm_loss_weight}, "
+                f"cls_loss_weight={self.cls_loss_weight}."
+            )
+        if self.pos_weight is not None:
+            if self.class_weights is not None:
+                raise ValueError("Set `class_weights` or `pos_weight`, not both.")
+            self.class_weights = [1.0, float(self.pos_weight)]
+        if self.packing or self.padding_free:
+            raise ValueError(
+                "CLSGen reads one prompt per row for its classification head: `packing` and `padding_free` are not "
+                "supported."
+            )
+        if self.completion_only_loss is False:
+            raise ValueError("CLSGen trains the LM head on the explanation only: `completion_only_loss` must stay on.")
+
+    @property
+    def verdict_format(self) -> VerdictFormat:
+        """How explanations state their verdict."""
+        return VerdictFormat(self.verbalizers, self.verdict_prefix)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["verbalizers"] = {str(k): v for k, v in self.verbalizers.items()}
+        return output

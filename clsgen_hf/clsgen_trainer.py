@@ -1,0 +1,254 @@
+"""`CLSGenTrainer`: joint LoRA fine-tuning of the LM head (explanations) and the classification head (probability).
+
+Built on TRL's `SFTTrainer` (LoRA through `peft_config`, chat templates, logging, checkpoints) with the parts that
+cannot serve two heads replaced: dataset preparation keeps the class label and the last-prompt-token position, the
+collator passes them on, and `compute_loss` runs the backbone once for both losses instead of TRL's fused LM-head
+path (which has no hidden state to classify). `LlamaForCLSGen` itself only projects the explanation tokens through
+`lm_head`, so no full-vocabulary logits are built for prompt positions.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from transformers import EvalPrediction
+from transformers.data.data_collator import DataCollatorMixin
+from trl import SFTTrainer
+from trl.trainer.utils import pad
+
+from .clsgen_config import CLSGenConfig
+from .encoding import encode_examples
+from .loading import load_model
+from .metrics import classification_report
+
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("prompt", "completion")
+
+
+@dataclass
+class DataCollatorForCLSGen(DataCollatorMixin):
+    """Pads CLSGen rows (right side) into `input_ids`, `attention_mask`, `labels`, `cls_positions`, `cls_labels`."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids = [torch.tensor(e["input_ids"]) for e in examples]
+        return {
+            "input_ids": pad(input_ids, self.pad_token_id, "right", self.pad_to_multiple_of),
+            "attention_mask": pad([torch.ones_like(x) for x in input_ids], 0, "right", self.pad_to_multiple_of),
+            "labels": pad([torch.tensor(e["labels"]) for e in examples], -100, "right", self.pad_to_multiple_of),
+            "cls_positions": torch.tensor([e["cls_positions"] for e in examples]),
+            "cls_labels": torch.tensor([e["cls_labels"] for e in examples]),
+        }
+
+
+def class_head_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
+    """AUROC, F1 and log-loss of the classification head on the eval set (no generation needed)."""
+    probabilities = torch.from_numpy(np.asarray(eval_pred.predictions, dtype=np.float32)).softmax(-1).numpy()
+    labels = np.asarray(eval_pred.label_ids)
+    if probabilities.shape[1] == 2:
+        probabilities = probabilities[:, 1]
+    report = classification_report(probabilities, labels)
+    return {key: report[key] for key in ("auroc", "f1", "log_loss")}
+
+
+class CLSGenTrainer(SFTTrainer):
+    """Trainer for CLSGen models: [`~trl.SFTTrainer`] with a classification loss read at the last prompt token.
+
+    Args:
+        model: a [`LlamaForCLSGen`] (or a path to one, or to any Llama causal LM: the `score` head is then new).
+        args: a [`CLSGenConfig`].
+        train_dataset: rows with `prompt` (chat messages or text), `completion` (the explanation ending in its verdict,
+            messages or text) and an integer label column (`args.label_column`).
+        eval_dataset: same form; evaluation reports the class head's AUROC, F1 and log-loss.
+        processing_class: the tokenizer, ready for the model (see `clsgen_hf.prepare_tokenizer`).
+        peft_config: e.g. a `peft.LoraConfig`; `score` is added to its `modules_to_save` so that the head is trained
+            fully and saved with the adapter.
+
+    ```python
+    >>> from clsgen_hf import CLSGenConfig, CLSGenTrainer, load_model_and_tokenizer
+    >>> from peft import LoraConfig
+    >>> model, tokenizer = load_model_and_tokenizer()  # the embedded SmolLM2-135M-Instruct
+    >>> trainer = CLSGenTrainer(model, CLSGenConfig("out"), train_dataset=rows, processing_class=tokenizer,
+    ...                         peft_config=LoraConfig(r=16, target_modules="all-linear"))  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+    """
+
+    _tag_names = ["trl", "clsgen"]
+    _name = "CLSGen"
+    _paper = {
+        "title": "CLSGen: calibrated classification and explanation from one fine-tuned LLM",
+        "id": "2604.11801",
+    }
+    # `compute_loss` scales both losses for gradient accumulation itself
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model, args: CLSGenConfig | None = None, *, peft_config=None, compute_metrics=None, **kwargs):
+        if args is None:
+            args = CLSGenConfig("clsgen-output")
+        elif not isinstance(args, CLSGenConfig):
+            raise TypeError(f"`args` must be a CLSGenConfig, got {type(args).__name__}.")
+        if isinstance(model, str):  # SFTTrainer would load an AutoModelForCausalLM, without the `score` head
+            model = load_model(model, **(args.model_init_kwargs or {}))
+        self.num_labels = model.config.num_labels  # needed by `_prepare_dataset`, which runs inside `super().__init__`
+        if args.class_weights is not None and len(args.class_weights) != self.num_labels:
+            raise ValueError(
+                f"`class_weights` has {len(args.class_weights)} values but the model has {self.num_labels} labels."
+            )
+        if peft_config is not None:
+            modules = list(peft_config.modules_to_save or [])
+            if "score" not in modules:
+                peft_config.modules_to_save = modules + ["score"]
+        if kwargs.get("data_collator") is None:
+            tokenizer = kwargs.get("processing_class")
+            if tokenizer is None:
+                raise ValueError("CLSGenTrainer needs `processing_class`: the tokenizer of the model.")
+            kwargs["data_collator"] = DataCollatorForCLSGen(tokenizer.pad_token_id, args.pad_to_multiple_of)
+        super().__init__(
+            model, args, peft_config=peft_config, compute_metrics=compute_metrics or class_head_metrics, **kwargs
+        )
+        self._class_weights = None if args.class_weights is None else torch.tensor(args.class_weights)
+
+    # ------------------------------------------------------------------ data
+    def _prepare_dataset(self, dataset, processing_class, args: CLSGenConfig, packing, formatting_func, dataset_name):
+        """Validate the rows and tokenize them into CLSGen features (see `encode_examples`)."""
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"The {dataset_name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
+        if "cls_positions" in dataset.column_names:  # already prepared
+            return dataset
+        self._check_rows(dataset, args.label_column, self.num_labels, dataset_name)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+
+        def encode(batch):
+            encoded = encode_examples(tokenizer, batch["prompt"], batch["completion"], args.max_length)
+            return {
+                "input_ids": encoded.input_ids,
+                "labels": encoded.labels,
+                "cls_positions": encoded.cls_positions,
+                "cls_labels": batch[args.label_column],
+                "truncated": encoded.truncated,
+            }
+
+        prepared = dataset.map(
+            encode,
+            batched=True,
+            remove_columns=dataset.column_names,
+            num_proc=args.dataset_num_proc,
+            desc=f"Tokenizing {dataset_name} dataset",
+        )
+        n_truncated = sum(prepared["truncated"])
+        if n_truncated:
+            logger.warning(
+                "%d of %d %s rows exceed max_length=%d: the middle of their prompt was cut (question and explanation "
+                "kept).", n_truncated, len(prepared), dataset_name, args.max_length,
+            )
+        prepared = prepared.remove_columns("truncated")
+        if args.shuffle_dataset:
+            prepared = prepared.shuffle(seed=args.seed)
+        return prepared
+
+    @staticmethod
+    def _check_rows(dataset: Dataset, label_column: str, num_labels: int, dataset_name: str) -> None:
+        present = dataset.column_names
+        for column in (*REQUIRED_COLUMNS, label_column):
+            if column not in present:
+                raise ValueError(
+                    f"The {dataset_name} dataset has no `{column}` column; CLSGen needs `prompt`, `completion` and "
+                    f"`{label_column}`. Columns present: {present}."
+                )
+        bad = Counter(label for label in dataset[label_column] if not (isinstance(label, int) and 0 <= label < num_labels))
+        if bad:
+            raise ValueError(
+                f"The {dataset_name} dataset has labels outside the model's label set [0, {num_labels}): "
+                + ", ".join(f"{value!r} ({count} rows)" for value, count in bad.most_common())
+                + ". Map them to integer ids first (e.g. with `label2id`)."
+            )
+        empty = [i for i, c in enumerate(dataset["completion"]) if not _text_of(c).strip()]
+        if empty:
+            raise ValueError(
+                f"The {dataset_name} dataset has empty completions (no explanation to learn) at rows "
+                f"{empty[:20]}{' ...' if len(empty) > 20 else ''} ({len(empty)} rows)."
+            )
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["input_ids", "labels", "cls_positions", "cls_labels"]
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """`lm_loss_weight * lm_loss + cls_loss_weight * cls_loss`, from one backbone pass.
+
+        Scaled like `SFTTrainer` scales its token loss and auxiliary losses: the LM loss is divided by the token
+        count of the whole accumulated batch (`num_items_in_batch`), the class loss (a per-micro-batch mean) by the
+        number of accumulation steps, so results do not depend on how a batch is split.
+        """
+        mode = "train" if self.model.training else "eval"
+        cls_labels = inputs.pop("cls_labels")
+        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
+        weights = None if self._class_weights is None else self._class_weights.to(outputs.cls_logits.device)
+        cls_loss = torch.nn.functional.cross_entropy(outputs.cls_logits, cls_labels, weight=weights)
+
+        steps = self.current_gradient_accumulation_steps if mode == "train" else 1
+        lm_loss = outputs.lm_loss
+        local_tokens = (inputs["labels"][:, 1:] != -100).sum()
+        if num_items_in_batch is None:
+            lm_mean = lm_loss
+            lm_loss = lm_loss / steps
+        else:
+            lm_mean = lm_loss * num_items_in_batch / local_tokens.clamp(min=1)
+            if self.args.average_tokens_across_devices:  # the token count spans all ranks, DDP averages gradients
+                lm_loss = lm_loss * self.accelerator.num_processes
+        loss = self.args.lm_loss_weight * lm_loss + self.args.cls_loss_weight * cls_loss / steps
+
+        gather = self.accelerator.gather_for_metrics
+        self._metrics[mode]["lm_loss"].append(gather(lm_mean.detach()).mean().item())
+        self._metrics[mode]["cls_loss"].append(gather(cls_loss.detach()).mean().item())
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        outputs.cls_labels = cls_labels
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if _internal_call or not self.args.save_merged or not is_peft_model(model):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(output_dir)
+            self.processing_class.save_pretrained(output_dir)
+            logger.info("Saved the merged model to %s", output_dir)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Eval: the loss, and the class head's logits against the class labels (for `compute_metrics`)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        return loss.detach(), outputs.cls_logits.detach(), outputs.cls_labels
+
+
+def _text_of(completion) -> str:
+    if isinstance(completion, str):
+        return completion
+    return "".join(message.get("content", "") for message in completion)
+
+
+__all__ = ["CLSGenTrainer", "DataCollatorForCLSGen", "class_head_metrics"]

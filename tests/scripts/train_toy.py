@@ -1,0 +1,66 @@
+"""Train the toy task on a tiny model: run under `torchrun` (DDP test) or killed and resumed (checkpoint test).
+
+usage: python tests/scripts/train_toy.py OUTPUT_DIR [--max_steps N] [--save_steps N] [--resume] [--dump FILE]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from clsgen_hf import CLSGenConfig, CLSGenTrainer, load_tokenizer  # noqa: E402
+from tests.toy import lora_config, tiny_model_for, toy_dataset  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--max_steps", type=int, default=4)
+    parser.add_argument("--save_steps", type=int, default=100)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--dump", help="save the trained score + LoRA weights of this rank here")
+    parser.add_argument("--step_delay", type=float, default=0.0, help="seconds to sleep per step (kill tests)")
+    args = parser.parse_args()
+
+    tokenizer = load_tokenizer()
+    trainer = CLSGenTrainer(
+        tiny_model_for(tokenizer),
+        CLSGenConfig(
+            args.output_dir,
+            max_steps=args.max_steps,
+            per_device_train_batch_size=2,
+            learning_rate=1e-2,
+            logging_steps=1,
+            save_steps=args.save_steps,
+            report_to=[],
+            use_cpu=True,
+            ddp_backend="gloo",
+            seed=0,
+        ),
+        train_dataset=toy_dataset(32),
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+    )
+    if args.step_delay:
+        import time
+
+        from transformers import TrainerCallback
+
+        class Slow(TrainerCallback):
+            def on_step_end(self, *_, **__):
+                time.sleep(args.step_delay)
+
+        trainer.add_callback(Slow())
+    trainer.train(resume_from_checkpoint=args.resume or None)
+    if args.dump:
+        weights = {k: v.detach().cpu() for k, v in trainer.model.named_parameters() if v.requires_grad}
+        rank = trainer.args.process_index
+        torch.save(weights, f"{args.dump}.rank{rank}.pt")
+    print(f"FINISHED global_step={trainer.state.global_step}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""CLSGenTrainer: learning, LoRA + `score`, accumulation invariance, saving, DDP, resume, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import AutoModel
+
+from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaForCLSGen
+from clsgen_hf.encoding import encode_examples, encode_prompts
+
+from .toy import lora_config, tiny_model_for, toy_dataset
+
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_TOY = REPO / "tests" / "scripts" / "train_toy.py"
+
+
+def _config(tmp_path, **overrides) -> CLSGenConfig:
+    kwargs = dict(
+        per_device_train_batch_size=8, learning_rate=1e-2, logging_steps=1, report_to=[], save_strategy="no",
+        use_cpu=True, seed=0,
+    )
+    kwargs.update(overrides)
+    return CLSGenConfig(str(tmp_path / "out"), **kwargs)
+
+
+def _probabilities(model, tokenizer, dataset) -> torch.Tensor:
+    ids, _ = encode_prompts(tokenizer, dataset["prompt"])
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    with torch.no_grad():
+        return model(input_ids, attention_mask=mask).cls_logits.softmax(-1)
+
+
+def test_toy_task_is_learned(smollm2_tokenizer, tmp_path):
+    tokenizer = smollm2_tokenizer
+    trainer = CLSGenTrainer(
+        tiny_model_for(tokenizer),
+        # A 2-layer random backbone must first learn to carry the keyword to the last prompt token; weighting the
+        # class loss up makes that happen within a few dozen steps (with weight 1 the LM loss dominates for ~60).
+        _config(tmp_path, max_steps=40, eval_strategy="steps", eval_steps=40, cls_loss_weight=4.0),
+        train_dataset=toy_dataset(64),
+        eval_dataset=toy_dataset(32, seed=1),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "lm_loss" in entry and "eval_lm_loss" not in entry]
+    assert {"loss", "lm_loss", "cls_loss"} <= set(logs[0])
+    assert logs[-1]["lm_loss"] < 0.5 * logs[0]["lm_loss"]
+    evaluation = trainer.state.log_history[-2]
+    assert evaluation["eval_auroc"] > 0.9, evaluation
+    assert {"eval_f1", "eval_log_loss", "eval_cls_loss", "eval_lm_loss"} <= set(evaluation)
+
+
+def test_lora_trains_adapters_and_head_only_and_saves(smollm2_tokenizer, tmp_path):
+    tokenizer = smollm2_tokenizer
+    trainer = CLSGenTrainer(
+        tiny_model_for(tokenizer),
+        _config(tmp_path, max_steps=3, save_merged=False),
+        train_dataset=toy_dataset(24),
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+    )
+    model = trainer.model
+    assert isinstance(model, PeftModel) and "score" in model.peft_config["default"].modules_to_save
+    assert not any("score" in name for name in model.targeted_module_names)  # trained fully, not LoRA-wrapped
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer.train()
+    after = dict(model.named_parameters())
+    trainable = {k for k, v in after.items() if v.requires_grad}
+    assert any("modules_to_save.default.weight" in k for k in trainable)
+    changed = {k for k in before if not torch.equal(before[k], after[k].detach())}
+    assert any("lora_B" in k for k in changed) and any("score.modules_to_save" in k for k in changed)
+    assert changed <= trainable  # frozen base weights did not move
+    assert torch.equal(before["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"],
+                       after["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"])
+
+    model.eval()
+    rows = toy_dataset(6, seed=3)
+    trained = _probabilities(model, tokenizer, rows)
+
+    adapter_dir = tmp_path / "adapter"
+    trainer.save_model(str(adapter_dir))  # save_merged=False: adapter + score head
+    assert (adapter_dir / "adapter_model.safetensors").exists()
+    reloaded = PeftModel.from_pretrained(tiny_model_for(tokenizer), adapter_dir).eval()
+    torch.testing.assert_close(_probabilities(reloaded, tokenizer, rows), trained, atol=1e-6, rtol=0)
+
+    merged = reloaded.merge_and_unload()
+    assert type(merged) is LlamaForCLSGen
+    torch.testing.assert_close(_probabilities(merged, tokenizer, rows), trained, atol=1e-5, rtol=0)
+
+    trainer.args.save_merged = True
+    merged_dir = tmp_path / "merged"
+    trainer.save_model(str(merged_dir))
+    assert {"model.safetensors", "modeling_clsgen.py", "configuration_clsgen.py"} <= set(os.listdir(merged_dir))
+    loaded = AutoModel.from_pretrained(merged_dir, trust_remote_code=True).eval()
+    torch.testing.assert_close(_probabilities(loaded, tokenizer, rows), trained, atol=1e-5, rtol=0)
+
+
+def test_gradient_accumulation_does_not_change_results(smollm2_tokenizer, tmp_path):
+    tokenizer = smollm2_tokenizer
+    results = []
+    for batch, accumulation in ((4, 1), (1, 4)):
+        trainer = CLSGenTrainer(
+            tiny_model_for(tokenizer),
+            _config(tmp_path / f"{batch}x{accumulation}", max_steps=2, per_device_train_batch_size=batch,
+                    gradient_accumulation_steps=accumulation),
+            train_dataset=toy_dataset(16),
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        logged = [(e["loss"], e["lm_loss"], e["cls_loss"]) for e in trainer.state.log_history if "lm_loss" in e]
+        results.append((logged, trainer.model.score.weight.detach().clone()))
+    (logs_a, score_a), (logs_b, score_b) = results
+    assert len(logs_a) == len(logs_b) == 2
+    for a, b in zip(logs_a, logs_b):
+        assert a[0] == pytest.approx(b[0], rel=1e-4)  # the optimised loss is the same
+        assert a[2] == pytest.approx(b[2], rel=1e-4)
+    torch.testing.assert_close(score_a, score_b, atol=1e-5, rtol=1e-4)
+
+
+def test_truncation_cuts_the_prompt_middle_and_keeps_the_verdict(smollm2_tokenizer):
+    tokenizer = smollm2_tokenizer
+    long_text = "begin " + "filler " * 300 + "end question?"
+    encoded = encode_examples(tokenizer, [long_text], ["Because.\nAnswer: Yes"], max_length=64)
+    ids, labels = encoded.input_ids[0], encoded.labels[0]
+    assert len(ids) == 64 and encoded.truncated == [True]
+    text = tokenizer.decode(ids)
+    assert "Answer: Yes" in text and "question?" in text and "begin" in text
+    completion = tokenizer.decode([t for t in labels if t != -100])
+    assert completion.startswith("Because.\nAnswer: Yes")
+    assert labels[encoded.cls_positions[0]] == -100 and labels[encoded.cls_positions[0] + 1] != -100
+    prompt_ids, _ = encode_prompts(tokenizer, [long_text], max_prompt_tokens=encoded.cls_positions[0] + 1)
+    assert prompt_ids[0] == ids[: encoded.cls_positions[0] + 1]  # inference sees the same prompt tokens
+
+
+class TestBadInput:
+    def _trainer(self, tokenizer, tmp_path, dataset):
+        return CLSGenTrainer(tiny_model_for(tokenizer), _config(tmp_path, max_steps=1), train_dataset=dataset,
+                             processing_class=tokenizer)
+
+    def test_missing_column(self, smollm2_tokenizer, tmp_path):
+        dataset = toy_dataset(4).remove_columns("completion")
+        with pytest.raises(ValueError, match=r"no `completion` column.*Columns present: \['prompt', 'label'\]"):
+            self._trainer(smollm2_tokenizer, tmp_path, dataset)
+
+    def test_labels_outside_label_set(self, smollm2_tokenizer, tmp_path):
+        rows = toy_dataset(6).to_list()
+        rows[0]["label"], rows[1]["label"], rows[2]["label"] = 2, 2, -1
+        with pytest.raises(ValueError, match=r"\[0, 2\): 2 \(2 rows\), -1 \(1 rows\)"):
+            self._trainer(smollm2_tokenizer, tmp_path, Dataset.from_list(rows))
+
+    def test_empty_completions(self, smollm2_tokenizer, tmp_path):
+        rows = toy_dataset(6).to_list()
+        rows[1]["completion"] = [{"role": "assistant", "content": "  "}]
+        rows[4]["completion"] = [{"role": "assistant", "content": ""}]
+        with pytest.raises(ValueError, match=r"empty completions.*rows \[1, 4\]"):
+            self._trainer(smollm2_tokenizer, tmp_path, Dataset.from_list(rows))
+
+    def test_packing_refused(self, tmp_path):
+        with pytest.raises(ValueError, match="packing"):
+            _config(tmp_path, packing=True)
+
+
+def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+    dump = tmp_path / "weights"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(TRAIN_TOY),
+           str(tmp_path / "out"), "--max_steps", "3", "--dump", str(dump)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("FINISHED global_step=3") == 2
+    rank0 = torch.load(f"{dump}.rank0.pt", weights_only=True)
+    rank1 = torch.load(f"{dump}.rank1.pt", weights_only=True)
+    assert any("lora_A" in k for k in rank0) and any("score" in k for k in rank0)
+    for name, value in rank0.items():
+        torch.testing.assert_close(rank1[name], value, atol=0, rtol=0, msg=name)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(TRAIN_TOY), str(out), "--max_steps", "8", "--save_steps", "2"]
+    process = subprocess.Popen(cmd + ["--step_delay", "1.0"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.5)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert checkpoints and not (out / "checkpoint-8").exists()
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "FINISHED global_step=8" in resumed.stdout
+    assert "Continuing training from checkpoint" in resumed.stderr + resumed.stdout
