@@ -162,6 +162,8 @@ class CLSGenTrainer(SFTTrainer):
 
     @staticmethod
     def _check_rows(dataset: Dataset, label_column: str, num_labels: int, dataset_name: str) -> None:
+        if len(dataset) == 0:
+            raise ValueError(f"The {dataset_name} dataset is empty: nothing to train or evaluate on.")
         present = dataset.column_names
         for column in (*REQUIRED_COLUMNS, label_column):
             if column not in present:
@@ -225,6 +227,8 @@ class CLSGenTrainer(SFTTrainer):
     # ------------------------------------------------------------------ saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming)."""
+        if not _internal_call:
+            self.create_model_card(output_dir=output_dir)
         model = self.accelerator.unwrap_model(self.model)
         if _internal_call or not self.args.save_merged or not is_peft_model(model):
             return super().save_model(output_dir, _internal_call)
@@ -234,6 +238,27 @@ class CLSGenTrainer(SFTTrainer):
             merged.save_pretrained(output_dir)
             self.processing_class.save_pretrained(output_dir)
             logger.info("Saved the merged model to %s", output_dir)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        output_dir: str | None = None,
+    ):
+        """Write the CLSGen model card (`README.md`, see `clsgen_hf.model_card`) into `output_dir` (default
+        `args.output_dir`), with the evaluation numbers of `<output_dir>/clsgen_results.json` when present.
+
+        Replaces TRL's card, whose template is looked up inside `trl/templates/` only.
+        """
+        if not self.is_world_process_zero():
+            return
+        from .model_card import write_trainer_card
+
+        tags = ([tags] if isinstance(tags, str) else list(tags or [])) + list(self._tag_names)
+        write_trainer_card(
+            self, output_dir or self.args.output_dir, model_name=model_name, dataset_name=dataset_name, tags=tags
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Eval: the loss, and the class head's logits against the class labels (for `compute_metrics`)."""

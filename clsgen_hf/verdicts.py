@@ -67,7 +67,7 @@ def _word_pattern(verbalizers: dict[int, str]) -> re.Pattern:
 def read_verdict(text: str | None, verbalizers: dict[int, str] | None = None) -> int:
     """Read the label an explanation ends on.
 
-    Lines introduced by an answer word ("Answer:", "Final answer:", "**Verdict**:" ...) decide; without such a
+    Lines introduced by an answer word ("Answer:", "Final answer:", "**Verdict**:", "The answer is" ...) decide; without such a
     line, a final line that is only a verbalizer ("Yes.") does. Two answer lines naming different labels, a line
     naming two labels, or a negated verdict ("Answer: not Yes") read as `NO_VERDICT`. Case, punctuation and
     markdown are ignored.
@@ -84,7 +84,9 @@ def read_verdict(text: str | None, verbalizers: dict[int, str] | None = None) ->
     verbalizers = verbalizers or DEFAULT_VERBALIZERS
     word_to_label = {word.strip().lower(): int(label) for label, word in verbalizers.items()}
     words = _word_pattern(verbalizers)
-    prefixed = re.compile(rf"^[\s#>*_`-]*{_PREFIX_WORDS}[\s*_`]*[:=\-–]\s*(.*)$", re.IGNORECASE)
+    prefixed = re.compile(
+        rf"^[\s#>*_`-]*(?:the\s+|my\s+)?{_PREFIX_WORDS}(?:[\s*_`]*[:=\-–]|\s+is\b)\s*(.*)$", re.IGNORECASE
+    )
 
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     stated = [_label_of(m.group(1), words, word_to_label) for m in map(prefixed.match, lines) if m]

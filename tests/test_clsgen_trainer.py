@@ -177,7 +177,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
            str(tmp_path / "out"), "--max_steps", "3", "--dump", str(dump)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("FINISHED global_step=3") == 2
+    assert result.stdout.count("FINISHED global_step=3 ") == 2
     rank0 = torch.load(f"{dump}.rank0.pt", weights_only=True)
     rank1 = torch.load(f"{dump}.rank1.pt", weights_only=True)
     assert any("lora_A" in k for k in rank0) and any("score" in k for k in rank0)
@@ -197,10 +197,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    assert checkpoints and not (out / "checkpoint-8").exists()
+    last_step = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert 2 <= last_step < 8
 
     resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "FINISHED global_step=8" in resumed.stdout
-    assert "Continuing training from checkpoint" in resumed.stderr + resumed.stdout
+    assert f"FINISHED global_step=8 steps_here={8 - last_step}" in resumed.stdout  # no step was redone

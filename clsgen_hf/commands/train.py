@@ -37,7 +37,7 @@ from ..data import (
     make_teacher,
     synthesize_explanations,
 )
-from ..inference import predict
+from ..inference import PROMPT_TEMPLATE_FILE, predict
 from ..loading import load_model_and_tokenizer
 from ..metrics import alignment_report, classification_report
 from ..verdicts import read_verdict
@@ -46,7 +46,6 @@ from ..verdicts import read_verdict
 logger = logging.getLogger("clsgen_hf.train")
 
 SHARED_CLINIFACT = Path("../shared/data/clinifact")
-PROMPT_TEMPLATE_FILE = "clsgen_prompt.json"
 RESULTS_FILE = "clsgen_results.json"
 
 # The CPU-sized recipe: what `make demo` runs. Every value can be overridden on the command line or in `--config`.
@@ -106,6 +105,14 @@ class ScriptArguments:
         default=1, metadata={"help": "Sampled re-asks for rows whose explanation did not state the gold verdict."}
     )
     teacher_batch_size: int = field(default=8, metadata={"help": "Rows per teacher generation batch."})
+    ensure_verdict_line: bool = field(
+        default=True,
+        metadata={
+            "help": "Append the gold verdict line to teacher answers that state no verdict at all (answers stating "
+            "another label are still dropped). The embedded 135M teacher seldom writes the line itself; turn this "
+            "off (--ensure_verdict_line false) with a strong teacher to keep the paper's strict filter."
+        },
+    )
     max_train_samples: int | None = field(default=48, metadata={"help": "Training rows used (None: all)."})
     max_eval_samples: int | None = field(default=16, metadata={"help": "Held-out rows predicted (None: all)."})
     max_prompt_tokens: int = field(
@@ -133,24 +140,12 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     output_dir = Path(training_args.output_dir)
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path)
     train_rows, test_rows, template = _load_data(script_args, tokenizer)
-    training_args.verbalizers = dict(template.verdict_format.verbalizers)
-    training_args.verdict_prefix = template.verdict_format.prefix
-    _set_labels(model, template)
-
     with PartialState().main_process_first():  # one process asks the teacher; the others read its cache
         train_dataset = _explanations(script_args, train_rows, template, model, tokenizer, output_dir)
 
-    started = time.time()
-    trainer = CLSGenTrainer(
-        model, training_args, train_dataset=train_dataset, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.train()
-    train_seconds = time.time() - started
-    trainer.save_model()
+    trainer, train_seconds = train_clsgen(model, tokenizer, train_dataset, template, training_args, model_args)
     if not trainer.is_world_process_zero():
         return {}
-    template.to_json_file(output_dir / PROMPT_TEMPLATE_FILE)
 
     trainer.model.eval()
     started = time.time()
@@ -165,6 +160,28 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     print(_report(results, predictions, test_rows, output_dir))
     return results
+
+
+def train_clsgen(
+    model, tokenizer, train_dataset: Dataset, template: PromptTemplate, training_args: CLSGenConfig,
+    model_args: ModelConfig,
+) -> tuple[CLSGenTrainer, float]:
+    """Step 3: LoRA-train both heads, then save the model (merged by default) and its prompt template to
+    `training_args.output_dir`. Returns the trainer and the training time in seconds."""
+    training_args.verbalizers = dict(template.verdict_format.verbalizers)
+    training_args.verdict_prefix = template.verdict_format.prefix
+    _set_labels(model, template)
+    started = time.time()
+    trainer = CLSGenTrainer(
+        model, training_args, train_dataset=train_dataset, processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train()
+    train_seconds = time.time() - started
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        template.to_json_file(Path(training_args.output_dir) / PROMPT_TEMPLATE_FILE)
+    return trainer, train_seconds
 
 
 def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, PromptTemplate]:
@@ -232,7 +249,8 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
     return synthesize_explanations(
         rows, teacher, prompt_template=template, cache_path=output_dir / "teacher_cache.jsonl",
         max_retries=args.teacher_retries, batch_size=args.teacher_batch_size,
-        max_new_tokens=args.teacher_max_new_tokens, save_to=output_dir / "explanations.jsonl",
+        max_new_tokens=args.teacher_max_new_tokens, ensure_verdict_line=args.ensure_verdict_line,
+        save_to=output_dir / "explanations.jsonl",
     )
 
 

@@ -4,10 +4,14 @@ usage: python tests/scripts/train_toy.py OUTPUT_DIR [--max_steps N] [--save_step
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+import time
+
 import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -37,29 +41,27 @@ def main() -> None:
             save_steps=args.save_steps,
             report_to=[],
             use_cpu=True,
-            ddp_backend="gloo",
+            ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,
             seed=0,
         ),
         train_dataset=toy_dataset(32),
         processing_class=tokenizer,
         peft_config=lora_config(),
     )
-    if args.step_delay:
-        import time
+    steps_here = []
 
-        from transformers import TrainerCallback
+    class CountSteps(TrainerCallback):  # steps this process trained, to tell a resume from a restart
+        def on_step_end(self, *_, **__):
+            steps_here.append(1)
+            time.sleep(args.step_delay)
 
-        class Slow(TrainerCallback):
-            def on_step_end(self, *_, **__):
-                time.sleep(args.step_delay)
-
-        trainer.add_callback(Slow())
+    trainer.add_callback(CountSteps())
     trainer.train(resume_from_checkpoint=args.resume or None)
     if args.dump:
         weights = {k: v.detach().cpu() for k, v in trainer.model.named_parameters() if v.requires_grad}
         rank = trainer.args.process_index
         torch.save(weights, f"{args.dump}.rank{rank}.pt")
-    print(f"FINISHED global_step={trainer.state.global_step}")
+    print(f"FINISHED global_step={trainer.state.global_step} steps_here={len(steps_here)}")
 
 
 if __name__ == "__main__":

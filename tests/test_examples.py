@@ -1,0 +1,52 @@
+"""The main job end to end: `examples/train_clsgen.py` on the embedded SmolLM2 and a handful of CliniFact rows."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+REPO = Path(__file__).resolve().parents[1]
+CLINIFACT = REPO.parent / "shared" / "data" / "clinifact"
+
+
+def test_help_lists_every_option():
+    result = subprocess.run([sys.executable, "-m", "clsgen_hf.cli", "train", "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for option in ("--max_train_samples", "--teacher", "--explanation_column", "--cls_loss_weight", "--lora_r"):
+        assert option in result.stdout
+
+
+def test_missing_data_folder_says_where_to_put_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "examples/train_clsgen.py", "--data_dir", str(tmp_path / "nowhere"),
+         "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )
+    assert result.returncode != 0
+    assert "No CliniFact data at" in result.stderr and "train.csv" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CLINIFACT.is_dir(), reason="CliniFact is not beside the repository")
+def test_train_example_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "examples/train_clsgen.py", "--data_dir", str(CLINIFACT), "--output_dir", str(out),
+        "--max_train_samples", "4", "--max_eval_samples", "3", "--teacher_max_new_tokens", "32",
+        "--teacher_retries", "0", "--max_new_tokens", "24", "--max_prompt_tokens", "192", "--max_length", "256",
+        "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Example predictions:" in result.stdout and "| auroc | f1 |" in result.stdout
+    results = json.loads((out / "clsgen_results.json").read_text())
+    assert results["test_rows"] == 3 and 0 < results["train_rows"] <= 4
+    assert 0 <= results["readability"] <= 1
+    assert {"model.safetensors", "config.json", "modeling_clsgen.py", "clsgen_prompt.json",
+            "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
