@@ -9,10 +9,12 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from .clsgen_config import CLSGenConfig
 from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
 from .configuration_clsgen import LlamaCLSGenConfig
+from .export import ExportError, export_model
 from .inference import predict
 from .loading import default_model_path, load_model, load_model_and_tokenizer, load_tokenizer, prepare_tokenizer
 from .modeling_clsgen import CLSGenGenerateOutput, CLSGenOutput, LlamaForCLSGen
 from .metrics import alignment_report, classification_report, tune_threshold
+from .model_card import CLSGenCardData, build_model_card
 from .verdicts import NO_VERDICT, VerdictFormat, read_verdict
 
 
@@ -45,4 +47,8 @@ __all__ = [
     "load_tokenizer",
     "load_model_and_tokenizer",
     "prepare_tokenizer",
+    "export_model",
+    "ExportError",
+    "CLSGenCardData",
+    "build_model_card",
 ]

@@ -1,0 +1,74 @@
+"""`clsgen-hf export`: turn a training checkpoint, an adapter or a CLSGen model folder into a shareable, validated
+folder (see `clsgen_hf.export`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+EPILOG = """examples:
+  clsgen-hf export outputs/run/checkpoint-12 exports/my-model          # merged: transformers alone loads it
+  clsgen-hf export outputs/run exports/my-model --repo_id me/my-model  # the card's snippet loads me/my-model
+  clsgen-hf export outputs/run/checkpoint-12 exports/my-adapter --no-merge --base_model HuggingFaceTB/SmolLM2-135M-Instruct
+
+The merged folder loads with AutoModel.from_pretrained(folder, trust_remote_code=True); the adapter folder with
+PEFT on top of its base model (its README.md shows how). Upload either with `hf upload <repo_id> <folder>`.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clsgen-hf export",
+        description=(
+            "Write a checkpoint-N folder, an adapter folder or a CLSGen model folder as a folder anyone can load: "
+            "config with auto_map, the model code, safetensors weights (merged, or the adapter with its score head), "
+            "tokenizer with chat template, generation config, prompt template, results and a model card (README.md). "
+            "Then reload it (merged: in a process without clsgen_hf, with trust_remote_code; adapter: with PEFT) and "
+            "check that its classification logits match the source's."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", help="checkpoint-N folder, adapter folder or CLSGen model folder")
+    parser.add_argument("out_dir", help="the folder to write")
+    parser.add_argument(
+        "--merge", action=argparse.BooleanOptionalAction, default=True,
+        help="merge the LoRA adapter into one model.safetensors (default), or keep the adapter (--no-merge)",
+    )
+    parser.add_argument(
+        "--base_model",
+        help="base model of an adapter (Hub id, folder or .gguf file); default: adapter_config.json's "
+        "base_model_name_or_path",
+    )
+    parser.add_argument(
+        "--results",
+        help="JSON file of evaluation numbers for the card (default: the run's clsgen_results.json, for a checkpoint "
+        "only when it holds the run's final weights)",
+    )
+    parser.add_argument("--repo_id", help="Hub id the card's usage snippet loads (default: OUT_DIR)")
+    parser.add_argument("--dataset_name", help="the training data, in words, for the card (e.g. CliniFact)")
+    parser.add_argument("--dataset", action="append", dest="datasets", help="Hub dataset id for the card (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip reloading the export")
+    parser.add_argument("--atol", type=float, default=1e-5, help="tolerance on cls_logits (default 1e-5)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ..export import ExportError, export_model  # the heavy imports, after --help
+
+    try:
+        report = export_model(
+            args.source, args.out_dir, merge=args.merge, base_model=args.base_model, results=args.results,
+            repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets, overwrite=args.overwrite,
+            validate=args.validate, atol=args.atol,
+        )
+    except ExportError as error:
+        print(f"clsgen-hf export: error: {error}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0

@@ -1,0 +1,259 @@
+"""Hub-compatible artifacts: `clsgen-hf export` of a trained checkpoint (merged and adapter), model cards, bad sources."""
+
+import copy
+import json
+import math
+import re
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
+
+from clsgen_hf import (
+    CLSGenConfig,
+    CLSGenTrainer,
+    LlamaForCLSGen,
+    alignment_report,
+    classification_report,
+    predict,
+)
+from clsgen_hf.cli import main as cli_main
+from clsgen_hf.data import DEFAULT_TEACHER_INSTRUCTION, PromptTemplate, SynthesisReport
+from clsgen_hf.encoding import encode_prompts
+from clsgen_hf.export import ExportError, export_model
+from clsgen_hf.model_card import build_model_card
+
+from .conftest import tiny_config
+from .toy import lora_config, tiny_model_for, toy_dataset
+
+
+TOY_TEMPLATE = PromptTemplate("{{ text }}", system="Classify.", question="Improved?")
+CARD_METRICS = {"auroc": "roc_auc", "f1": "f1", "auroc_alignment": "auroc_alignment", "r_lkappa": "r_lkappa",
+                "rli": "rli", "readability": "readability"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, _smollm2_tokenizer):
+    """A 3-step LoRA run of a tiny model, checkpointed, with the recipe's files: real evaluation numbers of the
+    trained model on held-out rows (`clsgen_results.json`) and its prompt template (`clsgen_prompt.json`)."""
+    root = tmp_path_factory.mktemp("run")
+    tokenizer = copy.deepcopy(_smollm2_tokenizer)
+    tiny_model_for(tokenizer).save_pretrained(root / "base")  # a base with a path, as adapter_config.json records it
+    output_dir = root / "out"
+    args = CLSGenConfig(
+        str(output_dir), per_device_train_batch_size=4, learning_rate=1e-2, max_steps=3, save_strategy="steps",
+        save_steps=3, logging_steps=1, report_to=[], use_cpu=True, seed=0,
+    )
+    trainer = CLSGenTrainer(LlamaForCLSGen.from_pretrained(root / "base"), args, train_dataset=toy_dataset(12),
+                            processing_class=tokenizer, peft_config=lora_config())
+    trainer.train()
+    trainer.model.eval()
+
+    rows = toy_dataset(6, seed=1)
+    predictions = predict(trainer.model, tokenizer, rows["prompt"], max_new_tokens=8, show_progress=False)
+    probabilities = np.array([p["probability"] for p in predictions])[:, 1]
+    results = {k: v for k, v in classification_report(probabilities, rows["label"]).items() if k != "reliability"}
+    results.update(alignment_report(probabilities, [p["explanation"] for p in predictions]), train_rows=12, test_rows=6)
+    (output_dir / "clsgen_results.json").write_text(json.dumps(results))
+    TOY_TEMPLATE.to_json_file(output_dir / "clsgen_prompt.json")
+    return SimpleNamespace(root=root, trainer=trainer, tokenizer=tokenizer, checkpoint=output_dir / "checkpoint-3",
+                           results=results, rows=rows, probabilities=probabilities)
+
+
+def _assert_card_has_results(card: ModelCard, results: dict) -> None:
+    metrics = {m["type"]: m["value"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
+    assert math.isfinite(results["auroc"]) and math.isfinite(results["f1"])
+    for key, metric_type in CARD_METRICS.items():
+        if math.isfinite(results[key]):
+            assert metrics[metric_type] == results[key], key
+            assert f"{results[key]:.3f}" in card.text
+        else:  # undefined numbers stay out of the metadata and read n/a in the table
+            assert metric_type not in metrics
+            assert "n/a" in card.text
+
+
+def test_merged_export_loads_without_clsgen_hf(run, tmp_path):
+    out = tmp_path / "merged"
+    report = export_model(run.checkpoint, out, repo_id="me/toy-clsgen")
+
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_clsgen.py", "configuration_clsgen.py", "README.md",
+            "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+            "clsgen_prompt.json", "clsgen_results.json"} <= files
+    assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+    assert config["id2label"] == {"0": "No", "1": "Yes"} and config["cls_threshold"] == 0.5
+
+    # reloaded by a process without clsgen_hf, through trust_remote_code: same class-head logits
+    assert report.validated and report.max_abs_diff <= 1e-5 and report.n_prompts == 3
+    assert report.loaded_class.endswith("modeling_clsgen.LlamaForCLSGen")
+    assert not report.loaded_class.startswith("clsgen_hf")
+    # ... where the card's usage snippet also ran as written, on the exported folder
+    assert re.search(r"P\(Yes\) = \d\.\d{3} -> (Yes|No)", report.snippet_output), report.snippet_output
+
+    card = ModelCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert {"clsgen", "trl"} <= set(data["tags"])
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
+    assert data["model-index"][0]["name"] == "toy-clsgen"
+    _assert_card_has_results(card, run.results)
+    assert 'repo = "me/toy-clsgen"' in card.text and "trust_remote_code=True" in card.text
+    assert "| r | 8 |" in card.text and "| alpha | 16 |" in card.text and "| max steps | 3 |" in card.text
+    assert "`config.cls_threshold` = **0.5**" in card.text and "`1` = Yes" in card.text
+    assert "arXiv" in card.text and "2604.11801" in card.text and "not a medical device" in card.text
+    assert report.evaluation_table in card.text and report.evaluation_table in str(report)
+
+
+def test_adapter_export_loads_with_peft(run, tmp_path, capsys):
+    # an adapter whose config names no base model: found only with --base_model
+    adapter = tmp_path / "adapter-without-base"
+    shutil.copytree(run.checkpoint, adapter)
+    shutil.copy(run.checkpoint.parent / "clsgen_prompt.json", adapter)  # gives the labels their names
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": ""}))
+    with pytest.raises(ExportError, match="names no base model.*--base_model"):
+        export_model(adapter, tmp_path / "nope", merge=False)
+
+    out = tmp_path / "adapter"
+    report = export_model(adapter, out, merge=False, base_model=str(run.root / "base"),
+                          results=run.checkpoint.parent / "clsgen_results.json")
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "config.json", "modeling_clsgen.py",
+            "configuration_clsgen.py", "tokenizer.json", "README.md", "generation_config.json"} <= files
+    assert "model.safetensors" not in files
+    assert report.validated and report.max_abs_diff <= 1e-5 and report.loaded_class.startswith("PeftModel")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "peft" and "clsgen" in card.data.tags
+    _assert_card_has_results(card, run.results)
+
+    # the card's PEFT snippet (transformers + peft only) gives the trained model's probabilities
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    exec(snippet, {"__name__": "__snippet__"})
+    printed = float(re.search(r"P\(Yes\) = (\d\.\d{3})", capsys.readouterr().out).group(1))
+    ids, _ = encode_prompts(run.tokenizer, [TOY_TEMPLATE.to_messages({"text": "<text>"})])
+    with torch.no_grad():
+        expected = run.trainer.model(torch.tensor(ids)).cls_logits.softmax(-1)[0, 1].item()
+    assert printed == pytest.approx(expected, abs=6e-4)
+
+
+def test_trainer_writes_a_clsgen_card(run):
+    output_dir = run.checkpoint.parent
+    card = ModelCard.load(output_dir / "README.md")  # written when the checkpoint was saved, before the evaluation
+    assert {"clsgen", "trl"} <= set(card.data.tags) and card.data.library_name == "transformers"
+    assert (output_dir / "clsgen_training.json").is_file() and "| r | 8 |" in card.text
+
+    run.trainer.create_model_card()  # now that clsgen_results.json is there
+    card = ModelCard.load(output_dir / "README.md")
+    _assert_card_has_results(card, run.results)
+    assert "Improved?" in card.text  # the usage snippet speaks the training prompt template
+
+
+def test_card_reports_explanation_synthesis_and_undefined_metrics():
+    report = SynthesisReport({0: "No", 1: "Yes"}, rows={0: 5, 1: 5}, first_try={0: 4, 1: 3}, after_retries={1: 1},
+                             dropped={0: 1, 1: 1})
+    synthesis = json.loads(json.dumps({  # as `synthesize_explanations` writes it to explanations.meta.json
+        "teacher": "transformers:HuggingFaceTB/SmolLM2-135M-Instruct", "teacher_instruction": DEFAULT_TEACHER_INSTRUCTION,
+        "max_retries": 1, "ensure_verdict_line": False, "report": report.to_dict(),
+    }))
+    results = {"auroc": 0.8125, "f1": 0.5, "auroc_alignment": float("nan"), "r_lkappa": 0.4, "rli": 0.25,
+               "readability": 0.75, "test_rows": 8, "train_rows": 10}
+    config = tiny_config(id2label={0: "No", 1: "Yes"}, cls_threshold=0.35)
+    card = build_model_card(config, {"learning_rate": 5e-4, "num_train_epochs": 2.0, "max_steps": -1,
+                                     "lm_loss_weight": 1.0, "cls_loss_weight": 2.0}, lora_config(r=16), synthesis,
+                            results, model_name="toy", dataset_name="CliniFact")
+    text = card.text
+    assert "`transformers:HuggingFaceTB/SmolLM2-135M-Instruct`" in text
+    assert "| 0 (No) | 5 | 4 | 0 | 1 |" in text and "| 1 (Yes) | 5 | 3 | 1 | 1 |" in text
+    assert "Kept 8 of 10 rows." in text
+    assert "| 0.812 | 0.500 | n/a | 0.400 | 0.250 | 0.750 |" in text
+    assert "| epochs | 2 |" in text and "max steps" not in text and "| classification loss weight | 2 |" in text
+    assert "**0.35**" in text and "Data: CliniFact." in text
+    metrics = card.data.to_dict()["model-index"][0]["results"][0]
+    assert metrics["dataset"]["name"] == "CliniFact"
+    assert {m["type"] for m in metrics["metrics"]} == {"roc_auc", "f1", "r_lkappa", "rli", "readability"}
+
+
+def _empty(path):
+    path.mkdir()
+
+
+def _gpt2(path):
+    GPT2LMHeadModel(GPT2Config(vocab_size=99, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(path)
+
+
+def _config_only(path):
+    tiny_config().save_pretrained(path)
+
+
+def _pickled_only(path):
+    tiny_config().save_pretrained(path)
+    (path / "pytorch_model.bin").write_bytes(b"not loaded")
+
+
+def _plain_llama(path):
+    LlamaForCausalLM(tiny_config()).save_pretrained(path)
+
+
+def _clsgen(path):
+    torch.manual_seed(0)
+    LlamaForCLSGen(tiny_config()).save_pretrained(path)
+
+
+def _truncated(path):
+    _clsgen(path)
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def _corrupted_header(path):
+    _clsgen(path)
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:40] = b"\x00garbage" * 4
+    weights.write_bytes(bytes(data))
+
+
+def _adapter_without_score(path):
+    path.mkdir()
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "x"}))
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 4)},
+              path / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (None, "does not exist"),
+        (_empty, "not a CLSGen checkpoint, adapter or model folder.*holds: nothing"),
+        (_gpt2, r"holds a `gpt2` model \(GPT2LMHeadModel\), not a CLSGen model"),
+        (_config_only, "has a config.json but no weights"),
+        (_pickled_only, r"pickled weights only \(pytorch_model.bin\)"),
+        (_plain_llama, "without a `score` head"),
+        (_truncated, r"model.safetensors is truncated: its header describes \d+ bytes of tensors, the file holds \d+"),
+        (_corrupted_header, "model.safetensors (has a corrupted safetensors header|is not a valid safetensors file)"),
+        (_adapter_without_score, "holds no `score` head"),
+    ],
+    ids=["missing", "empty", "gpt2", "no-weights", "pickled", "plain-llama", "truncated", "corrupted", "adapter-no-score"],
+)
+def test_bad_sources_fail_with_a_clear_error(tmp_path, capsys, make, message):
+    source = tmp_path / "source"
+    if make is not None:
+        make(source)
+    with pytest.raises(ExportError, match=message):
+        export_model(source, tmp_path / "out")
+    assert cli_main(["export", str(source), str(tmp_path / "out")]) == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["export", "--help"])
+    assert exit_.value.code == 0
+    assert "--no-merge" in capsys.readouterr().out
