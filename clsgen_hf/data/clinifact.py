@@ -1,0 +1,85 @@
+"""CliniFact (Zhang et al., Sci. Data 2025): does a trial publication's abstract support a clinical claim?
+
+Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information. The CLSGen paper evaluates the binary view
+(evidence vs the rest); the original 3-class view is available on request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from datasets import Dataset, DatasetDict
+
+from ..verdicts import VerdictFormat
+from .classification import load_classification_dataset
+from .templates import PromptTemplate
+
+
+CLINIFACT_TEXT_FIELDS = ("claim", "article_title", "article_abstract")
+CLINIFACT_SPLITS = ("train", "validation", "test")
+
+_SYSTEM = "You are a clinical research expert who checks claims about clinical trials against published abstracts."
+_USER = "Claim: {{ claim }}\n\nArticle title: {{ article_title }}\n\nAbstract: {{ article_abstract }}"
+
+CLINIFACT_BINARY_TEMPLATE = PromptTemplate(
+    _USER,
+    system=_SYSTEM,
+    question="Does the abstract report results that support the claim?",
+    verdict_format=VerdictFormat({0: "No", 1: "Yes"}),
+)
+"""Binary view: 1 = the abstract reports evidence for the claim, 0 = inconclusive or no information."""
+
+CLINIFACT_MULTICLASS_TEMPLATE = PromptTemplate(
+    _USER,
+    system=_SYSTEM,
+    question=(
+        "Does the abstract report results that support the claim (Evidence), report results that do not settle it "
+        "(Inconclusive), or give only background with no results about it (No information)?"
+    ),
+    verdict_format=VerdictFormat({0: "Inconclusive", 1: "Evidence", 2: "No information"}),
+)
+"""3-class view, the dataset's own labels: 0 = inconclusive, 1 = evidence, 2 = no information."""
+
+_BINARY_LABEL2ID = {0: 0, 1: 1, 2: 0}
+
+
+def load_clinifact(
+    data_dir: str | Path,
+    *,
+    view: Literal["binary", "multiclass"] = "binary",
+    splits: str | Sequence[str] = CLINIFACT_SPLITS,
+    prompt_template: PromptTemplate | None = None,
+    **kwargs,
+) -> Dataset | DatasetDict:
+    """Load CliniFact's `<split>.csv` files from `data_dir` as classifier prompts (claim + title + abstract).
+
+    Args:
+        data_dir: the folder holding `train.csv`, `validation.csv`, `test.csv`.
+        view: `"binary"` (evidence vs inconclusive/no information; the raw label kept as `original_label`) or
+            `"multiclass"` (the three original labels).
+        splits: one split name (returns a `Dataset`) or several (a `DatasetDict`).
+        prompt_template: overrides the view's default template (its verbalizers must cover the view's labels).
+        **kwargs: passed to `load_classification_dataset` (`tokenizer`, `max_prompt_tokens`, `allow_empty_text`).
+    """
+    if view not in ("binary", "multiclass"):
+        raise ValueError(f"`view` must be 'binary' or 'multiclass', got {view!r}.")
+    names = [splits] if isinstance(splits, str) else list(splits)
+    files = {name: Path(data_dir) / f"{name}.csv" for name in names}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"CliniFact files missing: {missing}. Expected {[f'{s}.csv' for s in CLINIFACT_SPLITS]}.")
+    default = CLINIFACT_BINARY_TEMPLATE if view == "binary" else CLINIFACT_MULTICLASS_TEMPLATE
+    return load_classification_dataset(
+        files,
+        text_fields=CLINIFACT_TEXT_FIELDS,
+        label_field="label",
+        label2id=_BINARY_LABEL2ID if view == "binary" else None,
+        prompt_template=prompt_template or default,
+        split=names[0] if isinstance(splits, str) else None,
+        **kwargs,
+    )
+
+
+__all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "load_clinifact"]
