@@ -23,7 +23,7 @@ from clsgen_hf import (
     predict,
 )
 from clsgen_hf.cli import main as cli_main
-from clsgen_hf.data import DEFAULT_TEACHER_INSTRUCTION, PromptTemplate, SynthesisReport
+from clsgen_hf.data import PromptTemplate
 from clsgen_hf.encoding import encode_prompts
 from clsgen_hf.export import ExportError, export_model
 from clsgen_hf.model_card import build_model_card
@@ -155,12 +155,14 @@ def test_trainer_writes_a_clsgen_card(run):
 
 
 def test_card_reports_explanation_synthesis_and_undefined_metrics():
-    report = SynthesisReport({0: "No", 1: "Yes"}, rows={0: 5, 1: 5}, first_try={0: 4, 1: 3}, after_retries={1: 1},
-                             dropped={0: 1, 1: 1})
-    synthesis = json.loads(json.dumps({  # as `synthesize_explanations` writes it to explanations.meta.json
-        "teacher": "transformers:HuggingFaceTB/SmolLM2-135M-Instruct", "teacher_instruction": DEFAULT_TEACHER_INSTRUCTION,
-        "max_retries": 1, "ensure_verdict_line": False, "report": report.to_dict(),
-    }))
+    synthesis = {  # explanations.meta.json as `synthesize_explanations` writes it (JSON: string label keys)
+        "teacher": "transformers:HuggingFaceTB/SmolLM2-135M-Instruct",
+        "teacher_instruction": 'The correct answer is "{answer}". Reply in exactly this format: ...',
+        "max_retries": 1, "ensure_verdict_line": False,
+        "report": {"verbalizers": {"0": "No", "1": "Yes"}, "rows": {"0": 5, "1": 5}, "first_try": {"0": 4, "1": 3},
+                   "after_retries": {"1": 1}, "dropped": {"0": 1, "1": 1}, "verdict_appended": 0, "reused": 0,
+                   "generated": 11, "generated_tokens": 900, "seconds": 12.5},
+    }
     results = {"auroc": 0.8125, "f1": 0.5, "auroc_alignment": float("nan"), "r_lkappa": 0.4, "rli": 0.25,
                "readability": 0.75, "test_rows": 8, "train_rows": 10}
     config = tiny_config(id2label={0: "No", 1: "Yes"}, cls_threshold=0.35)
