@@ -38,7 +38,7 @@ def test_train_example_end_to_end(tmp_path):
     cmd = [
         sys.executable, "examples/train_clsgen.py", "--data_dir", str(CLINIFACT), "--output_dir", str(out),
         "--max_train_samples", "4", "--max_eval_samples", "3", "--teacher_max_new_tokens", "32",
-        "--teacher_retries", "0", "--max_new_tokens", "24", "--max_prompt_tokens", "192", "--max_length", "256",
+        "--teacher_retries", "0", "--max_new_tokens", "24",
         "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200,

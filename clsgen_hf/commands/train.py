@@ -105,14 +105,6 @@ class ScriptArguments:
         default=1, metadata={"help": "Sampled re-asks for rows whose explanation did not state the gold verdict."}
     )
     teacher_batch_size: int = field(default=8, metadata={"help": "Rows per teacher generation batch."})
-    ensure_verdict_line: bool = field(
-        default=True,
-        metadata={
-            "help": "Append the gold verdict line to teacher answers that state no verdict at all (answers stating "
-            "another label are still dropped). The embedded 135M teacher seldom writes the line itself; turn this "
-            "off (--ensure_verdict_line false) with a strong teacher to keep the paper's strict filter."
-        },
-    )
     max_train_samples: int | None = field(default=48, metadata={"help": "Training rows used (None: all)."})
     max_eval_samples: int | None = field(default=16, metadata={"help": "Held-out rows predicted (None: all)."})
     max_prompt_tokens: int = field(
@@ -158,6 +150,7 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     results.update(train_rows=len(train_dataset), test_rows=len(test_rows), train_seconds=round(train_seconds, 1),
                    predict_seconds=round(time.time() - started, 1))
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    trainer.create_model_card()  # now with the evaluation table
     print(_report(results, predictions, test_rows, output_dir))
     return results
 
@@ -249,8 +242,7 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
     return synthesize_explanations(
         rows, teacher, prompt_template=template, cache_path=output_dir / "teacher_cache.jsonl",
         max_retries=args.teacher_retries, batch_size=args.teacher_batch_size,
-        max_new_tokens=args.teacher_max_new_tokens, ensure_verdict_line=args.ensure_verdict_line,
-        save_to=output_dir / "explanations.jsonl",
+        max_new_tokens=args.teacher_max_new_tokens, save_to=output_dir / "explanations.jsonl",
     )
 
 
