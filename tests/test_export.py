@@ -28,7 +28,7 @@ from clsgen_hf.encoding import encode_prompts
 from clsgen_hf.export import ExportError, export_model
 from clsgen_hf.model_card import build_model_card
 
-from .conftest import tiny_config
+from .toy import tiny_config
 from .toy import lora_config, tiny_model_for, toy_dataset
 
 

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, LlamaForCa
 from clsgen_hf import LlamaCLSGenConfig, LlamaForCLSGen
 from clsgen_hf.loading import default_model_path, load_model
 
-from .conftest import tiny_config
+from .toy import tiny_config
 
 
 def _batch(batch_size=3, seq_len=9, vocab=99, seed=0):
