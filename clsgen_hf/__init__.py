@@ -10,7 +10,7 @@ from .clsgen_config import CLSGenConfig
 from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
 from .configuration_clsgen import LlamaCLSGenConfig
 from .export import ExportError, export_model
-from .inference import predict
+from .inference import CLSGenPipeline, predict, tune_and_store_threshold
 from .loading import default_model_path, load_model, load_model_and_tokenizer, load_tokenizer, prepare_tokenizer
 from .modeling_clsgen import CLSGenGenerateOutput, CLSGenOutput, LlamaForCLSGen
 from .metrics import alignment_report, classification_report, tune_threshold
@@ -36,6 +36,8 @@ __all__ = [
     "CLSGenOutput",
     "CLSGenGenerateOutput",
     "predict",
+    "tune_and_store_threshold",
+    "CLSGenPipeline",
     "classification_report",
     "alignment_report",
     "tune_threshold",

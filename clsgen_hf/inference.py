@@ -1,19 +1,41 @@
 """Prediction: the class probability from the prefill of each prompt, the explanation generated from the same cache.
 
-`predict` is the one call users make; the `clsgen` pipeline and `clsgen-hf predict` wrap it.
+`predict` is the one call users make; the `clsgen` pipeline (`CLSGenPipeline`) and `clsgen-hf predict` wrap it.
+Two sources of probability share its batching, padding and records:
+
+- `"head"` (CLSGen): the `score` head reads the prompt's prefill; the explanation continues from that cache.
+- `"verdict"` (any causal LM, e.g. a prompted or explanation-tuned baseline): the explanation is generated, its verdict
+  line is dropped, the verdict prefix ("Answer:") is appended, and the next-token probabilities of the verbalizers,
+  normalised, are the class probabilities. The scoring pass reuses the prompt's KV cache, so each prompt is still
+  prefilled once.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils.chat_template_utils import Chat
 
 from .encoding import Messages, encode_prompts
-from .verdicts import DEFAULT_VERBALIZERS, read_verdict
+from .loading import prepare_tokenizer
+from .metrics import tune_threshold
+from .verdicts import DEFAULT_VERBALIZERS, NO_VERDICT, VerdictFormat, read_verdict
+
+
+PROMPT_TEMPLATE_FILE = "clsgen_prompt.json"
+"""The `PromptTemplate` saved next to a trained model (`clsgen-hf train`); the pipeline and `clsgen-hf predict` use it."""
+
+ProbabilitySource = Literal["head", "verdict"]
 
 
 def predict(
@@ -23,6 +45,7 @@ def predict(
     *,
     prompt_template=None,
     verbalizers: Mapping[int, str] | None = None,
+    probability_from: ProbabilitySource = "head",
     batch_size: int = 8,
     max_new_tokens: int = 128,
     max_prompt_tokens: int | None = None,
@@ -33,51 +56,36 @@ def predict(
     """Class probabilities and an explanation for each input, from one prefill per prompt.
 
     Args:
-        model: a `LlamaForCLSGen` (or a PEFT model wrapping one).
+        model: a `LlamaForCLSGen` (or a PEFT model wrapping one). With `probability_from="verdict"`, any causal LM;
+            with `max_new_tokens=0`, also a `*ForSequenceClassification` model.
         tokenizer: its tokenizer (see `prepare_tokenizer`).
         inputs: prompts as text or chat messages, or rows (mappings) turned into prompts by `prompt_template`.
-        prompt_template: a `clsgen_hf.data.PromptTemplate`, needed for rows; its verbalizers read the verdicts.
+        prompt_template: a `clsgen_hf.data.PromptTemplate`, needed for rows; its verdict format reads the verdicts.
         verbalizers: label id -> verdict word, when no template gives them (default `{0: "No", 1: "Yes"}`).
+        probability_from: `"head"` (the classification head, read from the prefill) or `"verdict"` (the LM's
+            next-token probabilities of the verbalizers after the explanation and the verdict prefix).
         batch_size: prompts per batch (left-padded).
-        max_new_tokens: explanation budget.
+        max_new_tokens: explanation budget; 0 gives probabilities only (explanation `""`, verdict -1).
         max_prompt_tokens: longer prompts lose their middle (as in training).
-        threshold: binary decision threshold; default the model's `config.cls_threshold`.
+        threshold: binary decision threshold; default the model's `config.cls_threshold` (0.5 if it has none).
         generate_kwargs: passed to `generate` (greedy unless `do_sample=True`).
 
     Returns:
-        One record per input: `probability` (list, one per class), `label` (head decision), `explanation`,
-        `verdict` (label read from the explanation, -1 if none).
+        One record per input: `probability` (list, one per class), `label` (decision at `threshold`),
+        `explanation`, `verdict` (label read from the explanation, -1 if none).
     """
     prompts = [_as_prompt(item, prompt_template, position) for position, item in enumerate(inputs)]
     if not prompts:
         raise ValueError("Nothing to predict: `inputs` is empty.")
-    if verbalizers is None:
-        verbalizers = prompt_template.verdict_format.verbalizers if prompt_template is not None else DEFAULT_VERBALIZERS
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not hasattr(base, "classify_and_generate"):
-        raise TypeError(f"{type(base).__name__} has no classification head; load a CLSGen model (LlamaForCLSGen).")
-    threshold = base.config.cls_threshold if threshold is None else threshold
+    predictor = _BatchPredictor(
+        model, tokenizer, verdict_format=_verdict_format(prompt_template, verbalizers),
+        probability_from=probability_from, max_new_tokens=max_new_tokens, threshold=threshold,
+        generate_kwargs=generate_kwargs,
+    )
     ids, _ = encode_prompts(tokenizer, prompts, max_prompt_tokens)
-    generate_kwargs.setdefault("do_sample", False)
-
     records = []
     for start in tqdm(range(0, len(ids), batch_size), desc="Predicting", disable=not show_progress, unit="batch"):
-        batch = ids[start : start + batch_size]
-        input_ids, attention_mask = _left_pad(batch, tokenizer.pad_token_id, base.device)
-        out = base.classify_and_generate(
-            input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **generate_kwargs,
-        )
-        explanations = tokenizer.batch_decode(out.sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
-        for probability, explanation in zip(out.probabilities.tolist(), explanations):
-            records.append(
-                {
-                    "probability": probability,
-                    "label": decide(probability, threshold),
-                    "explanation": explanation.strip(),
-                    "verdict": read_verdict(explanation, dict(verbalizers)),
-                }
-            )
+        records.extend(predictor(ids[start : start + batch_size]))
     return records
 
 
@@ -88,7 +96,171 @@ def decide(probability: Sequence[float], threshold: float = 0.5) -> int:
     return int(max(range(len(probability)), key=probability.__getitem__))
 
 
+def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, labels: ArrayLike) -> float:
+    """Tune the binary decision threshold on validation data and store it as `model.config.cls_threshold`.
+
+    The threshold maximises F1 (`clsgen_hf.metrics.tune_threshold`); stored in the config, it travels with
+    `save_pretrained` and is what `predict`, the `clsgen` pipeline and `clsgen-hf predict` decide with.
+
+    Args:
+        model: the model (a PEFT wrapper is unwrapped) whose config receives the threshold.
+        probabilities: positive-class probabilities `(n,)`, or per-class rows `(n, 2)`.
+        labels: gold labels (0/1).
+
+    Returns:
+        The threshold.
+    """
+    probs = np.asarray(probabilities, dtype=float)
+    if probs.ndim == 2:
+        if probs.shape[1] != 2:
+            raise ValueError(f"Threshold tuning is for binary models; got {probs.shape[1]} classes.")
+        probs = probs[:, 1]
+    threshold = tune_threshold(probs, labels)
+    _unwrap(model).config.cls_threshold = threshold
+    return threshold
+
+
+def strip_verdict(explanation: str, verdict_format: VerdictFormat) -> str:
+    """The reasoning of an explanation: its lines before the first verdict line (or line opening with the prefix)."""
+    prefix = re.compile(rf"^[\s#>*_`-]*{re.escape(verdict_format.prefix.rstrip(':'))}(?!\w)", re.IGNORECASE)
+    kept = []
+    for line in explanation.strip().splitlines():
+        if prefix.match(line) or verdict_format.read(line) != NO_VERDICT:
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+class _BatchPredictor:
+    """Records for one batch of token-id prompts: shared by `predict` and `CLSGenPipeline`."""
+
+    def __init__(
+        self, model, tokenizer, *, verdict_format: VerdictFormat, probability_from: ProbabilitySource,
+        max_new_tokens: int, threshold: float | None, generate_kwargs: dict,
+    ):
+        if probability_from not in ("head", "verdict"):
+            raise ValueError(f"`probability_from` must be 'head' or 'verdict', got {probability_from!r}.")
+        if max_new_tokens < 0:
+            raise ValueError(f"`max_new_tokens` must be >= 0, got {max_new_tokens}.")
+        self.base = _unwrap(model)
+        if probability_from == "head" and max_new_tokens > 0 and not hasattr(self.base, "classify_and_generate"):
+            raise TypeError(
+                f"{type(self.base).__name__} has no classification head; load a CLSGen model (LlamaForCLSGen), or "
+                "use probability_from='verdict' for a plain causal LM."
+            )
+        self.tokenizer, self.verdict_format = tokenizer, verdict_format
+        self.probability_from, self.max_new_tokens = probability_from, max_new_tokens
+        self.threshold = getattr(self.base.config, "cls_threshold", 0.5) if threshold is None else threshold
+        self.generate_kwargs = {"do_sample": False, **generate_kwargs}
+        if probability_from == "verdict":
+            self.verbalizer_ids = _verbalizer_token_ids(tokenizer, verdict_format)
+
+    @torch.no_grad()
+    def __call__(self, rows: list[list[int]]) -> list[dict[str, Any]]:
+        input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id, self.base.device)
+        if self.probability_from == "head":
+            probabilities, explanations = self._from_head(input_ids, attention_mask)
+        else:
+            probabilities, explanations = self._from_verdict(input_ids, attention_mask)
+        verbalizers = dict(self.verdict_format.verbalizers)
+        return [
+            {
+                "probability": probability,
+                "label": decide(probability, self.threshold),
+                "explanation": explanation,
+                "verdict": read_verdict(explanation, verbalizers),
+            }
+            for probability, explanation in zip(probabilities.tolist(), explanations)
+        ]
+
+    def _from_head(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
+        if self.max_new_tokens == 0:
+            return self._head_probabilities(input_ids, attention_mask), [""] * len(input_ids)
+        out = self.base.classify_and_generate(
+            input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **self.generate_kwargs,
+        )
+        return out.probabilities, self._decode(out.sequences[:, input_ids.shape[1] :])
+
+    def _head_probabilities(self, input_ids, attention_mask) -> torch.Tensor:
+        """The class head alone: `cls_logits` of a CLSGen model, or the logits of a sequence classifier."""
+        if hasattr(self.base, "classify_and_generate"):
+            return self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_logits.softmax(-1)
+        logits = self.base(input_ids, attention_mask=attention_mask).logits
+        if logits.dim() != 2:
+            raise TypeError(
+                f"{type(self.base).__name__} has no classification head (its logits have shape {tuple(logits.shape)}); "
+                "use a CLSGen model or a *ForSequenceClassification model, or probability_from='verdict'."
+            )
+        return logits.float().softmax(-1)
+
+    def _from_verdict(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
+        """Generate, then score the verbalizers after `<reasoning>\\n<prefix>` from the prompt's cache."""
+        prompt_length = input_ids.shape[1]
+        if self.max_new_tokens == 0:
+            cache = self.base(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1).past_key_values
+            explanations = [""] * len(input_ids)
+        else:
+            out = self.base.generate(
+                input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                return_dict_in_generate=True, **self.generate_kwargs,
+            )
+            explanations = self._decode(out.sequences[:, prompt_length:])
+            cache = out.past_key_values
+            extra = cache.get_seq_length() - prompt_length
+            if extra > 0:
+                cache.crop(-extra)  # back to the prompt alone
+        continuations = []
+        for explanation in explanations:
+            reasoning = strip_verdict(explanation, self.verdict_format)
+            continuations.append(f"{reasoning}\n{self.verdict_format.prefix}" if reasoning else self.verdict_format.prefix)
+        ids = self.tokenizer(continuations, add_special_tokens=False)["input_ids"]
+        tail_ids, tail_mask = left_pad(ids, self.tokenizer.pad_token_id, input_ids.device)
+        # Each row's continuation carries on from its own prompt length; the left padding between is masked out.
+        position_ids = attention_mask.sum(-1, keepdim=True) + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.base(
+            input_ids=tail_ids, attention_mask=torch.cat([attention_mask, tail_mask], dim=-1), position_ids=position_ids,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        ).logits[:, -1]  # (B, V)
+        scores = logits.float().log_softmax(-1)[:, self.verbalizer_ids]  # (B, num_labels)
+        return scores.softmax(-1), explanations
+
+    def _decode(self, new_tokens: torch.Tensor) -> list[str]:
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _verbalizer_token_ids(tokenizer, verdict_format: VerdictFormat) -> list[int]:
+    """The first token of each label's verbalizer as it follows the prefix (`"Answer: Yes"`), in label order."""
+    prefix_ids = tokenizer(verdict_format.prefix, add_special_tokens=False)["input_ids"]
+    ids = []
+    for label in sorted(verdict_format.verbalizers):
+        line = tokenizer(verdict_format.line(label), add_special_tokens=False)["input_ids"]
+        if line[: len(prefix_ids)] == prefix_ids and len(line) > len(prefix_ids):
+            ids.append(line[len(prefix_ids)])
+        else:  # the prefix merges with the word: fall back to the word alone
+            ids.append(tokenizer(f" {verdict_format.verbalizers[label]}", add_special_tokens=False)["input_ids"][0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(
+            f"The verbalizers {verdict_format.verbalizers} share a first token, so their next-token probabilities "
+            "cannot tell them apart; choose verbalizers that start differently."
+        )
+    return ids
+
+
+def _verdict_format(prompt_template, verbalizers: Mapping[int, str] | None) -> VerdictFormat:
+    if prompt_template is not None and verbalizers is None:
+        return prompt_template.verdict_format
+    return VerdictFormat(dict(verbalizers or DEFAULT_VERBALIZERS))
+
+
+def _unwrap(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _as_prompt(item, prompt_template, position: int) -> str | Messages:
+    if isinstance(item, Chat):
+        return item.messages
     if isinstance(item, Mapping):
         if "prompt" in item:
             return item["prompt"]
@@ -106,11 +278,114 @@ def _as_prompt(item, prompt_template, position: int) -> str | Messages:
     return item
 
 
-def _left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`input_ids` and `attention_mask` of token-id rows, padded on the left (as batched generation needs)."""
     width = max(map(len, rows))
     input_ids = torch.tensor([[pad_token_id] * (width - len(r)) + r for r in rows], device=device)
     attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return input_ids, attention_mask
 
 
-__all__ = ["predict", "decide"]
+def load_prompt_template(model_dir: str | Path | None):
+    """The `PromptTemplate` saved in a model folder (`clsgen_prompt.json`), or `None` when there is none."""
+    if model_dir is None or not (Path(model_dir) / PROMPT_TEMPLATE_FILE).is_file():
+        return None
+    from .data import PromptTemplate
+
+    return PromptTemplate.from_json_file(Path(model_dir) / PROMPT_TEMPLATE_FILE)
+
+
+class CLSGenPipeline(Pipeline):
+    """The `clsgen` pipeline: class probabilities, a decision and an explanation per input, through `predict`'s code.
+
+    Inputs are texts, chat messages, or rows (dicts) turned into prompts by the model folder's `clsgen_prompt.json`
+    or a `prompt_template=` argument. Batched (`batch_size=`) prompts are left-padded and prefilled once each.
+
+    ```python
+    >>> import clsgen_hf  # registers the task
+    >>> from transformers import pipeline
+    >>> classifier = pipeline("clsgen", model="outputs/clsgen-smollm2-clinifact")  # doctest: +SKIP
+    >>> classifier({"claim": "...", "article_title": "...", "article_abstract": "..."})  # doctest: +SKIP
+    {'probability': [0.81, 0.19], 'label': 0, 'explanation': '... Answer: No', 'verdict': 0}
+    ```
+
+    Call arguments: `prompt_template`, `verbalizers`, `max_new_tokens` (default 128), `max_prompt_tokens`, `threshold`
+    (default `model.config.cls_threshold`), `probability_from`, and `generate` keyword arguments.
+    """
+
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, model, tokenizer=None, **kwargs):
+        if tokenizer is None:
+            raise ValueError("The clsgen pipeline needs the model's tokenizer: pipeline('clsgen', model=..., tokenizer=...).")
+        if tokenizer.pad_token is None or tokenizer.padding_side != "left":
+            tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer), model.config.eos_token_id)
+        if "prompt_template" not in kwargs:
+            kwargs["prompt_template"] = load_prompt_template(getattr(model, "name_or_path", None))
+        super().__init__(model, tokenizer, **kwargs)
+        if self._forward_params["probability_from"] == "head" and not hasattr(_unwrap(self.model), "classify_and_generate"):
+            raise TypeError(
+                f"{type(_unwrap(self.model)).__name__} is not a CLSGen model (no classification head); load one saved "
+                "by `clsgen-hf train` or `CLSGenTrainer`."
+            )
+
+    def _sanitize_parameters(
+        self, prompt_template=None, verbalizers=None, max_new_tokens=None, max_prompt_tokens=None, threshold=None,
+        probability_from=None, **generate_kwargs,
+    ):
+        preprocess, forward = {}, {}
+        if prompt_template is not None:
+            preprocess["prompt_template"] = prompt_template
+        if max_prompt_tokens is not None:
+            preprocess["max_prompt_tokens"] = max_prompt_tokens
+        if prompt_template is not None or verbalizers is not None:
+            forward["verdict_format"] = _verdict_format(prompt_template, verbalizers)
+        for name, value in (("max_new_tokens", max_new_tokens), ("threshold", threshold),
+                            ("probability_from", probability_from)):
+            if value is not None:
+                forward[name] = value
+        if generate_kwargs:
+            forward["generate_kwargs"] = generate_kwargs
+        if not hasattr(self, "_forward_params"):  # construction: defaults for every call
+            forward = {"verdict_format": VerdictFormat(), "max_new_tokens": 128, "threshold": None,
+                       "probability_from": "head", "generate_kwargs": {}, **forward}
+        return preprocess, forward, {}
+
+    def preprocess(self, item, prompt_template=None, max_prompt_tokens=None):
+        prompt = _as_prompt(item, prompt_template, position=0)
+        ids, _ = encode_prompts(self.tokenizer, [prompt], max_prompt_tokens)
+        return {"prompt_ids": ids[0]}
+
+    def _forward(self, model_inputs, verdict_format, max_new_tokens, threshold, probability_from, generate_kwargs):
+        rows = model_inputs["prompt_ids"]
+        if rows and isinstance(rows[0], int):  # a single prompt (no batching)
+            rows = [rows]
+        predictor = _BatchPredictor(
+            self.model, self.tokenizer, verdict_format=verdict_format, probability_from=probability_from,
+            max_new_tokens=max_new_tokens, threshold=threshold, generate_kwargs=generate_kwargs,
+        )
+        return {"records": predictor(rows)}
+
+    def postprocess(self, model_outputs):
+        records = model_outputs["records"]
+        return records[0] if isinstance(records, list) else records
+
+
+# `import clsgen_hf` imports this module: `pipeline("clsgen", ...)` works from then on.
+PIPELINE_REGISTRY.register_pipeline("clsgen", pipeline_class=CLSGenPipeline, pt_model=AutoModelForCausalLM)
+
+
+__all__ = [
+    "CLSGenPipeline",
+    "PROMPT_TEMPLATE_FILE",
+    "decide",
+    "left_pad",
+    "load_prompt_template",
+    "predict",
+    "strip_verdict",
+    "tune_and_store_threshold",
+]

@@ -1,0 +1,108 @@
+"""examples/benchmark_clinifact.py: the table's bookkeeping (fast) and the smoke-size run end to end (slow)."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+
+REPO = Path(__file__).resolve().parents[1]
+CLINIFACT = REPO.parent / "shared" / "data" / "clinifact"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_clinifact", REPO / "examples" / "benchmark_clinifact.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _table(markdown: str) -> dict[str, dict[str, str]]:
+    """Method -> column header -> cell, from the Markdown table."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header[1:], cells[1:]))
+    return rows
+
+
+def _fake_result(benchmark, explanations, perplexity=2.0):
+    return benchmark.MethodResult(
+        validation_probabilities=[0.2, 0.7, 0.4, 0.9], test_probabilities=[0.1, 0.8, 0.3, 0.75],
+        explanations=explanations, train_seconds=1.0, predict_seconds=0.5, lm_perplexity=perplexity,
+    )
+
+
+def test_evaluate_separates_not_applicable_from_undefined(benchmark):
+    labels = [0, 1, 0, 1]
+    # Every readable verdict says "Yes": AUROC-Alignment is undefined; the head still disagrees with some.
+    with_text = benchmark.evaluate(_fake_result(benchmark, ["Answer: Yes"] * 4), labels, labels, None, 1.0)
+    assert set(with_text["undefined"]) == {"auroc_alignment"} and with_text["auroc_alignment"] is None
+    assert with_text["readability"] == 1.0 and with_text["rli"] == 0.5 and with_text["language_retention"] == 0.5
+    assert with_text["not_applicable"] == []
+    without = benchmark.evaluate(_fake_result(benchmark, None, None), labels, labels, None, 1.0)
+    assert set(without["not_applicable"]) == {*benchmark.ALIGNMENT_KEYS, "lm_perplexity", "language_retention"}
+    assert without["undefined"] == {} and without["auroc"] == 1.0 and without["f1_tuned"] == 1.0
+
+    table = _table(benchmark.markdown_table({"sft": with_text, "tfidf": without}))
+    headers = [header for _, header, _ in benchmark.COLUMNS]
+    assert list(table) == [benchmark.METHODS["sft"], benchmark.METHODS["tfidf"]]
+    assert all(list(row) == headers for row in table.values())
+    assert table[benchmark.METHODS["sft"]]["AUROC-Align"] == "NaN"
+    assert table[benchmark.METHODS["tfidf"]]["R-LKappa"] == "n/a"
+    assert table[benchmark.METHODS["tfidf"]]["AUROC"] == "1.000"
+
+
+def test_stratified_subset_keeps_both_classes(benchmark):
+    rows = Dataset.from_dict({"label": [0] * 30 + [1] * 6})
+    subset = benchmark.stratified_subset(rows, 8, seed=0)
+    assert len(subset) == 8 and set(subset["label"]) == {0, 1}
+    assert len(benchmark.stratified_subset(rows, 0, seed=0)) == 36  # 0 = every row
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CLINIFACT / "train.csv").is_file(), reason="needs the CliniFact CSV files")
+def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
+    """The CPU smoke size end to end: every method, every column, a number wherever the metric is defined."""
+    payload = benchmark.main(["--output_dir", str(tmp_path), "--data_dir", str(CLINIFACT)])
+    results = payload["results"]
+    assert list(results) == list(benchmark.METHODS)
+
+    table = _table((tmp_path / "benchmark_results.md").read_text())
+    assert list(table) == list(benchmark.METHODS.values())
+    headers = [header for _, header, _ in benchmark.COLUMNS]
+    saved = json.loads((tmp_path / "benchmark_results.json").read_text())["results"]
+    for method, name in benchmark.METHODS.items():
+        assert list(table[name]) == headers
+        row = saved[method]
+        expected_na = set()
+        if method == "tfidf":
+            expected_na = {*benchmark.ALIGNMENT_KEYS, "lm_perplexity", "language_retention"}
+        assert set(row["not_applicable"]) == expected_na
+        for key, header, _ in benchmark.COLUMNS:
+            cell = table[name][header]
+            if key in expected_na:
+                assert cell == "n/a" and row[key] is None
+            elif key in row["undefined"]:  # only where the metric itself reports being undefined on these rows
+                assert cell == "NaN" and row[key] is None and "is undefined" in row["undefined"][key]
+                assert key in ("auroc_alignment", "r_lkappa", "rli")
+            else:
+                assert math.isfinite(row[key]) and cell == format(row[key], _fmt(benchmark, key))
+    assert saved["prompting"]["language_retention"] == pytest.approx(1.0)
+    config = payload["config"]
+    assert config["rows"]["validation"] == 8 and config["rows"]["test"] == 8
+    assert (tmp_path / "clsgen" / "clsgen_prompt.json").is_file()
+    assert {"roc_curves.png", "reliability_diagrams.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def _fmt(benchmark, key):
+    return next(fmt for k, _, fmt in benchmark.COLUMNS if k == key)

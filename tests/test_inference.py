@@ -1,0 +1,281 @@
+"""Prediction: `predict` records, one prefill per batch, verdict probabilities, thresholds, the pipeline, the CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, pipeline
+
+from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_threshold
+from clsgen_hf.commands import predict as predict_command
+from clsgen_hf.data import default_prompt_template
+from clsgen_hf.encoding import encode_prompts
+from clsgen_hf.inference import PROMPT_TEMPLATE_FILE, strip_verdict
+from clsgen_hf.verdicts import VerdictFormat
+
+from .toy import tiny_model_for
+
+
+PROMPTS = [
+    "Does the abstract support the claim that the drug lowers blood pressure?",
+    "Hi",
+    [{"role": "system", "content": "Classify."}, {"role": "user", "content": "The trial improved outcomes. Improved?"}],
+    "A longer prompt about a randomised trial of a new statin in adults with high cholesterol, and its results.",
+    "Short one.",
+]
+ROWS = [{"note": "blood pressure fell in the treated arm"}, {"note": "no change was seen"}]
+
+
+@pytest.fixture
+def tiny(smollm2_tokenizer):
+    """A tiny random CLSGen model speaking SmolLM2's vocabulary, with its tokenizer."""
+    return tiny_model_for(smollm2_tokenizer).eval(), smollm2_tokenizer
+
+
+def _check_records(records, n):
+    assert len(records) == n
+    for record in records:
+        assert set(record) == {"probability", "label", "explanation", "verdict"}
+        assert len(record["probability"]) == 2 and all(0 <= p <= 1 for p in record["probability"])
+        assert sum(record["probability"]) == pytest.approx(1.0, abs=1e-6)
+        assert record["label"] in (0, 1) and record["verdict"] in (-1, 0, 1)
+        assert isinstance(record["explanation"], str)
+
+
+def _probabilities(records):
+    return np.array([record["probability"] for record in records])
+
+
+class TestPredict:
+    @pytest.mark.parametrize("probability_from", ["head", "verdict"])
+    def test_records_and_batch_invariance(self, tiny, probability_from):
+        model, tokenizer = tiny
+        kwargs = dict(max_new_tokens=6, show_progress=False, probability_from=probability_from)
+        batched = predict(model, tokenizer, PROMPTS, batch_size=3, **kwargs)
+        _check_records(batched, len(PROMPTS))
+        for prompt, record in zip(PROMPTS, batched):
+            alone = predict(model, tokenizer, [prompt], **kwargs)[0]
+            np.testing.assert_allclose(alone["probability"], record["probability"], atol=1e-5)
+            assert alone["explanation"] == record["explanation"]
+
+    def test_rows_through_a_template_and_max_new_tokens_zero(self, tiny):
+        model, tokenizer = tiny
+        template = default_prompt_template("note")
+        full = predict(model, tokenizer, ROWS, prompt_template=template, max_new_tokens=4, show_progress=False)
+        head_only = predict(model, tokenizer, ROWS, prompt_template=template, max_new_tokens=0, show_progress=False)
+        np.testing.assert_allclose(_probabilities(head_only), _probabilities(full), atol=1e-5)
+        assert all(record["explanation"] == "" and record["verdict"] == -1 for record in head_only)
+
+    def test_one_prompt_prefill_per_batch(self, tiny):
+        model, tokenizer = tiny
+        lengths = []
+        model.model.register_forward_hook(lambda module, args, kwargs, output: lengths.append(
+            (kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]).shape[1]), with_kwargs=True)
+        predict(model, tokenizer, PROMPTS, batch_size=2, max_new_tokens=5, min_new_tokens=5, show_progress=False)
+        prefills = [n for n in lengths if n > 1]
+        assert len(prefills) == 3  # ceil(5 / 2) batches, each prefilled once
+        assert len(lengths) - len(prefills) == 3 * 4  # then one single-token step per new token after the first
+
+    def test_verdict_mode_prefills_each_prompt_once(self, smollm2_tokenizer):
+        model = LlamaForCausalLM(tiny_model_for(smollm2_tokenizer).config).eval()
+        calls = []  # (tokens in, tokens already cached) of every backbone pass
+
+        def record(module, args, kwargs):
+            cache = kwargs.get("past_key_values")
+            calls.append((kwargs["input_ids"].shape[1], 0 if cache is None else cache.get_seq_length()))
+
+        model.model.register_forward_pre_hook(record, with_kwargs=True)
+        predict(model, smollm2_tokenizer, PROMPTS, batch_size=2, max_new_tokens=4, probability_from="verdict",
+                min_new_tokens=4, show_progress=False)
+        assert sum(cached == 0 for _, cached in calls) == 3  # one prefill per batch of prompts ...
+        scoring = [(n, cached) for n, cached in calls if n > 1 and cached > 0]
+        assert len(scoring) == 3  # ... and the verdict scored on that prompt's cache, not on a second prefill
+
+    def test_verdict_probability_equals_a_full_forward(self, tiny):
+        model, tokenizer = tiny
+        verdicts = VerdictFormat()
+        records = predict(model, tokenizer, PROMPTS, batch_size=5, max_new_tokens=6, probability_from="verdict",
+                          show_progress=False)
+        ids, _ = encode_prompts(tokenizer, PROMPTS)
+        yes_no = [tokenizer(f"Answer: {word}", add_special_tokens=False)["input_ids"][-1] for word in ("No", "Yes")]
+        for prompt_ids, record in zip(ids, records):
+            reasoning = strip_verdict(record["explanation"], verdicts)
+            tail = f"{reasoning}\nAnswer:" if reasoning else "Answer:"
+            full = prompt_ids + tokenizer(tail, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = model(torch.tensor([full])).logits[0, -1]
+            expected = logits[yes_no].softmax(-1).tolist()
+            np.testing.assert_allclose(record["probability"], expected, atol=1e-5)
+
+    def test_head_mode_refuses_a_model_without_head(self, smollm2_tokenizer):
+        model = LlamaForCausalLM(tiny_model_for(smollm2_tokenizer).config).eval()
+        with pytest.raises(TypeError, match="no classification head"):
+            predict(model, smollm2_tokenizer, ["x"], show_progress=False)
+
+    def test_empty_and_missing_fields(self, tiny):
+        model, tokenizer = tiny
+        with pytest.raises(ValueError, match="empty"):
+            predict(model, tokenizer, [], show_progress=False)
+        with pytest.raises(ValueError, match=r"lacks the field\(s\) \['note'\]"):
+            predict(model, tokenizer, [{"text": "x"}], prompt_template=default_prompt_template("note"),
+                    show_progress=False)
+
+
+@pytest.mark.parametrize(
+    ("explanation", "reasoning"),
+    [
+        ("It improved.\nAnswer: Yes", "It improved."),
+        ("Answer: No\nBecause nothing changed.", ""),
+        ("Explanation: dose mattered.\n**Answer**: Yes\nmore", "Explanation: dose mattered."),
+        ("Answers differ between arms.\nAnswer:", "Answers differ between arms."),
+        ("No verdict at all", "No verdict at all"),
+    ],
+)
+def test_strip_verdict(explanation, reasoning):
+    assert strip_verdict(explanation, VerdictFormat()) == reasoning
+
+
+class TestThreshold:
+    def test_picks_the_f1_optimum_and_survives_saving(self, tiny, tmp_path):
+        model, tokenizer = tiny
+        # F1 of p >= t: t=0.1 -> 0.667, t=0.35 -> 0.8, t=0.4 -> 0.5, t=0.8 -> 0.667.
+        threshold = tune_and_store_threshold(model, [0.1, 0.35, 0.4, 0.8], [0, 1, 0, 1])
+        assert threshold == pytest.approx(0.35)
+        assert model.config.cls_threshold == pytest.approx(0.35)
+        model.save_pretrained(tmp_path)
+        assert LlamaForCLSGen.from_pretrained(tmp_path).config.cls_threshold == pytest.approx(0.35)
+
+    def test_accepts_per_class_rows_and_decides_with_it(self, tiny):
+        model, tokenizer = tiny
+        threshold = tune_and_store_threshold(model, [[0.9, 0.1], [0.65, 0.35], [0.6, 0.4], [0.2, 0.8]], [0, 1, 0, 1])
+        assert threshold == pytest.approx(0.35)
+        records = predict(model, tokenizer, PROMPTS, max_new_tokens=0, show_progress=False)
+        assert [r["label"] for r in records] == [int(r["probability"][1] >= threshold) for r in records]
+
+
+class TestPipeline:
+    def test_pipeline_equals_predict(self, tiny):
+        model, tokenizer = tiny
+        classifier = pipeline("clsgen", model=model, tokenizer=tokenizer, device="cpu")
+        assert isinstance(classifier, CLSGenPipeline)
+        texts = [p for p in PROMPTS if isinstance(p, str)]
+        expected = predict(model, tokenizer, texts, max_new_tokens=5, show_progress=False)
+        batched = classifier(texts, batch_size=3, max_new_tokens=5)
+        single = classifier(texts[0], max_new_tokens=5)
+        _check_records(batched, len(texts))
+        np.testing.assert_allclose(_probabilities(batched), _probabilities(expected), atol=1e-5)
+        assert [r["explanation"] for r in batched] == [r["explanation"] for r in expected]
+        np.testing.assert_allclose(single["probability"], expected[0]["probability"], atol=1e-5)
+        chat = classifier(PROMPTS[2], max_new_tokens=5)  # chat messages are one input, not a batch
+        np.testing.assert_allclose(chat["probability"],
+                                   predict(model, tokenizer, [PROMPTS[2]], max_new_tokens=5,
+                                           show_progress=False)[0]["probability"], atol=1e-5)
+
+    def test_pipeline_from_a_saved_folder_uses_its_template_and_threshold(self, tiny, tmp_path):
+        model, tokenizer = tiny
+        model.config.cls_threshold = 0.0  # every row is positive
+        model.save_pretrained(tmp_path)
+        tokenizer.save_pretrained(tmp_path)
+        default_prompt_template("note").to_json_file(tmp_path / PROMPT_TEMPLATE_FILE)
+        classifier = pipeline("clsgen", model=str(tmp_path), device="cpu")
+        records = classifier(ROWS, batch_size=2, max_new_tokens=3)
+        _check_records(records, 2)
+        assert [r["label"] for r in records] == [1, 1]
+
+    def test_pipeline_refuses_a_model_without_head(self, smollm2_tokenizer):
+        model = LlamaForCausalLM(tiny_model_for(smollm2_tokenizer).config)
+        with pytest.raises(TypeError, match="not a CLSGen model"):
+            pipeline("clsgen", model=model, tokenizer=smollm2_tokenizer, device="cpu")
+
+
+class TestCommand:
+    @pytest.fixture
+    def model_dir(self, tiny, tmp_path):
+        model, tokenizer = tiny
+        folder = tmp_path / "model"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        default_prompt_template("note").to_json_file(folder / PROMPT_TEMPLATE_FILE)
+        return folder
+
+    def _run(self, *argv):
+        return predict_command.main([str(a) for a in argv])
+
+    def test_help(self, capsys):
+        with pytest.raises(SystemExit) as exit_info:
+            self._run("--help")
+        assert exit_info.value.code == 0
+        assert "--text_field" in capsys.readouterr().out
+
+    @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+    def test_predicts_every_row(self, model_dir, tmp_path, suffix):
+        source = tmp_path / f"rows{suffix}"
+        rows = [{**row, "label": i} for i, row in enumerate(ROWS)]
+        if suffix == ".jsonl":
+            source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        else:
+            with source.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=["note", "label"])
+                writer.writeheader()
+                writer.writerows(rows)
+        output = tmp_path / f"preds{suffix}"
+        assert self._run("--model", model_dir, "--input", source, "--output", output, "--max_new_tokens", 3) == 0
+        if suffix == ".jsonl":
+            written = [json.loads(line) for line in output.read_text().splitlines()]
+            assert len(written[0]["probability"]) == 2
+        else:
+            written = list(csv.DictReader(output.open()))
+            assert {"probability_0", "probability_1"} <= set(written[0])
+        assert len(written) == 2 and written[0]["note"] == ROWS[0]["note"]
+        assert {"label", "verdict", "explanation", "input_label"} <= set(written[0])  # the gold label is kept aside
+
+    def test_missing_text_field_is_named(self, model_dir, tmp_path, capsys):
+        source = tmp_path / "rows.jsonl"
+        source.write_text(json.dumps({"text": "no note here"}) + "\n")
+        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 1
+        error = capsys.readouterr().err
+        assert "'note'" in error and "row 1" in error
+        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl",
+                         "--text_field", "body") == 1
+        assert "'body'" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("content", ["", "\n\n", "note\n"])
+    def test_empty_file(self, model_dir, tmp_path, capsys, content):
+        source = tmp_path / ("rows.csv" if content == "note\n" else "rows.jsonl")
+        source.write_text(content)
+        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 1
+        assert "holds no rows" in capsys.readouterr().err
+
+    def test_not_a_clsgen_folder(self, smollm2_tokenizer, tmp_path, capsys):
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        source = tmp_path / "rows.jsonl"
+        source.write_text(json.dumps(ROWS[0]) + "\n")
+        llama = tmp_path / "llama"
+        LlamaForCausalLM(LlamaConfig(**{**tiny_model_for(smollm2_tokenizer).config.to_diff_dict(),
+                                         "model_type": "llama"})).save_pretrained(llama)
+        gpt2 = tmp_path / "gpt2"
+        GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)).save_pretrained(gpt2)
+        for folder, model_type in ((llama, "llama"), (gpt2, "gpt2")):
+            assert self._run("--model", folder, "--input", source, "--output", tmp_path / "p.jsonl",
+                             "--text_field", "note") == 1
+            error = capsys.readouterr().err
+            assert f"`{model_type}` model, not a CLSGen model" in error
+        assert self._run("--model", tmp_path / "missing", "--input", source, "--output", tmp_path / "p.jsonl") == 1
+        assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_on_the_embedded_model(smollm2):
+    model, tokenizer = smollm2
+    template = default_prompt_template("note")
+    rows = ROWS + [{"note": "mortality was lower with the new treatment (p = 0.01)"}]
+    batched = predict(model, tokenizer, rows, prompt_template=template, batch_size=3, max_new_tokens=12,
+                      show_progress=False)
+    _check_records(batched, 3)
+    assert all(record["explanation"] for record in batched)
+    for row, record in zip(rows, batched):
+        alone = predict(model, tokenizer, [row], prompt_template=template, max_new_tokens=12, show_progress=False)[0]
+        np.testing.assert_allclose(alone["probability"], record["probability"], atol=1e-5)
