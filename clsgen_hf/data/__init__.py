@@ -1,21 +1,46 @@
 """Datasets in, label-conditioned explanations out.
 
 - `load_classification_dataset` / `load_clinifact`: rows -> classifier prompts (`PromptTemplate`) + integer labels.
+- `synthesize_explanations`: a teacher (`make_teacher`) explains each gold label; kept when its verdict matches.
 """
 
+from .cache import AnswerCache, cache_key
 from .classification import load_classification_dataset
 from .clinifact import CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, load_clinifact
 from .stats import describe_dataset
+from .synthesis import (
+    DEFAULT_TEACHER_INSTRUCTION,
+    SynthesisReport,
+    accept_answer,
+    follow_up_messages,
+    synthesize_explanations,
+    teacher_messages,
+)
+from .teachers import OpenAITeacher, Teacher, TeacherError, TransformersTeacher, VLLMTeacher, make_teacher
 from .templates import PromptTemplate, default_prompt_template
 from .truncation import count_prompt_tokens, fit_prompt
 
 
 __all__ = [
+    "AnswerCache",
+    "cache_key",
     "load_classification_dataset",
     "load_clinifact",
     "CLINIFACT_BINARY_TEMPLATE",
     "CLINIFACT_MULTICLASS_TEMPLATE",
     "describe_dataset",
+    "DEFAULT_TEACHER_INSTRUCTION",
+    "SynthesisReport",
+    "accept_answer",
+    "follow_up_messages",
+    "synthesize_explanations",
+    "teacher_messages",
+    "Teacher",
+    "TeacherError",
+    "TransformersTeacher",
+    "OpenAITeacher",
+    "VLLMTeacher",
+    "make_teacher",
     "PromptTemplate",
     "default_prompt_template",
     "count_prompt_tokens",

@@ -69,7 +69,8 @@ def load_clinifact(
     files = {name: Path(data_dir) / f"{name}.csv" for name in names}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"CliniFact files missing: {missing}. Expected {[f'{s}.csv' for s in CLINIFACT_SPLITS]}.")
+        expected = [f"{split}.csv" for split in CLINIFACT_SPLITS]
+        raise FileNotFoundError(f"CliniFact files missing: {missing}. The folder should hold {expected}.")
     default = CLINIFACT_BINARY_TEMPLATE if view == "binary" else CLINIFACT_MULTICLASS_TEMPLATE
     return load_classification_dataset(
         files,

@@ -22,7 +22,8 @@ def describe_dataset(ds: Dataset | DatasetDict, tokenizer: PreTrainedTokenizerBa
     if tokenizer is not None and "prompt" in ds.column_names and len(ds):
         lengths = np.array([count_prompt_tokens(tokenizer, messages) for messages in ds["prompt"]])
         p50, p90, p99 = np.percentile(lengths, [50, 90, 99]).round().astype(int)
-        lines.append(f"  prompt tokens: mean {lengths.mean():.0f}, p50 {p50}, p90 {p90}, p99 {p99}, max {lengths.max()}")
+        mean, longest = lengths.mean(), lengths.max()
+        lines.append(f"  prompt tokens: mean {mean:.0f}, p50 {p50}, p90 {p90}, p99 {p99}, max {longest}")
     return "\n".join(lines)
 
 

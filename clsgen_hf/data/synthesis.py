@@ -1,0 +1,290 @@
+"""Label-conditioned explanations: a teacher is told the gold label of each row and asked to explain it.
+
+The explanations become the LM-head targets of CLSGen. Only answers whose verdict (read by `read_verdict`, as
+everywhere else) equals the gold label are kept; the others are asked again with sampling, up to `max_retries`
+times. Every answer goes to a JSON Lines cache as soon as it arrives, so a restarted run asks only for what is
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetInfo, Features, List, Value
+from tqdm.auto import tqdm
+
+from ..verdicts import NO_VERDICT, VerdictFormat
+from .cache import AnswerCache, cache_key
+from .teachers import Conversation, Teacher
+from .templates import PromptTemplate
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEACHER_INSTRUCTION = (
+    'The correct answer to the question below is "{answer}". Explain why in two or three sentences, then end your '
+    'reply with the line "{verdict_line}".\n\n{text}\n\nExplain in two or three sentences why the answer is "{answer}".'
+)
+"""The teacher's user message: `{text}` is the classifier's user message (its either/or verdict instruction
+removed), `{answer}` the gold verbalizer, `{verdict_line}` the exact line to end with.
+
+Written for small teachers too: the gold answer comes before and after a long text (an instruction only before it
+is forgotten, only after it ignored), and the last words ask for reasons only, because SmolLM2-135M told there to
+"end with the line ..." answers with that line alone. A teacher that still omits the line is asked for its final
+answer by the verdict follow-up."""
+VERDICT_FOLLOW_UP = "What is your final answer? Reply with one line only: {options}."
+"""Asked when an answer states no verdict; `{options}` lists every verdict line."""
+FOLLOW_UP_TOKENS = 16
+MIN_WORDS = 10
+"""Kept explanations have at least this many words besides their verdict lines: "The answer is No." explains
+nothing."""
+
+_MESSAGE = List({"role": Value("string"), "content": Value("string")})
+FEATURES = Features({"prompt": _MESSAGE, "completion": _MESSAGE, "label": Value("int64")})
+
+
+@dataclass
+class SynthesisReport:
+    """Per class: rows asked for, kept at the first (greedy) try, kept after a sampled retry, dropped; then how many
+    answers came from the cache and how fast the others were generated (follow-up questions included)."""
+
+    verbalizers: dict[int, str]
+    rows: dict[int, int] = field(default_factory=dict)
+    first_try: dict[int, int] = field(default_factory=dict)
+    after_retries: dict[int, int] = field(default_factory=dict)
+    dropped: dict[int, int] = field(default_factory=dict)
+    follow_ups: int = 0
+    reused: int = 0
+    generated: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def kept(self) -> int:
+        return sum(self.first_try.values()) + sum(self.after_retries.values())
+
+    @property
+    def throughput(self) -> str:
+        if not self.generated:
+            return f"no answer generated ({self.reused} reused from the cache)"
+        seconds = max(self.seconds, 1e-9)
+        return (
+            f"{self.generated} answers in {self.seconds:.1f} s: {self.generated / seconds:.2f} rows/s, "
+            f"{self.generated_tokens / seconds:.1f} tokens/s ({self.reused} reused from the cache)"
+        )
+
+    def __str__(self) -> str:
+        columns = {"rows": self.rows, "first try": self.first_try, "after retries": self.after_retries,
+                   "dropped": self.dropped}
+        row = lambda name, values: f"{name:<20}" + "".join(f"{v:>14}" for v in values)  # noqa: E731
+        lines = [row("class", columns)]
+        lines += [row(f"{label} ({self.verbalizers[label]})", [c.get(label, 0) for c in columns.values()])
+                  for label in sorted(self.rows)]
+        totals = [sum(c.values()) for c in columns.values()]
+        lines.append(row("total", totals))
+        asked = max(totals[0], 1)
+        lines.append(f"kept {self.kept}/{totals[0]} ({self.kept / asked:.0%}), "
+                     f"at the first try {totals[1] / asked:.0%}")
+        if self.follow_ups:
+            lines.append(f"{self.follow_ups} kept answers stated their verdict only when asked for it (follow-up)")
+        lines.append(f"throughput: {self.throughput}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SynthesisReport:
+        """Inverse of `to_dict` (JSON turns the integer keys into strings; they are turned back)."""
+        data = {k: ({int(label): v for label, v in val.items()} if isinstance(val, dict) else val)
+                for k, val in data.items()}
+        return cls(**data)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> SynthesisReport:
+        """The report stored in the metadata of a dataset returned by `synthesize_explanations`."""
+        return cls.from_dict(json.loads(dataset.info.description)["report"])
+
+
+def teacher_messages(
+    prompt: Conversation, label: int, verdict_format: VerdictFormat, instruction: str = DEFAULT_TEACHER_INSTRUCTION
+) -> Conversation:
+    """The classifier's prompt told the gold label: its user message, without the either/or verdict instruction
+    (which confuses small teachers), goes into `instruction` (see `DEFAULT_TEACHER_INSTRUCTION`)."""
+    messages = [dict(message) for message in prompt]
+    text = messages[-1]["content"].replace(verdict_format.instruction, "").rstrip()
+    messages[-1]["content"] = instruction.format(
+        text=text, answer=verdict_format.verbalizers[label], verdict_line=verdict_format.line(label)
+    )
+    return messages
+
+
+def follow_up_messages(conversation: Conversation, answer: str, verdict_format: VerdictFormat) -> Conversation:
+    """`conversation` and its verdict-less `answer`, then the question for a final answer (every label offered, so
+    the teacher, not the synthesizer, picks the verdict)."""
+    options = " or ".join(f'"{verdict_format.line(label)}"' for label in sorted(verdict_format.verbalizers))
+    question = VERDICT_FOLLOW_UP.format(options=options)
+    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
+
+
+def accept_answer(text: str, label: int, verdict_format: VerdictFormat, follow_up: str | None = None) -> str | None:
+    """The explanation to keep from a teacher answer, or `None` when it does not state `label`.
+
+    The explanation ends on the teacher's verdict: what follows its last verdict line (chatter) is cut, and the
+    canonical `verdict_format.line(label)` is added when that line is worded otherwise ("The answer is yes.") so
+    that every target ends alike. An answer stating no verdict is kept only when the teacher's `follow_up` reply
+    (see `follow_up_messages`) states `label`; the canonical line then stands for that reply. Answers shorter than
+    `MIN_WORDS` words besides their verdict lines explain nothing and are not kept.
+    """
+    canonical = verdict_format.line(label)
+    if verdict_format.read(text) == NO_VERDICT and follow_up is not None:
+        lines = [*text.strip().splitlines(), canonical] if verdict_format.read(follow_up) == label else []
+    elif verdict_format.read(text) == label:
+        lines = text.strip().splitlines()
+        lines = lines[: max(i for i, line in enumerate(lines) if verdict_format.read(line) == label) + 1]
+        lines += [] if lines[-1].strip() == canonical else [canonical]
+    else:
+        return None
+    reasons = " ".join(line for line in lines if verdict_format.read(line) == NO_VERDICT)
+    kept = "\n".join(lines).strip()
+    return kept if verdict_format.read(kept) == label and len(reasons.split()) >= MIN_WORDS else None
+
+
+def synthesize_explanations(
+    dataset: Dataset,
+    teacher: Teacher,
+    *,
+    prompt_template: PromptTemplate,
+    cache_path: str | Path,
+    max_retries: int = 2,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    teacher_instruction: str = DEFAULT_TEACHER_INSTRUCTION,
+    verdict_follow_up: bool = True,
+    save_to: str | Path | None = None,
+    show_progress: bool = True,
+) -> Dataset:
+    """Ask `teacher` to explain the gold label of each row and keep the answers whose verdict matches it.
+
+    Args:
+        dataset: rows with `prompt` (the classifier's messages) and `label`, as `load_classification_dataset` builds.
+        teacher: see `make_teacher`.
+        prompt_template: the template that built `prompt`; its `verdict_format` reads and writes verdicts.
+        cache_path: JSON Lines file of every teacher answer; a rerun with the same arguments reuses it.
+        max_retries: sampled re-asks for rows whose answer was not kept (the first ask is greedy).
+        batch_size: conversations per `teacher.generate` call (and per cache flush).
+        max_new_tokens: the teacher's answer budget.
+        temperature: sampling temperature of the retries.
+        teacher_instruction: the teacher's user message (`{text}`, `{answer}`, `{verdict_line}`).
+        verdict_follow_up: when an answer states no verdict, ask the teacher for its final answer in the same
+            conversation (one short extra turn) rather than dropping it; small teachers often omit the line.
+        save_to: also write the result as JSON Lines there, and its metadata next to it (`<stem>.meta.json`).
+        show_progress: show a tqdm bar per round of questions.
+
+    Returns:
+        A `Dataset` with `prompt`, `completion` (`[{"role": "assistant", "content": explanation}]`) and `label`,
+        in input order; `info.description` holds the metadata (teacher, template, settings, report) as JSON.
+    """
+    for column in ("prompt", "label"):
+        if column not in dataset.column_names:
+            raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}); "
+                             "build it with `load_classification_dataset`.")
+    verdict_format = prompt_template.verdict_format
+    prompts, labels = list(dataset["prompt"]), [int(label) for label in dataset["label"]]
+    unknown = sorted(set(labels) - set(verdict_format.verbalizers))
+    if unknown:
+        raise ValueError(f"Labels {unknown} have no verbalizer in the template ({verdict_format.verbalizers}).")
+
+    asker = _Asker(teacher, AnswerCache(cache_path), batch_size, temperature, show_progress)
+    report = SynthesisReport(verdict_format.verbalizers, rows=dict(sorted(Counter(labels).items())))
+    settings = {"teacher": teacher.name, "prompt_template": prompt_template.to_dict(),
+                "teacher_instruction": teacher_instruction}
+    kept: dict[int, str] = {}
+    pending = list(range(len(labels)))
+    for attempt in range(max_retries + 1):
+        if not pending:
+            break
+        conversations = {
+            i: teacher_messages(prompts[i], labels[i], verdict_format, teacher_instruction) for i in pending
+        }
+        keys = {i: cache_key(prompts[i], labels[i], settings, attempt) for i in pending}
+        answers = asker.ask(conversations, keys, attempt, max_new_tokens, report, f"try {attempt + 1}")
+        silent = [i for i in pending if verdict_follow_up and verdict_format.read(answers[i]) == NO_VERDICT]
+        follow_ups = asker.ask(
+            {i: follow_up_messages(conversations[i], answers[i], verdict_format) for i in silent},
+            {i: cache_key(keys[i], "follow-up") for i in silent}, attempt, FOLLOW_UP_TOKENS, report,
+            f"try {attempt + 1}, verdict follow-ups",
+        )
+        still = []
+        for i in pending:
+            explanation = accept_answer(answers[i], labels[i], verdict_format, follow_ups.get(i))
+            if explanation is None:
+                still.append(i)
+                continue
+            kept[i] = explanation
+            report.follow_ups += i in follow_ups
+            counts = report.first_try if attempt == 0 else report.after_retries
+            counts[labels[i]] = counts.get(labels[i], 0) + 1
+        pending = still
+    report.dropped = dict(sorted(Counter(labels[i] for i in pending).items()))
+    logger.info("Teacher throughput: %s", report.throughput)
+
+    metadata = {**settings, "max_retries": max_retries, "max_new_tokens": max_new_tokens,
+                "temperature": temperature, "verdict_follow_up": verdict_follow_up, "report": report.to_dict()}
+    order = sorted(kept)
+    result = Dataset.from_dict(
+        {"prompt": [prompts[i] for i in order],
+         "completion": [[{"role": "assistant", "content": kept[i]}] for i in order],
+         "label": [labels[i] for i in order]},
+        features=FEATURES,
+        info=DatasetInfo(description=json.dumps(metadata, ensure_ascii=False), features=FEATURES),
+    )
+    if save_to is not None:
+        save_to = Path(save_to)
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        result.to_json(save_to, lines=True, force_ascii=False)
+        save_to.with_suffix(".meta.json").write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+    return result
+
+
+@dataclass
+class _Asker:
+    """Gets answers from the cache or, in batches cached as soon as they return, from the teacher."""
+
+    teacher: Teacher
+    cache: AnswerCache
+    batch_size: int
+    temperature: float
+    show_progress: bool
+
+    def ask(
+        self, conversations: dict[int, Conversation], keys: dict[int, str], attempt: int, max_new_tokens: int,
+        report: SynthesisReport, desc: str,
+    ) -> dict[int, str]:
+        """Row index -> answer text, for the rows of `conversations` (the first attempt greedy, later ones sampled)."""
+        todo = [i for i in conversations if keys[i] not in self.cache]
+        report.reused += len(conversations) - len(todo)
+        if todo:
+            tokens_before, start = self.teacher.generated_tokens, time.perf_counter()
+            with tqdm(total=len(todo), desc=desc, unit="row", disable=not self.show_progress) as bar:
+                for begin in range(0, len(todo), self.batch_size):
+                    batch = todo[begin : begin + self.batch_size]
+                    texts = self.teacher.generate([conversations[i] for i in batch], do_sample=attempt > 0,
+                                                  temperature=self.temperature, max_new_tokens=max_new_tokens)
+                    self.cache.extend([{"key": keys[i], "attempt": attempt, "text": t} for i, t in zip(batch, texts)])
+                    bar.update(len(batch))
+            report.generated += len(todo)
+            report.generated_tokens += self.teacher.generated_tokens - tokens_before
+            report.seconds += time.perf_counter() - start
+        return {i: self.cache[keys[i]]["text"] for i in conversations}
+
+
+__all__ = ["DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "follow_up_messages",
+           "synthesize_explanations", "teacher_messages"]

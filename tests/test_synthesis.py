@@ -1,0 +1,292 @@
+"""Explanation synthesis: verdict filtering, retries, the answer cache, teachers (a real local OpenAI-compatible
+HTTP server, the embedded SmolLM2) and the `clsgen-hf synthesize` command, resumed after a kill."""
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from datasets import Dataset
+
+from clsgen_hf.data import (
+    CLINIFACT_BINARY_TEMPLATE,
+    AnswerCache,
+    OpenAITeacher,
+    SynthesisReport,
+    TeacherError,
+    TransformersTeacher,
+    accept_answer,
+    follow_up_messages,
+    load_clinifact,
+    make_teacher,
+    synthesize_explanations,
+    teacher_messages,
+)
+from clsgen_hf.verdicts import VerdictFormat
+
+
+CLINIFACT_DIR = "/work/shared/data/clinifact"
+FMT = VerdictFormat()
+GOOD_REASON = "Explanation: the abstract reports exactly the result that the claim states."
+
+
+class ChatServer(ThreadingHTTPServer):
+    """A real OpenAI-compatible endpoint on 127.0.0.1 that reads the gold answer out of the teacher prompt.
+
+    How it answers depends on a marker in the row text: none -> the gold verdict; "[retry]" -> the wrong verdict
+    when greedy (temperature 0), the gold one when sampling; "[late]" -> no verdict, the gold one when asked for it;
+    "[never]" -> no verdict even when asked. `fail_after` makes it answer 503 after that many answers. Every
+    answered user message is logged.
+    """
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answered: list[str] = []
+        self.answered_per_key: Counter = Counter()  # per API key, i.e. per client run
+        self.fail_after, self.failures, self.delay = None, 0, 0.0
+        self.lock = threading.Lock()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def handle_error(self, request, client_address):
+        pass  # a client killed mid-request (the resume test) is expected
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def reply(self, payload: dict) -> str:
+        first, last = payload["messages"][1]["content"], payload["messages"][-1]["content"]
+        gold = re.search(r'answer is "(\w+)"', first).group(1)
+        if last.startswith("What is your final answer"):  # the verdict follow-up
+            return "I do not know." if "[never]" in first else f"Answer: {gold}"
+        if "[never]" in first or "[late]" in first:
+            return "The abstract reports the outcome that the trial measured in all of its patients."
+        if "[retry]" in first and payload["temperature"] == 0:
+            return f"Explanation: the abstract reports no such result.\nAnswer: {'No' if gold == 'Yes' else 'Yes'}"
+        return f"{GOOD_REASON}\nAnswer: {gold}\nHope this helps!"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ChatServer
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status: int, body: dict):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(200, {"data": [{"id": "tiny-teacher"}]})
+
+    def do_POST(self):
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        time.sleep(self.server.delay)
+        server = self.server
+        with server.lock:
+            if server.fail_after is not None and len(server.answered) >= server.fail_after:
+                server.failures += 1
+                return self._send(503, {"error": "overloaded"})
+            server.answered.append(payload["messages"][-1]["content"])
+            server.answered_per_key[self.headers.get("Authorization")] += 1
+        text = server.reply(payload)
+        self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}],
+                         "usage": {"completion_tokens": len(text.split())}})
+
+
+@pytest.fixture
+def server():
+    srv = ChatServer()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _rows(*kinds: str) -> Dataset:
+    """Classifier prompts whose text tells `ChatServer` how to answer; labels alternate 1, 0, 1 ..."""
+    rows = [{"prompt": CLINIFACT_BINARY_TEMPLATE.to_messages(
+                {"claim": f"[{kind}] {i}", "article_title": "T", "article_abstract": "A"}),
+             "label": (i + 1) % 2} for i, kind in enumerate(kinds)]
+    return Dataset.from_list(rows)
+
+
+def _json_lines(path) -> list[dict]:
+    """The records of a JSON Lines file, skipping a line cut short by a kill."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_accept_answer():
+    because = "Because the abstract reports a significant benefit of the drug over placebo."
+    assert accept_answer(f"{because}\nAnswer: Yes\nThanks!", 1, FMT) == f"{because}\nAnswer: Yes"
+    assert accept_answer(f"{because}\nAnswer: No", 1, FMT) is None
+    worded = f"{because}\n**Final answer**: yes"
+    assert accept_answer(worded, 1, FMT) == f"{worded}\nAnswer: Yes"
+    assert accept_answer("Answer: Yes", 1, FMT) is None  # a verdict alone explains nothing
+    assert accept_answer("So the answer to the question is Yes.", 1, FMT, follow_up="Answer: Yes") is None
+    assert accept_answer(because, 1, FMT) is None
+    # A verdict-less answer is kept only when the teacher's own follow-up reply states the gold label.
+    assert accept_answer(because, 1, FMT, follow_up="Answer: Yes.") == f"{because}\nAnswer: Yes"
+    assert accept_answer(because, 1, FMT, follow_up="Answer: No") is None
+    assert accept_answer(because, 1, FMT, follow_up="I am not sure.") is None
+    assert accept_answer(f"{because}\nAnswer: No", 1, FMT, follow_up="Answer: Yes") is None
+
+
+def test_follow_up_offers_every_verdict():
+    follow = follow_up_messages([{"role": "user", "content": "q"}], "because", FMT)
+    assert follow[1] == {"role": "assistant", "content": "because"}
+    assert '"Answer: No" or "Answer: Yes"' in follow[2]["content"]
+
+
+def test_teacher_messages_state_the_gold_label():
+    prompt = CLINIFACT_BINARY_TEMPLATE.to_messages({"claim": "c", "article_title": "t", "article_abstract": "a"})
+    messages = teacher_messages(prompt, 0, FMT)
+    assert messages[0] == prompt[0]
+    assert '"No"' in messages[-1]["content"] and "Answer: No" in messages[-1]["content"]
+    assert FMT.instruction not in messages[-1]["content"]
+
+
+def test_cache_survives_a_line_cut_short(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    path.write_text('{"key": "a", "text": "one"}\n{"key": "b", "te')
+    cache = AnswerCache(path)
+    assert "a" in cache and "b" not in cache
+    cache.extend([{"key": "b", "text": "two"}])
+    assert AnswerCache(path)["b"]["text"] == "two"
+
+
+def test_openai_teacher_happy_path_and_retries(server):
+    teacher = OpenAITeacher(server.url, backoff=0.01)
+    convs = [teacher_messages(p, 1, FMT) for p in _rows("always", "always")["prompt"]]
+    answers = teacher.generate(convs, max_new_tokens=16)
+    assert answers == [f"{GOOD_REASON}\nAnswer: Yes\nHope this helps!"] * 2
+    assert teacher.model == "tiny-teacher" and teacher.generated_tokens > 0
+    server.fail_after, teacher.max_retries = 2, 2  # every further request fails: three tries, then a clear error
+    with pytest.raises(TeacherError, match=re.escape(server.url) + r".*3 attempts.*HTTP 503"):
+        teacher.generate(convs[:1], max_new_tokens=16)
+    assert server.failures == 3
+
+
+def test_synthesis_filters_retries_and_reports(server, tmp_path):
+    dataset = _rows("always", "retry", "never", "late", "retry")
+    teacher = make_teacher(f"openai:{server.url}", backoff=0.01)
+    out = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=1,
+                                  batch_size=2, cache_path=tmp_path / "cache.jsonl", save_to=tmp_path / "out.jsonl",
+                                  show_progress=False)
+    assert out.column_names == ["prompt", "completion", "label"]
+    assert out["label"] == [1, 0, 0, 1]  # input order, "never" dropped
+    for row in out:
+        assert row["completion"][0]["role"] == "assistant"
+        assert FMT.read(row["completion"][0]["content"]) == row["label"]
+        assert row["completion"][0]["content"].endswith(FMT.line(row["label"]))
+    report = SynthesisReport.from_dataset(out)
+    assert (report.rows, report.first_try, report.after_retries, report.dropped) == (
+        {0: 2, 1: 3}, {0: 1, 1: 1}, {0: 1, 1: 1}, {1: 1})
+    assert report.follow_ups == 1 and "first try" in str(report)
+    assert report.generated == 5 + 2 + 3 + 1  # answers, follow-ups (never, late), retries, follow-up (never)
+    meta = json.loads((tmp_path / "out.meta.json").read_text())
+    assert meta["teacher"] == f"openai:{server.url}" and meta["prompt_template"] == CLINIFACT_BINARY_TEMPLATE.to_dict()
+    assert len(Dataset.from_json(str(tmp_path / "out.jsonl"))) == 4
+    # Same arguments again: everything comes from the cache.
+    again = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=1,
+                                    cache_path=tmp_path / "cache.jsonl", show_progress=False)
+    assert len(server.answered) == 11 and again["completion"] == out["completion"]
+    assert SynthesisReport.from_dataset(again).reused == 11
+
+
+def test_endpoint_down_fails_clearly_and_keeps_the_cache(server, tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    dataset = _rows("always", "always", "always", "always")
+    server.fail_after = 2  # the first batch is answered, then the server goes down
+    teacher = OpenAITeacher(server.url, backoff=0.01, max_retries=1)
+    with pytest.raises(TeacherError, match=re.escape(server.url)):
+        synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, batch_size=2,
+                                cache_path=cache, show_progress=False)
+    assert len(AnswerCache(cache)) == 2
+    closed = OpenAITeacher(f"http://127.0.0.1:{_free_port()}/v1", model="m", backoff=0.01, max_retries=1)
+    with pytest.raises(TeacherError, match=r"127\.0\.0\.1.*2 attempts.*ConnectionError"):
+        closed.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+    server.fail_after = None
+    synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, batch_size=2,
+                            cache_path=cache, show_progress=False)
+    assert len(server.answered) == 4  # the two cached answers were not asked for again
+
+
+def test_make_teacher_specs():
+    bare = make_teacher("openai:http://127.0.0.1:8000", model="m")
+    assert bare.url == "http://127.0.0.1:8000/v1/chat/completions" and bare.name == "openai:http://127.0.0.1:8000/v1#m"
+    assert OpenAITeacher("http://h/api/chat/completions").url == "http://h/api/chat/completions"
+    with pytest.raises(ValueError, match="Unknown teacher"):
+        make_teacher("bard:x")
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(TeacherError, match="pip install vllm"):
+            make_teacher("vllm:some/model")
+
+
+def test_command_resumes_after_kill(server, tmp_path):
+    """Kill `clsgen-hf synthesize` once answers are cached; the rerun asks only for the missing ones."""
+    server.delay = 0.5
+    output, cache = tmp_path / "out.jsonl", tmp_path / "out.cache.jsonl"
+    argv = [sys.executable, "-m", "clsgen_hf.cli", "synthesize", f"clinifact:{CLINIFACT_DIR}", "--split", "validation",
+            "--max-rows", "8", "--batch-size", "2", "--max-retries", "0", "--teacher", f"openai:{server.url}",
+            "--output", str(output), "--no-progress"]
+    env = lambda run: {**os.environ, "OPENAI_API_KEY": run}  # noqa: E731 - tells the server which run asks
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env("first"))
+    deadline = time.monotonic() + 120
+    while not (cache.is_file() and len(cache.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    cached = len(AnswerCache(cache))
+    assert 2 <= cached < 8, "the first run was not interrupted mid-way"
+    server.delay = 0.0
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env("second"))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"({cached} reused from the cache)" in second.stderr + second.stdout
+    assert server.answered_per_key["Bearer second"] == 8 - cached
+    keys = [record["key"] for record in _json_lines(cache)]
+    assert len(keys) == len(set(keys)) == 8  # one answer per row, none asked for twice
+    assert output.is_file()
+
+
+@pytest.mark.slow
+def test_embedded_teacher_on_clinifact(tmp_path):
+    """The real SmolLM2 teacher on 4 CliniFact rows: right columns, kept verdicts equal labels, counts add up."""
+    dataset = load_clinifact(CLINIFACT_DIR, splits="validation").select(range(4))
+    teacher = TransformersTeacher()
+    out = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=1,
+                                  batch_size=4, max_new_tokens=64, cache_path=tmp_path / "cache.jsonl")
+    assert out.column_names == ["prompt", "completion", "label"]
+    for row in out:
+        assert FMT.read(row["completion"][0]["content"]) == row["label"]
+    report = SynthesisReport.from_dataset(out)
+    assert report.kept == len(out)
+    assert report.kept + sum(report.dropped.values()) == sum(report.rows.values()) == 4
+    assert report.generated == 4 + sum(report.after_retries.values()) + sum(report.dropped.values())
+    assert teacher.generated_tokens > 0 and report.generated_tokens == teacher.generated_tokens
