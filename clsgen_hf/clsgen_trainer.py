@@ -101,6 +101,9 @@ class CLSGenTrainer(SFTTrainer):
             args = CLSGenConfig("clsgen-output")
         elif not isinstance(args, CLSGenConfig):
             raise TypeError(f"`args` must be a CLSGenConfig, got {type(args).__name__}.")
+        for name, dataset in (("train", kwargs.get("train_dataset")), ("eval", kwargs.get("eval_dataset"))):
+            if isinstance(dataset, Dataset) and len(dataset) == 0:
+                raise ValueError(f"The {name} dataset is empty: nothing to train or evaluate on.")
         if isinstance(model, str):  # SFTTrainer would load an AutoModelForCausalLM, without the `score` head
             model = load_model(model, **(args.model_init_kwargs or {}))
         self.num_labels = model.config.num_labels  # needed by `_prepare_dataset`, which runs inside `super().__init__`

@@ -31,22 +31,38 @@ def test_missing_data_folder_says_where_to_put_it(tmp_path):
     assert "No CliniFact data at" in result.stderr and "train.csv" in result.stderr
 
 
+def _rows_with_rationales(split: str, n: int, path: Path) -> None:
+    """A user dataset in CSV with a human-style rationale column, built from CliniFact rows."""
+    import csv
+
+    with open(CLINIFACT / f"{split}.csv", newline="") as source, open(path, "w", newline="") as target:
+        writer = csv.DictWriter(target, ["claim", "abstract", "supported", "rationale"])
+        writer.writeheader()
+        for row, _ in zip(csv.DictReader(source), range(n)):
+            supported = int(row["label"] == "1")
+            reason = "reports results for" if supported else "does not report results that settle"
+            writer.writerow({"claim": row["claim"], "abstract": row["article_abstract"][:600], "supported": supported,
+                             "rationale": f"The abstract {reason} the claim."})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not CLINIFACT.is_dir(), reason="CliniFact is not beside the repository")
-def test_train_example_end_to_end(tmp_path):
+def test_train_example_end_to_end_on_a_user_csv_with_rationales(tmp_path):
+    _rows_with_rationales("train", 6, tmp_path / "train.csv")
+    _rows_with_rationales("test", 3, tmp_path / "test.csv")
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "examples/train_clsgen.py", "--data_dir", str(CLINIFACT), "--output_dir", str(out),
-        "--max_train_samples", "4", "--max_eval_samples", "3", "--teacher_max_new_tokens", "32",
-        "--teacher_retries", "0", "--max_new_tokens", "24",
-        "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+        sys.executable, "examples/train_clsgen.py", "--train_file", str(tmp_path / "train.csv"),
+        "--test_file", str(tmp_path / "test.csv"), "--text_fields", "claim", "abstract", "--label_field", "supported",
+        "--explanation_column", "rationale", "--output_dir", str(out), "--max_new_tokens", "24",
+        "--max_prompt_tokens", "256", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Example predictions:" in result.stdout and "| auroc | f1 |" in result.stdout
     results = json.loads((out / "clsgen_results.json").read_text())
-    assert results["test_rows"] == 3 and 0 < results["train_rows"] <= 4
+    assert results["test_rows"] == 3 and results["train_rows"] == 6
     assert 0 <= results["readability"] <= 1
     assert {"model.safetensors", "config.json", "modeling_clsgen.py", "clsgen_prompt.json",
-            "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+            "tokenizer_config.json", "README.md"} <= {p.name for p in out.iterdir()}

@@ -102,7 +102,7 @@ class ScriptArguments:
     )
     teacher_max_new_tokens: int = field(default=96, metadata={"help": "Token budget of each teacher answer."})
     teacher_retries: int = field(
-        default=1, metadata={"help": "Sampled re-asks for rows whose explanation did not state the gold verdict."}
+        default=2, metadata={"help": "Sampled re-asks for rows whose explanation did not state the gold verdict."}
     )
     teacher_batch_size: int = field(default=8, metadata={"help": "Rows per teacher generation batch."})
     max_train_samples: int | None = field(default=48, metadata={"help": "Training rows used (None: all)."})
@@ -134,6 +134,12 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     train_rows, test_rows, template = _load_data(script_args, tokenizer)
     with PartialState().main_process_first():  # one process asks the teacher; the others read its cache
         train_dataset = _explanations(script_args, train_rows, template, model, tokenizer, output_dir)
+    if len(train_dataset) == 0:
+        raise ValueError(
+            f"No explanation of the {len(train_rows)} training rows stated its gold verdict, so nothing is left to "
+            "train on. Use more rows (--max_train_samples), more re-asks (--teacher_retries), a stronger teacher "
+            "(--teacher), or your own rationales (--explanation_column)."
+        )
 
     trainer, train_seconds = train_clsgen(model, tokenizer, train_dataset, template, training_args, model_args)
     if not trainer.is_world_process_zero():
