@@ -62,6 +62,32 @@ def test_evaluate_separates_not_applicable_from_undefined(benchmark):
     assert table[benchmark.METHODS["tfidf"]]["AUROC"] == "1.000"
 
 
+def test_report_file(benchmark, tmp_path):
+    labels = [0, 1, 0, 1]
+    results = {"clsgen": benchmark.evaluate(_fake_result(benchmark, ["x\nAnswer: No"] * 4), labels, labels, None, 1.0)}
+    config = {
+        "model": "tiny", "lora_r": 16, "device": "cpu (2 threads)", "command": "python examples/benchmark_clinifact.py",
+        "rows": {"train_asked": 16, "train": 12, "validation": 4, "test": 4},
+        "budget": {"max_steps": 2, "num_train_epochs": 1.0, "per_device_train_batch_size": 4,
+                   "gradient_accumulation_steps": 1, "learning_rate": 5e-4, "bf16": False},
+        "explanations": {"teacher": "self", "seconds": 1.0},
+    }
+    text = benchmark.write_report(tmp_path, results, config)
+    assert (tmp_path / "benchmark_results.md").read_text() == text
+    assert "12 training rows (explained by the teacher `self`, of 16)" in text and "2 steps of 4 rows" in text
+    assert list(_table(text)) == [benchmark.METHODS["clsgen"]]
+
+
+def test_registry_rationale_states_the_finding(benchmark):
+    row = {"intervention_group_title": "Drug A ", "comparator_group_title": "Placebo", "outcome_title": "Pain",
+           "original_label": 2}
+    assert benchmark.registry_rationale(row) == (
+        "The claim compares Drug A with Placebo on Pain. The abstract gives background only and reports no results "
+        "on Pain."
+    )
+    assert "support this comparison" in benchmark.registry_rationale({**row, "original_label": 1})
+
+
 def test_stratified_subset_keeps_both_classes(benchmark):
     rows = Dataset.from_dict({"label": [0] * 30 + [1] * 6})
     subset = benchmark.stratified_subset(rows, 8, seed=0)
@@ -73,14 +99,15 @@ def test_stratified_subset_keeps_both_classes(benchmark):
 @pytest.mark.skipif(not (CLINIFACT / "train.csv").is_file(), reason="needs the CliniFact CSV files")
 def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
     """The CPU smoke size end to end: every method, every column, a number wherever the metric is defined."""
-    payload = benchmark.main(["--output_dir", str(tmp_path), "--data_dir", str(CLINIFACT)])
+    output_dir = tmp_path / "out"
+    payload = benchmark.main(["--output_dir", str(output_dir), "--data_dir", str(CLINIFACT)])
     results = payload["results"]
     assert list(results) == list(benchmark.METHODS)
 
-    table = _table((tmp_path / "benchmark_results.md").read_text())
+    table = _table((output_dir / "benchmark_results.md").read_text())
     assert list(table) == list(benchmark.METHODS.values())
     headers = [header for _, header, _ in benchmark.COLUMNS]
-    saved = json.loads((tmp_path / "benchmark_results.json").read_text())["results"]
+    saved = json.loads((output_dir / "benchmark_results.json").read_text())["results"]
     for method, name in benchmark.METHODS.items():
         assert list(table[name]) == headers
         row = saved[method]
@@ -98,10 +125,10 @@ def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
             else:
                 assert math.isfinite(row[key]) and cell == format(row[key], _fmt(benchmark, key))
     assert saved["prompting"]["language_retention"] == pytest.approx(1.0)
-    config = payload["config"]
-    assert config["rows"]["validation"] == 8 and config["rows"]["test"] == 8
-    assert (tmp_path / "clsgen" / "clsgen_prompt.json").is_file()
-    assert {"roc_curves.png", "reliability_diagrams.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert payload["config"]["rows"] | {"positives": None} == {
+        "train_asked": 16, "train": 16, "validation": 8, "test": 8, "positives": None}
+    assert (output_dir / "clsgen" / "clsgen_prompt.json").is_file()
+    assert {"roc_curves.png", "reliability_diagrams.png"} <= {p.name for p in output_dir.iterdir()}
 
 
 def _fmt(benchmark, key):
