@@ -36,7 +36,11 @@ from clsgen_hf.verdicts import VerdictFormat
 
 CLINIFACT_DIR = "/work/shared/data/clinifact"
 FMT = VerdictFormat()
-GOOD_REASON = "Explanation: the abstract reports exactly the result that the claim states."
+BECAUSE = (
+    "Because the abstract reports a significant benefit of the drug over placebo on the primary outcome, "
+    "which is what the claim states."
+)
+GOOD_REASON = f"Explanation: {BECAUSE}"
 
 
 class ChatServer(ThreadingHTTPServer):
@@ -71,7 +75,8 @@ class ChatServer(ThreadingHTTPServer):
         if last.startswith("What is your final answer"):  # the verdict follow-up
             return "I do not know." if "[never]" in first else f"Answer: {gold}"
         if "[never]" in first or "[late]" in first:
-            return "The abstract reports the outcome that the trial measured in all of its patients."
+            return "The abstract reports the outcome that the trial measured in all of its patients, at every visit, " \
+                "for two years."
         if "[retry]" in first and payload["temperature"] == 0:
             return f"Explanation: the abstract reports no such result.\nAnswer: {'No' if gold == 'Yes' else 'Yes'}"
         return f"{GOOD_REASON}\nAnswer: {gold}\nHope this helps!"
@@ -143,13 +148,14 @@ def _free_port() -> int:
 
 
 def test_accept_answer():
-    because = "Because the abstract reports a significant benefit of the drug over placebo."
+    because = BECAUSE
     assert accept_answer(f"{because}\nAnswer: Yes\nThanks!", 1, FMT) == f"{because}\nAnswer: Yes"
     assert accept_answer(f"{because}\nAnswer: No", 1, FMT) is None
     worded = f"{because}\n**Final answer**: yes"
     assert accept_answer(worded, 1, FMT) == f"{worded}\nAnswer: Yes"
     assert accept_answer("Answer: Yes", 1, FMT) is None  # a verdict alone explains nothing
     assert accept_answer("So the answer to the question is Yes.", 1, FMT, follow_up="Answer: Yes") is None
+    assert accept_answer(f"{because}\nAnswer: Yes", 1, FMT, min_words=40) is None
     assert accept_answer(because, 1, FMT) is None
     # A verdict-less answer is kept only when the teacher's own follow-up reply states the gold label.
     assert accept_answer(because, 1, FMT, follow_up="Answer: Yes.") == f"{because}\nAnswer: Yes"
@@ -277,18 +283,22 @@ def test_command_resumes_after_kill(server, tmp_path):
 
 @pytest.mark.slow
 def test_embedded_teacher_on_clinifact(tmp_path):
-    """The real SmolLM2 teacher on 4 CliniFact rows: right columns, kept verdicts equal labels, counts add up."""
+    """The real SmolLM2 teacher on 4 CliniFact rows: right columns, kept verdicts equal labels, counts add up.
+
+    `min_words=1` keeps its short answers too, so that some rows are kept and checked (it keeps about a quarter at
+    the default of 20).
+    """
     dataset = load_clinifact(CLINIFACT_DIR, splits="validation").select(range(4))
     teacher = TransformersTeacher()
-    out = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=1,
-                                  batch_size=4, max_new_tokens=64, cache_path=tmp_path / "cache.jsonl")
+    out = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=0,
+                                  batch_size=4, max_new_tokens=48, min_words=1, cache_path=tmp_path / "cache.jsonl")
     assert out.column_names == ["prompt", "completion", "label"]
+    assert all(row["prompt"] in dataset["prompt"] for row in out)  # the classifier's prompt, not the teacher's
     for row in out:
         assert FMT.read(row["completion"][0]["content"]) == row["label"]
     report = SynthesisReport.from_dataset(out)
-    assert report.kept == len(out)
+    assert report.kept == len(out) == sum(report.first_try.values())
     assert report.kept + sum(report.dropped.values()) == sum(report.rows.values()) == 4
-    # one greedy ask per row, one sampled re-ask per row not kept; each ask may add one verdict follow-up turn
-    asks = 4 + sum(report.after_retries.values()) + sum(report.dropped.values())
-    assert asks <= report.generated <= 2 * asks
-    assert teacher.generated_tokens > 0 and report.generated_tokens == teacher.generated_tokens
+    assert 4 <= report.generated <= 8  # four answers, then at most one follow-up each
+    assert 0 < report.generated_tokens == teacher.generated_tokens
+    assert len(_json_lines(tmp_path / "cache.jsonl")) == report.generated

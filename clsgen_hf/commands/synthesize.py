@@ -18,6 +18,8 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from clsgen_hf.data.synthesis import MIN_WORDS
+
 
 def _pairs(text: str) -> dict[str, str]:
     """`"a=1,b=2"` -> `{"a": "1", "b": "2"}`."""
@@ -27,12 +29,21 @@ def _pairs(text: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones, and keeps the examples' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        empty = action.default is None or action.default is False
+        return action.help if empty else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clsgen-hf synthesize",
         description="Ask a teacher LLM to explain the gold label of each row; keep the answers whose verdict line "
         "matches the label (re-asking with sampling), and write prompt/completion/label rows as JSON Lines.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("input", help="a .csv, .jsonl or .parquet file, or clinifact:<folder with the CliniFact CSVs>")
@@ -64,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "and {verdict_line}; default: clsgen_hf.data.DEFAULT_TEACHER_INSTRUCTION")
     teacher.add_argument("--no-verdict-follow-up", action="store_true",
                          help="drop answers stating no verdict instead of asking the teacher for its final answer")
+    teacher.add_argument("--min-words", type=int, default=MIN_WORDS,
+                         help="keep only explanations with at least this many words besides the verdict line")
     teacher.add_argument("--seed", type=int, default=0, help="random seed for sampled retries")
 
     output = parser.add_argument_group("output")
@@ -122,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset, teacher, prompt_template=template,
             cache_path=args.cache or args.output.with_suffix(".cache.jsonl"),
             max_retries=args.max_retries, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, verdict_follow_up=not args.no_verdict_follow_up, save_to=args.output,
+            temperature=args.temperature, verdict_follow_up=not args.no_verdict_follow_up, min_words=args.min_words,
+            save_to=args.output,
             show_progress=not args.no_progress, **instruction,
         )
     except (ValueError, FileNotFoundError, TeacherError) as error:

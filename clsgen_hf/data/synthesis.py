@@ -41,9 +41,9 @@ answer by the verdict follow-up."""
 VERDICT_FOLLOW_UP = "What is your final answer? Reply with one line only: {options}."
 """Asked when an answer states no verdict; `{options}` lists every verdict line."""
 FOLLOW_UP_TOKENS = 16
-MIN_WORDS = 10
-"""Kept explanations have at least this many words besides their verdict lines: "The answer is No." explains
-nothing."""
+MIN_WORDS = 20
+"""Kept explanations have at least this many words besides their verdict lines (about two short sentences): "The
+answer to the question is: the answer is No." explains nothing."""
 
 _MESSAGE = List({"role": Value("string"), "content": Value("string")})
 FEATURES = Features({"prompt": _MESSAGE, "completion": _MESSAGE, "label": Value("int64")})
@@ -133,14 +133,16 @@ def follow_up_messages(conversation: Conversation, answer: str, verdict_format: 
     return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
 
 
-def accept_answer(text: str, label: int, verdict_format: VerdictFormat, follow_up: str | None = None) -> str | None:
+def accept_answer(
+    text: str, label: int, verdict_format: VerdictFormat, follow_up: str | None = None, min_words: int = MIN_WORDS
+) -> str | None:
     """The explanation to keep from a teacher answer, or `None` when it does not state `label`.
 
     The explanation ends on the teacher's verdict: what follows its last verdict line (chatter) is cut, and the
     canonical `verdict_format.line(label)` is added when that line is worded otherwise ("The answer is yes.") so
     that every target ends alike. An answer stating no verdict is kept only when the teacher's `follow_up` reply
-    (see `follow_up_messages`) states `label`; the canonical line then stands for that reply. Answers shorter than
-    `MIN_WORDS` words besides their verdict lines explain nothing and are not kept.
+    (see `follow_up_messages`) states `label`; the canonical line then stands for that reply. Answers with fewer
+    than `min_words` words besides their verdict lines explain nothing and are not kept.
     """
     canonical = verdict_format.line(label)
     if verdict_format.read(text) == NO_VERDICT and follow_up is not None:
@@ -153,7 +155,7 @@ def accept_answer(text: str, label: int, verdict_format: VerdictFormat, follow_u
         return None
     reasons = " ".join(line for line in lines if verdict_format.read(line) == NO_VERDICT)
     kept = "\n".join(lines).strip()
-    return kept if verdict_format.read(kept) == label and len(reasons.split()) >= MIN_WORDS else None
+    return kept if verdict_format.read(kept) == label and len(reasons.split()) >= min_words else None
 
 
 def synthesize_explanations(
@@ -168,6 +170,7 @@ def synthesize_explanations(
     temperature: float = 0.7,
     teacher_instruction: str = DEFAULT_TEACHER_INSTRUCTION,
     verdict_follow_up: bool = True,
+    min_words: int = MIN_WORDS,
     save_to: str | Path | None = None,
     show_progress: bool = True,
 ) -> Dataset:
@@ -185,6 +188,7 @@ def synthesize_explanations(
         teacher_instruction: the teacher's user message (`{text}`, `{answer}`, `{verdict_line}`).
         verdict_follow_up: when an answer states no verdict, ask the teacher for its final answer in the same
             conversation (one short extra turn) rather than dropping it; small teachers often omit the line.
+        min_words: fewer words besides the verdict lines and an answer is not kept (see `accept_answer`).
         save_to: also write the result as JSON Lines there, and its metadata next to it (`<stem>.meta.json`).
         show_progress: show a tqdm bar per round of questions.
 
@@ -224,7 +228,7 @@ def synthesize_explanations(
         )
         still = []
         for i in pending:
-            explanation = accept_answer(answers[i], labels[i], verdict_format, follow_ups.get(i))
+            explanation = accept_answer(answers[i], labels[i], verdict_format, follow_ups.get(i), min_words)
             if explanation is None:
                 still.append(i)
                 continue
@@ -237,7 +241,8 @@ def synthesize_explanations(
     logger.info("Teacher throughput: %s", report.throughput)
 
     metadata = {**settings, "max_retries": max_retries, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "verdict_follow_up": verdict_follow_up, "report": report.to_dict()}
+                "temperature": temperature, "verdict_follow_up": verdict_follow_up, "min_words": min_words,
+                "report": report.to_dict()}
     order = sorted(kept)
     result = Dataset.from_dict(
         {"prompt": [prompts[i] for i in order],
