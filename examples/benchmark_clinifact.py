@@ -166,7 +166,7 @@ SMOKE_DEFAULTS = dict(
 BUDGET_FIELDS = (
     "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
     "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "optim", "seed", "bf16", "fp16", "use_cpu",
-    "gradient_checkpointing", "logging_steps", "report_to", "save_strategy",
+    "activation_checkpointing", "logging_steps", "report_to", "save_strategy",
 )
 
 
