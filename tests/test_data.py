@@ -13,6 +13,7 @@ from clsgen_hf.data import (
     count_prompt_tokens,
     default_prompt_template,
     describe_dataset,
+    fit_prompt,
     load_classification_dataset,
     load_clinifact,
 )
@@ -151,6 +152,17 @@ def test_long_prompts_are_cut_in_the_middle(smollm2_tokenizer, caplog):
     assert ds[1]["prompt"][1]["content"].startswith("Text: short")
     assert "1 of 2 prompts" in caplog.text
     assert ds[0]["text"] == long_text  # the original column is untouched
+
+
+def test_two_long_fields_are_both_cut_when_the_longest_cannot_absorb_the_excess(smollm2_tokenizer):
+    template = default_prompt_template(["claim", "body"])
+    row = {"claim": "CLAIM " + "claim words. " * 120 + "CLAIM-END", "body": "BODY " + "body words. " * 150 + "BODY-END"}
+    messages, was_cut = fit_prompt(template, row, smollm2_tokenizer, 120)
+    text = messages[-1]["content"]
+    assert was_cut and count_prompt_tokens(smollm2_tokenizer, messages) <= 120
+    assert text.count("[...]") == 2 and "CLAIM-END" in text and "BODY-END" in text
+    with pytest.raises(ValueError, match="template's own text is too long"):
+        fit_prompt(template, row, smollm2_tokenizer, 20)
 
 
 def test_describe_dataset(smollm2_tokenizer):

@@ -142,7 +142,7 @@ def _prepare(
         cut += was_cut
     if cut:
         logger.warning(
-            "%sCut the middle of the longest text field in %d of %d prompts to fit max_prompt_tokens=%d.",
+            "%sCut the middle of the longest text field(s) in %d of %d prompts to fit max_prompt_tokens=%d.",
             where, cut, len(ds), max_prompt_tokens,
         )
 
