@@ -18,7 +18,9 @@ class CLSGenConfig(SFTConfig):
 
     Every [`~trl.SFTConfig`] (and so [`~transformers.TrainingArguments`]) field applies; the fields below are
     specific to CLSGen's joint training of the LM head (explanations) and the classification head (probability).
-    Unlike `SFTConfig`, `bf16` defaults to on only where a GPU supports it (float32 on CPU).
+    Unlike `SFTConfig`, `bf16` defaults to on only where a GPU supports it (float32 on CPU), and TRL's default of
+    activation checkpointing on is set through its current name, `activation_checkpointing` (transformers warns
+    about the old `gradient_checkpointing`).
 
     Parameters:
         > Parameters that control the joint loss
@@ -63,6 +65,17 @@ class CLSGenConfig(SFTConfig):
     pos_weight: float | None = field(
         default=None, metadata={"help": "Binary shortcut for class_weights=[1.0, pos_weight]."}
     )
+    activation_checkpointing: bool | None = field(
+        default=True,
+        metadata={
+            "help": "Recompute activations in the backward pass: less memory, about 20%% slower training (off in the "
+            "CPU recipe)."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of `activation_checkpointing`."},
+    )
     label_column: str = field(default="label", metadata={"help": "Dataset column holding the class id of each row."})
     verbalizers: dict[int, str] | str | None = field(
         default=None,
@@ -82,6 +95,8 @@ class CLSGenConfig(SFTConfig):
     def __post_init__(self):
         if self.bf16 is None and not self.fp16:  # TRL turns bf16 on everywhere; a CPU runs float32 faster
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin memory for (and torch warns about it)
         super().__post_init__()  # parses JSON strings of the dict fields
         self.verbalizers = {int(k): v for k, v in (self.verbalizers or DEFAULT_VERBALIZERS).items()}
         if self.lm_loss_weight < 0 or self.cls_loss_weight < 0 or self.lm_loss_weight + self.cls_loss_weight == 0:

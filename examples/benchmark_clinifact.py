@@ -16,10 +16,10 @@ Every method sees the same train/validation/test rows, the same base model and, 
 5. CLSGen: this library's recipe (`clsgen_hf.commands.train`): joint LoRA training of both heads.
 
 Explanations are synthesized once (one teacher pass, cached in the output folder) and shared by SFT and CLSGen; every
-method trains on the rows the teacher explained. The validation rows only tune the F1 threshold. The embedded
-SmolLM2-135M explains almost no CliniFact row in the teacher's format, so the CPU smoke size trains instead on short
-rationales written from each row's registry fields and gold label (`--registry_rationales`, see `registry_rationale`);
-full-size runs should turn that off and name a capable `--teacher`.
+method trains on the rows the teacher explained. The validation rows only tune the F1 threshold. As in the recipe,
+with no `--teacher` named the explanations are CliniFact's registry rationales (two sentences from each row's
+registry fields and gold label, `clsgen_hf.data.registry_rationale`): the embedded SmolLM2-135M explains almost no
+CliniFact row in the teacher's format. Full-size runs should name a capable `--teacher`.
 
 Reported per method (test rows): AUROC, AUPRC, F1 at 0.5 and at the validation-tuned threshold, Brier, ECE; for
 methods that write explanations the alignment metrics (AUROC-Alignment, R-LKappa, RLI, readability; `n/a` for
@@ -40,7 +40,7 @@ Usage:
 
     # Full size, on a GPU (0 = all rows), explanations from a capable teacher
     python examples/benchmark_clinifact.py --output_dir outputs/benchmark-clinifact-full \\
-        --registry_rationales false --teacher transformers:Qwen/Qwen2.5-7B-Instruct \\
+        --teacher transformers:Qwen/Qwen2.5-7B-Instruct \\
         --max_train_samples 0 --max_validation_samples 0 --max_eval_samples 0 \\
         --max_steps -1 --num_train_epochs 2 --per_device_train_batch_size 16 --gradient_accumulation_steps 1 \\
         --max_prompt_tokens 1024 --max_length 1400 --max_new_tokens 256 --teacher_max_new_tokens 256 \\
@@ -84,9 +84,17 @@ from transformers import (
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from clsgen_hf import CLSGenConfig, load_model, load_model_and_tokenizer, load_tokenizer, predict
-from clsgen_hf.commands.train import CPU_DEFAULTS, SHARED_CLINIFACT, ScriptArguments, _explanations, train_clsgen
+from clsgen_hf.commands.train import (
+    CPU_DEFAULTS,
+    SHARED_CLINIFACT,
+    ScriptArguments,
+    _explanations,
+    explanation_column,
+    train_clsgen,
+)
 from clsgen_hf.data import (
     CLINIFACT_BINARY_TEMPLATE,
+    CLINIFACT_RATIONALE_COLUMN,
     SynthesisReport,
     TransformersTeacher,
     load_classification_dataset,
@@ -125,6 +133,7 @@ COLUMNS = [
     ("predict_seconds", "Predict s", ".1f"),
 ]
 ALIGNMENT_KEYS = ("auroc_alignment", "r_lkappa", "rli", "readability")
+README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 # Names the metrics use in their "<name> is undefined (...)" warnings.
 WARNING_NAMES = {"AUROC-Alignment": "auroc_alignment", "R-LKappa": "r_lkappa", "RLI": "rli", "AUROC": "auroc",
                  "AUPRC": "auprc"}
@@ -159,7 +168,6 @@ SMOKE_DEFAULTS = dict(
     teacher_max_new_tokens=48,
     teacher_retries=0,
     retention_max_new_tokens=32,
-    registry_rationales=True,
 )
 
 # The training budget every trained method shares, read from the one `CLSGenConfig` of the run.
@@ -188,20 +196,15 @@ class BenchmarkArguments(ScriptArguments):
         default=48, metadata={"help": "Length of the base model's reference answers for language retention."}
     )
     plots: bool = field(default=True, metadata={"help": "Draw ROC curves and reliability diagrams (matplotlib)."})
-    registry_rationales: bool = field(
-        default=False,
-        metadata={
-            "help": "Train on short rationales written from each row's trial-registry fields (arms, outcome) and its "
-            "gold label instead of asking --teacher (see `registry_rationale`). The smoke size turns this on: the "
-            "embedded 135M model explains almost no CliniFact row in the teacher's format."
-        },
+    readme: str | None = field(
+        default=None,
+        metadata={"help": f"Also paste benchmark_results.md into this Markdown file, between the lines "
+                          f"{README_START!r} and {README_END!r} (how the project README gets its table)."},
     )
-
     def __post_init__(self):
         if self.train_file or self.test_file:
             raise ValueError("The benchmark runs on CliniFact (--data_dir); --train_file/--test_file are for `clsgen-hf train`.")
-        if self.registry_rationales and self.explanation_column not in (None, REGISTRY_RATIONALE_COLUMN):
-            raise ValueError("Choose --registry_rationales or --explanation_column, not both.")
+        super().__post_init__()
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"Unknown methods {unknown}; choose among {list(METHODS)}.")
@@ -388,23 +391,6 @@ def stratified_subset(dataset: Dataset, n: int | None, seed: int) -> Dataset:
     return dataset.select(sorted(indices.tolist()))
 
 
-REGISTRY_RATIONALE_COLUMN = "registry_rationale"
-_FINDINGS = {  # by CliniFact's raw label: 1 evidence, 0 inconclusive, 2 no information
-    1: "The abstract reports results on {outcome} that support this comparison.",
-    0: "The abstract reports results on {outcome}, but they do not establish this comparison.",
-    2: "The abstract gives background only and reports no results on {outcome}.",
-}
-
-
-def registry_rationale(row: dict) -> str:
-    """A two-sentence rationale from the row's registry fields and its gold (raw) label; `_explanations` adds the
-    verdict line. A stand-in for teacher explanations where no capable teacher is at hand (CPU smoke runs)."""
-    outcome = row["outcome_title"].strip() or "the claimed outcome"
-    return (f"The claim compares {row['intervention_group_title'].strip()} with "
-            f"{row['comparator_group_title'].strip()} on {outcome}. "
-            + _FINDINGS[int(row["original_label"])].format(outcome=outcome))
-
-
 def load_splits(args: BenchmarkArguments, tokenizer, seed: int) -> dict[str, Dataset]:
     """The train/validation/test rows: stratified subsets first, then prompts fitted to `max_prompt_tokens`."""
     data_dir = Path(args.data_dir) if args.data_dir else SHARED_CLINIFACT
@@ -414,8 +400,6 @@ def load_splits(args: BenchmarkArguments, tokenizer, seed: int) -> dict[str, Dat
     if args.clinifact_view != "binary":
         raise ValueError("The benchmark uses CliniFact's binary view (as the CLSGen paper does).")
     data = load_clinifact(data_dir, view="binary")
-    if args.registry_rationales:
-        data = data.map(lambda row: {REGISTRY_RATIONALE_COLUMN: registry_rationale(row)})
     sizes = {"train": args.max_train_samples, "validation": args.max_validation_samples, "test": args.max_eval_samples}
     return {
         split: load_classification_dataset(
@@ -533,8 +517,8 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
     steps = f"{budget['max_steps']} steps" if budget["max_steps"] > 0 else f"{budget['num_train_epochs']:g} epochs"
     batch = budget["per_device_train_batch_size"] * budget["gradient_accumulation_steps"]
     explanations = config["explanations"]
-    if explanations.get("column") == REGISTRY_RATIONALE_COLUMN:
-        source = "explanations written from their registry fields and gold labels, `--registry_rationales`"
+    if explanations.get("column") == CLINIFACT_RATIONALE_COLUMN:
+        source = "explanations written from their registry fields and gold labels, the recipe's default on CliniFact"
     elif "column" in explanations:
         source = f"explanations from the `{explanations['column']}` column"
     else:
@@ -547,7 +531,8 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
         f"{rows['train_asked']}), {rows['validation']} validation rows (threshold tuning), {rows['test']} "
         f"test rows. Training budget shared by every trained method: {steps} of {batch} row{'s' * (batch != 1)}, "
         f"learning rate {budget['learning_rate']:g}, LoRA r={config['lora_r']}, "
-        f"{'bf16' if budget['bf16'] else 'float32'}; {config['device']}.{caveat}",
+        f"{'bf16' if budget['bf16'] else 'float32'}. Run on {config['date']}, {config['device']}, in "
+        f"{config['total_seconds'] / 60:.0f} minutes.{caveat}",
         "",
         markdown_table(results),
         "",
@@ -561,6 +546,16 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
     ])
     (output_dir / "benchmark_results.md").write_text(text, encoding="utf-8")
     return text
+
+
+def paste_into_readme(readme: Path, report: str) -> None:
+    """Replace what lies between `README_START` and `README_END` in `readme` by `report`."""
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to paste the table into.")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(f"{head}{README_START}\n{report.strip()}\n{README_END}{tail}", encoding="utf-8")
 
 
 def draw_plots(output_dir: Path, results: dict[str, dict]) -> list[str]:
@@ -635,8 +630,6 @@ def run(args: BenchmarkArguments, training_args: CLSGenConfig, model_args: Model
     base_perplexity = perplexity(base_lm, tokenizer, reference)
 
     synthesis_started = time.time()
-    if args.registry_rationales:
-        args.explanation_column = REGISTRY_RATIONALE_COLUMN
     explained = _explanations(args, splits["train"], CLINIFACT_BINARY_TEMPLATE, base_lm, tokenizer, output_dir)
     synthesis_seconds = time.time() - synthesis_started
     if len(set(explained["label"])) < 2:
@@ -662,6 +655,8 @@ def run(args: BenchmarkArguments, training_args: CLSGenConfig, model_args: Model
     config["plots"] = draw_plots(output_dir, results) if args.plots else []
     config["total_seconds"] = round(time.time() - started, 1)
     table = write_report(output_dir, results, config)
+    if args.readme:
+        paste_into_readme(Path(args.readme), table)
     payload = {"config": config, "results": results}
     (output_dir / "benchmark_results.json").write_text(json.dumps(_json_safe(payload), indent=2, default=str) + "\n")
     print("\n" + table)
@@ -678,6 +673,7 @@ def _configuration(bench: Bench, splits, explained: Dataset, synthesis_seconds: 
 
     return {
         "command": command,
+        "date": time.strftime("%Y-%m-%d"),
         "model": bench.model_args.model_name_or_path or "SmolLM2-135M-Instruct (embedded GGUF)",
         "base_model_source": bench.base,
         "device": _device_name(bench.device),
@@ -687,7 +683,7 @@ def _configuration(bench: Bench, splits, explained: Dataset, synthesis_seconds: 
                                (("train", explained), ("validation", bench.validation), ("test", bench.test))}},
         "budget": bench.budget,
         "lora_r": bench.model_args.lora_r,
-        "explanations": _explanation_source(bench.args, explained, synthesis_seconds),
+        "explanations": _explanation_source(bench.args, splits["train"], explained, synthesis_seconds),
         "base_perplexity": base_perplexity,
         "arguments": asdict(bench.args),
         "training_arguments": bench.training_args.to_dict(),
@@ -698,10 +694,11 @@ def _configuration(bench: Bench, splits, explained: Dataset, synthesis_seconds: 
     }
 
 
-def _explanation_source(args: BenchmarkArguments, explained: Dataset, seconds: float) -> dict:
-    if args.explanation_column:
-        return {"column": args.explanation_column, "seconds": round(seconds, 1)}
-    return {"teacher": args.teacher, "seconds": round(seconds, 1),
+def _explanation_source(args: BenchmarkArguments, asked: Dataset, explained: Dataset, seconds: float) -> dict:
+    column = explanation_column(args, asked)
+    if column:
+        return {"column": column, "seconds": round(seconds, 1)}
+    return {"teacher": args.teacher or "self", "seconds": round(seconds, 1),
             "report": SynthesisReport.from_dataset(explained).to_dict()}
 
 
@@ -709,7 +706,15 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     threads = torch.get_num_threads()
-    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+    return f"cpu: {_cpu_model()} ({threads} thread{'' if threads == 1 else 's'})"
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
 def _json_safe(value):

@@ -67,6 +67,7 @@ def test_report_file(benchmark, tmp_path):
     results = {"clsgen": benchmark.evaluate(_fake_result(benchmark, ["x\nAnswer: No"] * 4), labels, labels, None, 1.0)}
     config = {
         "model": "tiny", "lora_r": 16, "device": "cpu (2 threads)", "command": "python examples/benchmark_clinifact.py",
+        "date": "2026-11-22", "total_seconds": 150.0,
         "rows": {"train_asked": 16, "train": 12, "validation": 4, "test": 4},
         "budget": {"max_steps": 2, "num_train_epochs": 1.0, "per_device_train_batch_size": 4,
                    "gradient_accumulation_steps": 1, "learning_rate": 5e-4, "bf16": False},
@@ -75,17 +76,26 @@ def test_report_file(benchmark, tmp_path):
     text = benchmark.write_report(tmp_path, results, config)
     assert (tmp_path / "benchmark_results.md").read_text() == text
     assert "12 training rows (explained by the teacher `self`, of 16)" in text and "2 steps of 4 rows" in text
+    assert "Run on 2026-11-22, cpu (2 threads), in 2 minutes." in text
     assert list(_table(text)) == [benchmark.METHODS["clsgen"]]
 
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{benchmark.README_START}\nold table\n{benchmark.README_END}\n\nMore.\n")
+    benchmark.paste_into_readme(readme, text)
+    assert readme.read_text() == f"# Title\n\n{benchmark.README_START}\n{text.strip()}\n{benchmark.README_END}\n\nMore.\n"
+    with pytest.raises(ValueError, match="no <!-- benchmark:start -->"):
+        benchmark.paste_into_readme(tmp_path / "benchmark_results.md", text)
 
-def test_registry_rationale_states_the_finding(benchmark):
-    row = {"intervention_group_title": "Drug A ", "comparator_group_title": "Placebo", "outcome_title": "Pain",
-           "original_label": 2}
-    assert benchmark.registry_rationale(row) == (
-        "The claim compares Drug A with Placebo on Pain. The abstract gives background only and reports no results "
-        "on Pain."
-    )
-    assert "support this comparison" in benchmark.registry_rationale({**row, "original_label": 1})
+
+def test_readme_table_is_the_committed_run_unedited(benchmark, tmp_path):
+    """The README's table is the committed run's `benchmark_results.md`, which its JSON file reproduces."""
+    committed = REPO / "examples" / "benchmark_results"
+    saved = json.loads((committed / "benchmark_results.json").read_text())
+    text = benchmark.write_report(tmp_path, saved["results"], saved["config"])
+    assert text == (committed / "benchmark_results.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(benchmark.README_START, 1)[1].split(benchmark.README_END, 1)[0]
+    assert block.strip() == text.strip()
 
 
 def test_stratified_subset_keeps_both_classes(benchmark):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, DatasetDict
@@ -9,18 +10,21 @@ from datasets import Dataset, DatasetDict
 from clsgen_hf.data import (
     CLINIFACT_BINARY_TEMPLATE,
     CLINIFACT_MULTICLASS_TEMPLATE,
+    CLINIFACT_RATIONALE_COLUMN,
     PromptTemplate,
     count_prompt_tokens,
     default_prompt_template,
     describe_dataset,
     fit_prompt,
+    fit_prompts,
     load_classification_dataset,
     load_clinifact,
+    registry_rationale,
 )
 from clsgen_hf.verdicts import VerdictFormat
 
 
-CLINIFACT_DIR = "/work/shared/data/clinifact"
+CLINIFACT_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "clinifact")
 ROWS = [
     {"title": "Great", "body": "Loved it.", "stars": 1},
     {"title": "Bad", "body": "Broke at once.", "stars": 0},
@@ -92,6 +96,19 @@ def test_clinifact_views(clinifact_train):
     assert [multi["validation"]["label"].count(k) for k in (0, 1, 2)] == [67, 83, 166]
 
 
+def test_registry_rationale_states_the_finding(clinifact_train):
+    row = {"intervention_group_title": "Drug A ", "comparator_group_title": "Placebo", "outcome_title": "Pain",
+           "original_label": 2}
+    assert registry_rationale(row) == (
+        "The claim compares Drug A with Placebo on Pain. The abstract gives background only and reports no results "
+        "on this outcome."
+    )
+    assert "support the claim" in registry_rationale({**row, "original_label": 1})
+    evidence = clinifact_train.filter(lambda row: row["original_label"] == 1)[0]
+    assert evidence[CLINIFACT_RATIONALE_COLUMN] == registry_rationale(evidence)
+    assert "support the claim" in evidence[CLINIFACT_RATIONALE_COLUMN]
+
+
 def test_clinifact_verbalizers_are_read_back():
     for template in (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE):
         fmt = template.verdict_format
@@ -152,6 +169,9 @@ def test_long_prompts_are_cut_in_the_middle(smollm2_tokenizer, caplog):
     assert ds[1]["prompt"][1]["content"].startswith("Text: short")
     assert "1 of 2 prompts" in caplog.text
     assert ds[0]["text"] == long_text  # the original column is untouched
+    unfitted = load_classification_dataset(Dataset.from_list(rows), text_fields="text", label_field="label")
+    fitted_later = fit_prompts(unfitted, default_prompt_template("text"), smollm2_tokenizer, 200)
+    assert list(fitted_later["prompt"]) == list(ds["prompt"]) and fitted_later.column_names == ds.column_names
 
 
 def test_two_long_fields_are_both_cut_when_the_longest_cannot_absorb_the_excess(smollm2_tokenizer):

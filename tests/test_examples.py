@@ -31,6 +31,21 @@ def test_missing_data_folder_says_where_to_put_it(tmp_path):
     assert "No CliniFact data at" in result.stderr and "train.csv" in result.stderr
 
 
+def test_explanations_default_to_clinifact_registry_rationales_unless_a_teacher_is_named():
+    from datasets import Dataset
+
+    from clsgen_hf.commands.train import ScriptArguments, explanation_column
+
+    clinifact_rows = Dataset.from_dict({"prompt": ["p"], "label": [1], "registry_rationale": ["r"]})
+    user_rows = Dataset.from_dict({"prompt": ["p"], "label": [1], "why": ["r"]})
+    assert explanation_column(ScriptArguments(), clinifact_rows) == "registry_rationale"
+    assert explanation_column(ScriptArguments(teacher="self"), clinifact_rows) is None
+    assert explanation_column(ScriptArguments(), user_rows) is None  # the teacher ("self") writes them
+    assert explanation_column(ScriptArguments(explanation_column="why"), user_rows) == "why"
+    with pytest.raises(ValueError, match="--explanation_column .* or --teacher"):
+        ScriptArguments(explanation_column="why", teacher="openai:http://localhost:8000/v1")
+
+
 def _rows_with_rationales(split: str, n: int, path: Path) -> None:
     """A user dataset in CSV with a human-style rationale column, built from CliniFact rows."""
     import csv

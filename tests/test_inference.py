@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, pipeline
 
 from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_threshold
 from clsgen_hf.commands import predict as predict_command
-from clsgen_hf.data import default_prompt_template
+from clsgen_hf.data import default_prompt_template, fit_prompt
 from clsgen_hf.encoding import encode_prompts
 from clsgen_hf.inference import PROMPT_TEMPLATE_FILE, strip_verdict
 from clsgen_hf.verdicts import VerdictFormat
@@ -230,6 +231,25 @@ class TestCommand:
             assert {"probability_0", "probability_1"} <= set(written[0])
         assert len(written) == 2 and written[0]["note"] == ROWS[0]["note"]
         assert {"label", "verdict", "explanation", "input_label"} <= set(written[0])  # the gold label is kept aside
+
+    def test_long_rows_are_fitted_to_the_budget_saved_with_the_template(self, tiny, model_dir, tmp_path, capsys):
+        model, tokenizer = tiny
+        template = replace(default_prompt_template("note"), max_prompt_tokens=120)
+        template.to_json_file(model_dir / PROMPT_TEMPLATE_FILE)
+        row = {"note": "The start. " + "filler words in the middle. " * 60 + "The decisive end."}
+        (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+        output = tmp_path / "preds.jsonl"
+        assert self._run("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output,
+                         "--max_new_tokens", 0) == 0
+        written = json.loads(output.read_text())
+        fitted, was_cut = fit_prompt(template, row, tokenizer, 120)
+        [expected] = predict(model, tokenizer, [fitted], max_new_tokens=0, show_progress=False)
+        [uncut] = predict(model, tokenizer, [row], prompt_template=template, max_new_tokens=0, show_progress=False)
+        assert was_cut and not np.allclose(uncut["probability"], expected["probability"], atol=1e-4)
+        np.testing.assert_allclose(written["probability"], expected["probability"], atol=1e-5)
+        too_small = ("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output, "--max_prompt_tokens", 20)
+        assert self._run(*too_small) == 1
+        assert "--max_prompt_tokens 20" in capsys.readouterr().err
 
     def test_missing_text_field_is_named(self, model_dir, tmp_path, capsys):
         source = tmp_path / "rows.jsonl"

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
@@ -34,7 +35,7 @@ from clsgen_hf.data import (
 from clsgen_hf.verdicts import VerdictFormat
 
 
-CLINIFACT_DIR = "/work/shared/data/clinifact"
+CLINIFACT_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "clinifact")
 FMT = VerdictFormat()
 BECAUSE = (
     "Because the abstract reports a significant benefit of the drug over placebo on the primary outcome, "

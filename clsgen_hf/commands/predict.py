@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128, dest="max_new_tokens",
                         help="explanation budget in tokens (0: probabilities only)")
     parser.add_argument("--max_prompt_tokens", "--max-prompt-tokens", type=int, default=None, dest="max_prompt_tokens",
-                        help="cut the middle of the longest text field of longer prompts (use the training value)")
+                        help="cut the middle of the longest text fields of longer prompts (default: the "
+                             "training value saved in the prompt template)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary decision threshold (default: the model's stored config.cls_threshold)")
     return parser
@@ -81,8 +82,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     model, tokenizer = load_model_and_tokenizer(model_dir)
     model.eval()
     inputs = rows
-    if template is not None and args.max_prompt_tokens:
-        inputs = [{"prompt": fit_prompt(template, row, tokenizer, args.max_prompt_tokens)[0]} for row in rows]
+    max_prompt_tokens = args.max_prompt_tokens or (template and template.max_prompt_tokens)
+    if template is not None and max_prompt_tokens:
+        try:
+            inputs = [{"prompt": fit_prompt(template, row, tokenizer, max_prompt_tokens)[0]} for row in rows]
+        except ValueError as error:
+            raise PredictError(f"--max_prompt_tokens {max_prompt_tokens}: {error}") from None
     started = time.time()
     records = predict(
         model, tokenizer, inputs, prompt_template=template, batch_size=args.batch_size,

@@ -5,8 +5,14 @@
 """
 
 from .cache import AnswerCache, cache_key
-from .classification import load_classification_dataset
-from .clinifact import CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, load_clinifact
+from .classification import fit_prompts, load_classification_dataset
+from .clinifact import (
+    CLINIFACT_BINARY_TEMPLATE,
+    CLINIFACT_MULTICLASS_TEMPLATE,
+    CLINIFACT_RATIONALE_COLUMN,
+    load_clinifact,
+    registry_rationale,
+)
 from .stats import describe_dataset
 from .synthesis import (
     DEFAULT_TEACHER_INSTRUCTION,
@@ -25,9 +31,12 @@ __all__ = [
     "AnswerCache",
     "cache_key",
     "load_classification_dataset",
+    "fit_prompts",
     "load_clinifact",
     "CLINIFACT_BINARY_TEMPLATE",
     "CLINIFACT_MULTICLASS_TEMPLATE",
+    "CLINIFACT_RATIONALE_COLUMN",
+    "registry_rationale",
     "describe_dataset",
     "DEFAULT_TEACHER_INSTRUCTION",
     "SynthesisReport",

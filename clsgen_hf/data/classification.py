@@ -132,11 +132,31 @@ def _prepare(
     ds = _drop_empty(ds, text_fields, allow_empty_text, where)
     labels = _map_labels(list(ds[label_field]), label2id, template.labels, where)
 
+    prompts = _prompts(ds, template, tokenizer, max_prompt_tokens, where)
+    if label_field == "label" and label2id is not None:
+        ds = ds.remove_columns([c for c in ["original_label"] if c in ds.column_names])
+        ds = ds.rename_column("label", "original_label")
+    ds = ds.remove_columns([c for c in ["prompt", "label"] if c in ds.column_names])
+    return ds.add_column("prompt", prompts).add_column("label", labels)
+
+
+def fit_prompts(
+    dataset: Dataset, template: PromptTemplate, tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int
+) -> Dataset:
+    """`dataset` (as `load_classification_dataset` returns it) with its prompts rebuilt from the row's text fields and
+    fitted to `max_prompt_tokens`: load without a budget, take a subset, then fit only the rows you use."""
+    prompts = _prompts(dataset, template, tokenizer, max_prompt_tokens, where="")
+    return dataset.remove_columns("prompt").add_column("prompt", prompts).select_columns(dataset.column_names)
+
+
+def _prompts(
+    ds: Dataset, template: PromptTemplate, tokenizer: PreTrainedTokenizerBase | None, max_prompt_tokens: int | None,
+    where: str,
+) -> list[list[dict[str, str]]]:
+    if max_prompt_tokens is None:
+        return [template.to_messages(row) for row in ds.select_columns(list(template.fields))]
     prompts, cut = [], 0
-    for row in ds.select_columns(template.fields):
-        if max_prompt_tokens is None:
-            prompts.append(template.to_messages(row))
-            continue
+    for row in ds.select_columns(list(template.fields)):
         messages, was_cut = fit_prompt(template, row, tokenizer, max_prompt_tokens)
         prompts.append(messages)
         cut += was_cut
@@ -145,12 +165,7 @@ def _prepare(
             "%sCut the middle of the longest text field(s) in %d of %d prompts to fit max_prompt_tokens=%d.",
             where, cut, len(ds), max_prompt_tokens,
         )
-
-    if label_field == "label" and label2id is not None:
-        ds = ds.remove_columns([c for c in ["original_label"] if c in ds.column_names])
-        ds = ds.rename_column("label", "original_label")
-    ds = ds.remove_columns([c for c in ["prompt", "label"] if c in ds.column_names])
-    return ds.add_column("prompt", prompts).add_column("label", labels)
+    return prompts
 
 
 def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, where: str) -> Dataset:
@@ -201,4 +216,4 @@ def _label_id(value: Any, label2id: Mapping[Any, int] | None) -> int | None:
     return int(value)
 
 
-__all__ = ["load_classification_dataset"]
+__all__ = ["fit_prompts", "load_classification_dataset"]

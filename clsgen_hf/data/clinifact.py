@@ -2,13 +2,18 @@
 
 Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information. The CLSGen paper evaluates the binary view
 (evidence vs the rest); the original 3-class view is available on request.
+
+Each row also gets a `registry_rationale`: two sentences written from its trial-registry fields (arms, outcome) and
+its gold label. They are label-conditioned explanations that cost nothing to make, for runs with no capable teacher
+at hand: the embedded SmolLM2-135M, asked as a teacher, states the gold verdict for none of 48 training rows at the
+first try (measured), so the CPU recipe trains on these instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from datasets import Dataset, DatasetDict
 
@@ -18,6 +23,7 @@ from .templates import PromptTemplate
 
 
 CLINIFACT_TEXT_FIELDS = ("claim", "article_title", "article_abstract")
+CLINIFACT_RATIONALE_COLUMN = "registry_rationale"
 CLINIFACT_SPLITS = ("train", "validation", "test")
 
 _SYSTEM = "You are a clinical research expert who checks claims about clinical trials against published abstracts."
@@ -43,6 +49,21 @@ CLINIFACT_MULTICLASS_TEMPLATE = PromptTemplate(
 """3-class view, the dataset's own labels: 0 = inconclusive, 1 = evidence, 2 = no information."""
 
 _BINARY_LABEL2ID = {0: 0, 1: 1, 2: 0}
+_FINDINGS = {  # by raw label
+    1: "The abstract reports results on this outcome that support the claim.",
+    0: "The abstract reports results on this outcome, but they do not establish the claim.",
+    2: "The abstract gives background only and reports no results on this outcome.",
+}
+
+
+def registry_rationale(row: Mapping[str, Any]) -> str:
+    """Two sentences from a CliniFact row's registry fields and its raw gold label (`original_label` in the binary
+    view, `label` in the 3-class one); the verdict line is the trainer's to add."""
+    outcome = (row["outcome_title"] or "").strip() or "the claimed outcome"
+    raw_label = int(row["original_label"] if "original_label" in row else row["label"])
+    return (f"The claim compares {(row['intervention_group_title'] or '').strip()} with "
+            f"{(row['comparator_group_title'] or '').strip()} on {outcome}. "
+            + _FINDINGS[raw_label])
 
 
 def load_clinifact(
@@ -53,7 +74,8 @@ def load_clinifact(
     prompt_template: PromptTemplate | None = None,
     **kwargs,
 ) -> Dataset | DatasetDict:
-    """Load CliniFact's `<split>.csv` files from `data_dir` as classifier prompts (claim + title + abstract).
+    """Load CliniFact's `<split>.csv` files from `data_dir` as classifier prompts (claim + title + abstract), with
+    each row's `registry_rationale` (see the module docstring).
 
     Args:
         data_dir: the folder holding `train.csv`, `validation.csv`, `test.csv`.
@@ -72,7 +94,7 @@ def load_clinifact(
         expected = [f"{split}.csv" for split in CLINIFACT_SPLITS]
         raise FileNotFoundError(f"CliniFact files missing: {missing}. The folder should hold {expected}.")
     default = CLINIFACT_BINARY_TEMPLATE if view == "binary" else CLINIFACT_MULTICLASS_TEMPLATE
-    return load_classification_dataset(
+    data = load_classification_dataset(
         files,
         text_fields=CLINIFACT_TEXT_FIELDS,
         label_field="label",
@@ -81,6 +103,8 @@ def load_clinifact(
         split=names[0] if isinstance(splits, str) else None,
         **kwargs,
     )
+    return data.map(lambda row: {CLINIFACT_RATIONALE_COLUMN: registry_rationale(row)})
 
 
-__all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "load_clinifact"]
+__all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "CLINIFACT_RATIONALE_COLUMN", "load_clinifact",
+           "registry_rationale"]

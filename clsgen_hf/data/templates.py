@@ -44,12 +44,15 @@ class PromptTemplate:
         system: the system message.
         question: the task question asked after the text.
         verdict_format: how the answer ends (verbalizers per label and the verdict prefix).
+        max_prompt_tokens: the token budget prompts were fitted to in training (see `fit_prompt`), saved with the
+            template so that prediction fits new rows the same way.
     """
 
     user_template: str
     system: str = DEFAULT_SYSTEM
     question: str = DEFAULT_QUESTION
     verdict_format: VerdictFormat = field(default_factory=VerdictFormat)
+    max_prompt_tokens: int | None = None
 
     def __post_init__(self):
         if not self.fields:
@@ -96,6 +99,7 @@ class PromptTemplate:
                 "verbalizers": {str(k): v for k, v in self.verdict_format.verbalizers.items()},
                 "prefix": self.verdict_format.prefix,
             },
+            "max_prompt_tokens": self.max_prompt_tokens,
         }
 
     @classmethod
