@@ -514,11 +514,12 @@ def markdown_table(results: dict[str, dict]) -> str:
 def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> str:
     """`benchmark_results.md` (table + setup, for a README to include verbatim); returns the Markdown."""
     rows, budget = config["rows"], config["budget"]
-    steps = f"{budget['max_steps']} steps" if budget["max_steps"] > 0 else f"{budget['num_train_epochs']:g} epochs"
+    steps = (f"{budget['max_steps']} steps" if budget["max_steps"] > 0
+             else f"{budget['num_train_epochs']:g} epoch{'s' * (budget['num_train_epochs'] != 1)}")
     batch = budget["per_device_train_batch_size"] * budget["gradient_accumulation_steps"]
     explanations = config["explanations"]
     if explanations.get("column") == CLINIFACT_RATIONALE_COLUMN:
-        source = "explanations written from their registry fields and gold labels, the recipe's default on CliniFact"
+        source = "explanations written from their registry fields and gold labels: the recipe's default on CliniFact"
     elif "column" in explanations:
         source = f"explanations from the `{explanations['column']}` column"
     else:
@@ -527,9 +528,9 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
               "the methods." if rows["test"] < 100 else "")
     text = "\n".join([
         "<!-- Written by examples/benchmark_clinifact.py; do not edit by hand. -->",
-        f"CliniFact (binary), base model `{config['model']}`: {rows['train']} training rows ({source}, of "
-        f"{rows['train_asked']}), {rows['validation']} validation rows (threshold tuning), {rows['test']} "
-        f"test rows. Training budget shared by every trained method: {steps} of {batch} row{'s' * (batch != 1)}, "
+        f"CliniFact (binary), base model `{config['model']}`: {rows['train']} of {rows['train_asked']} training "
+        f"rows kept ({source}), {rows['validation']} validation rows (threshold tuning), {rows['test']} test rows. "
+        f"Training budget shared by every trained method: {steps} of {batch} row{'s' * (batch != 1)}, "
         f"learning rate {budget['learning_rate']:g}, LoRA r={config['lora_r']}, "
         f"{'bf16' if budget['bf16'] else 'float32'}. Run on {config['date']}, {config['device']}, in "
         f"{config['total_seconds'] / 60:.0f} minutes.{caveat}",

@@ -75,7 +75,7 @@ def test_report_file(benchmark, tmp_path):
     }
     text = benchmark.write_report(tmp_path, results, config)
     assert (tmp_path / "benchmark_results.md").read_text() == text
-    assert "12 training rows (explained by the teacher `self`, of 16)" in text and "2 steps of 4 rows" in text
+    assert "12 of 16 training rows kept (explained by the teacher `self`)" in text and "2 steps of 4 rows" in text
     assert "Run on 2026-11-22, cpu (2 threads), in 2 minutes." in text
     assert list(_table(text)) == [benchmark.METHODS["clsgen"]]
 
