@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/train_clsgen.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=10
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

@@ -44,6 +44,8 @@ def test_explanations_default_to_clinifact_registry_rationales_unless_a_teacher_
     assert explanation_column(ScriptArguments(explanation_column="why"), user_rows) == "why"
     with pytest.raises(ValueError, match="--explanation_column .* or --teacher"):
         ScriptArguments(explanation_column="why", teacher="openai:http://localhost:8000/v1")
+    with pytest.raises(ValueError, match="--train_file needs --test_file"):
+        ScriptArguments(train_file="rows.csv", text_fields=["note"])
 
 
 def _rows_with_rationales(split: str, n: int, path: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 from datasets import Dataset
+from transformers import set_seed
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..clsgen_config import CLSGenConfig
@@ -125,6 +126,8 @@ class ScriptArguments:
     def __post_init__(self):
         if self.explanation_column and self.teacher:
             raise ValueError("Choose --explanation_column (rationales you have) or --teacher (rationales it writes).")
+        if self.train_file and (not self.text_fields or not self.test_file):
+            raise ValueError("--train_file needs --test_file (held-out rows) and --text_fields (the text columns).")
 
 
 def make_parser() -> TrlParser:
@@ -143,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: ModelConfig) -> dict:
     """Run the recipe; returns the evaluation numbers (also saved to `<output_dir>/clsgen_results.json`)."""
     output_dir = Path(training_args.output_dir)
+    if not script_args.train_file:
+        clinifact_dir(script_args)  # a missing folder is reported before the model is loaded
+    set_seed(training_args.seed)  # before the model: `score` is initialised at load time
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path)
     train_rows, test_rows, template = _load_data(script_args, tokenizer)
     with PartialState().main_process_first():  # one process asks the teacher; the others read its cache
@@ -199,23 +205,15 @@ def train_clsgen(
 def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, PromptTemplate]:
     """The training and held-out rows, subsets first, then their prompts fitted to `max_prompt_tokens`."""
     if args.train_file:
-        if not args.text_fields or not args.test_file:
-            raise ValueError("--train_file needs --test_file (held-out rows) and --text_fields (the text columns).")
         template = default_prompt_template(args.text_fields)
         data = load_classification_dataset(
             {"train": args.train_file, "test": args.test_file}, text_fields=args.text_fields,
             label_field=args.label_field, prompt_template=template,
         )
     else:
-        data_dir = Path(args.data_dir) if args.data_dir else SHARED_CLINIFACT
-        if not (data_dir / "train.csv").is_file():
-            raise FileNotFoundError(
-                f"No CliniFact data at {data_dir.resolve()}: put train.csv, validation.csv and test.csv there, or "
-                "pass --data_dir, or use your own data with --train_file/--test_file/--text_fields."
-            )
         binary = args.clinifact_view == "binary"
         template = CLINIFACT_BINARY_TEMPLATE if binary else CLINIFACT_MULTICLASS_TEMPLATE
-        data = load_clinifact(data_dir, view=args.clinifact_view, splits=("train", "test"))
+        data = load_clinifact(clinifact_dir(args), view=args.clinifact_view, splits=("train", "test"))
     template = replace(template, max_prompt_tokens=args.max_prompt_tokens)
     train, test = (
         fit_prompts(_subset(data[split], n), template, tokenizer, args.max_prompt_tokens)
@@ -223,6 +221,17 @@ def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Prom
     )
     logger.info("Training rows:\n%s", describe_dataset(train, tokenizer))
     return train, test, template
+
+
+def clinifact_dir(args: ScriptArguments) -> Path:
+    """The CliniFact folder to read, or an error saying where to put the CSVs."""
+    data_dir = Path(args.data_dir) if args.data_dir else SHARED_CLINIFACT
+    if not (data_dir / "train.csv").is_file():
+        raise FileNotFoundError(
+            f"No CliniFact data at {data_dir.resolve()}: put train.csv, validation.csv and test.csv there, or "
+            "pass --data_dir, or use your own data with --train_file/--test_file/--text_fields."
+        )
+    return data_dir
 
 
 def _subset(dataset: Dataset, n: int | None) -> Dataset:
