@@ -86,9 +86,9 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from clsgen_hf import CLSGenConfig, load_model, load_model_and_tokenizer, load_tokenizer, predict
 from clsgen_hf.commands.train import (
     CPU_DEFAULTS,
-    SHARED_CLINIFACT,
     ScriptArguments,
     _explanations,
+    clinifact_dir,
     explanation_column,
     train_clsgen,
 )
@@ -97,7 +97,7 @@ from clsgen_hf.data import (
     CLINIFACT_RATIONALE_COLUMN,
     SynthesisReport,
     TransformersTeacher,
-    load_classification_dataset,
+    fit_prompts,
     load_clinifact,
 )
 from clsgen_hf.encoding import encode_examples, encode_prompts
@@ -393,19 +393,13 @@ def stratified_subset(dataset: Dataset, n: int | None, seed: int) -> Dataset:
 
 def load_splits(args: BenchmarkArguments, tokenizer, seed: int) -> dict[str, Dataset]:
     """The train/validation/test rows: stratified subsets first, then prompts fitted to `max_prompt_tokens`."""
-    data_dir = Path(args.data_dir) if args.data_dir else SHARED_CLINIFACT
-    if not (data_dir / "train.csv").is_file():
-        raise FileNotFoundError(f"No CliniFact data at {data_dir.resolve()}: pass --data_dir.")
     template = CLINIFACT_BINARY_TEMPLATE
     if args.clinifact_view != "binary":
         raise ValueError("The benchmark uses CliniFact's binary view (as the CLSGen paper does).")
-    data = load_clinifact(data_dir, view="binary")
+    data = load_clinifact(clinifact_dir(args), view="binary")
     sizes = {"train": args.max_train_samples, "validation": args.max_validation_samples, "test": args.max_eval_samples}
     return {
-        split: load_classification_dataset(
-            stratified_subset(data[split], n, seed), text_fields=list(template.fields), label_field="label",
-            prompt_template=template, tokenizer=tokenizer, max_prompt_tokens=args.max_prompt_tokens,
-        )
+        split: fit_prompts(stratified_subset(data[split], n, seed), template, tokenizer, args.max_prompt_tokens)
         for split, n in sizes.items()
     }
 
