@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import is_peft_model
 from datasets import Dataset
+from peft import PeftModel
 from transformers import EvalPrediction
-from transformers.data.data_collator import DataCollatorMixin
 from trl import SFTTrainer
-from trl.trainer.utils import pad
 
 from .clsgen_config import CLSGenConfig
 from .encoding import encode_examples
@@ -36,22 +34,28 @@ REQUIRED_COLUMNS = ("prompt", "completion")
 
 
 @dataclass
-class DataCollatorForCLSGen(DataCollatorMixin):
+class DataCollatorForCLSGen:
     """Pads CLSGen rows (right side) into `input_ids`, `attention_mask`, `labels`, `cls_positions`, `cls_labels`."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
-    return_tensors: str = "pt"
 
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids = [torch.tensor(e["input_ids"]) for e in examples]
         return {
-            "input_ids": pad(input_ids, self.pad_token_id, "right", self.pad_to_multiple_of),
-            "attention_mask": pad([torch.ones_like(x) for x in input_ids], 0, "right", self.pad_to_multiple_of),
-            "labels": pad([torch.tensor(e["labels"]) for e in examples], -100, "right", self.pad_to_multiple_of),
+            "input_ids": self._pad(input_ids, self.pad_token_id),
+            "attention_mask": self._pad([torch.ones_like(x) for x in input_ids], 0),
+            "labels": self._pad([torch.tensor(e["labels"]) for e in examples], -100),
             "cls_positions": torch.tensor([e["cls_positions"] for e in examples]),
             "cls_labels": torch.tensor([e["cls_labels"] for e in examples]),
         }
+
+    def _pad(self, rows: list[torch.Tensor], value: int) -> torch.Tensor:
+        padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)  # (B, T), right side
+        if self.pad_to_multiple_of:
+            extra = -padded.shape[1] % self.pad_to_multiple_of
+            padded = torch.nn.functional.pad(padded, (0, extra), value=value)
+        return padded
 
 
 def class_head_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
@@ -233,7 +237,7 @@ class CLSGenTrainer(SFTTrainer):
         if not _internal_call:
             self.create_model_card(output_dir=output_dir)
         model = self.accelerator.unwrap_model(self.model)
-        if _internal_call or not self.args.save_merged or not is_peft_model(model):
+        if _internal_call or not self.args.save_merged or not isinstance(model, PeftModel):
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:

@@ -1,11 +1,18 @@
 """Configuration of `LlamaForCLSGen`: a Llama backbone with a language-model head and a classification head.
 
-This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only transformers.
+This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only public names of
+transformers and huggingface_hub.
 """
+
+from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig
-from transformers.utils.type_validators import interval
+
+
+MODELING_VERSION = "0.2.0"
+"""Version of this file and `modeling_clsgen.py`, written into every saved config as `clsgen_modeling_version`, so
+that a folder's consumer can tell which code wrote it (`clsgen-hf refresh-code` updates old folders)."""
 
 
 @strict
@@ -39,8 +46,8 @@ class LlamaCLSGenConfig(LlamaConfig):
         "AutoModelForCausalLM": "modeling_clsgen.LlamaForCLSGen",
     }
 
-    cls_dropout: float = interval(min=0.0, max=1.0)(default=0.0)
-    cls_threshold: float = interval(min=0.0, max=1.0)(default=0.5)
+    cls_dropout: float = 0.0
+    cls_threshold: float = 0.5
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -51,6 +58,13 @@ class LlamaCLSGenConfig(LlamaConfig):
         super().validate_architecture()
         if self.num_labels is None or self.num_labels < 2:
             raise ValueError(f"`num_labels` must be at least 2 for the classification head, got {self.num_labels}.")
+        for name in ("cls_dropout", "cls_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` must lie in [0, 1], got {getattr(self, name)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as saved, stamped with the version of the modeling code that writes it."""
+        return {**super().to_dict(), "clsgen_modeling_version": MODELING_VERSION}
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
@@ -68,4 +82,4 @@ class LlamaCLSGenConfig(LlamaConfig):
         return config_dict, kwargs
 
 
-__all__ = ["LlamaCLSGenConfig"]
+__all__ = ["MODELING_VERSION", "LlamaCLSGenConfig"]

@@ -13,7 +13,6 @@ Two sources of probability share its batching, padding and records:
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +23,12 @@ from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
-from transformers.utils.chat_template_utils import Chat
 
 from .encoding import Messages, encode_prompts
 from .loading import prepare_tokenizer
 from .metrics import tune_threshold
-from .verdicts import DEFAULT_VERBALIZERS, NO_VERDICT, VerdictFormat, read_verdict
+from .modeling_clsgen import CACHE_FIELD
+from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
 
 
 PROMPT_TEMPLATE_FILE = "clsgen_prompt.json"
@@ -61,7 +60,8 @@ def predict(
         tokenizer: its tokenizer (see `prepare_tokenizer`).
         inputs: prompts as text or chat messages, or rows (mappings) turned into prompts by `prompt_template`.
         prompt_template: a `clsgen_hf.data.PromptTemplate`, needed for rows; its verdict format reads the verdicts.
-        verbalizers: label id -> verdict word, when no template gives them (default `{0: "No", 1: "Yes"}`).
+        verbalizers: label id -> verdict word, in place of the template's (whose prefix stays), default
+            `{0: "No", 1: "Yes"}`.
         probability_from: `"head"` (the classification head, read from the prefill) or `"verdict"` (the LM's
             next-token probabilities of the verbalizers after the explanation and the verdict prefix).
         batch_size: prompts per batch (left-padded).
@@ -121,14 +121,8 @@ def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, l
 
 
 def strip_verdict(explanation: str, verdict_format: VerdictFormat) -> str:
-    """The reasoning of an explanation: its lines before the first verdict line (or line opening with the prefix)."""
-    prefix = re.compile(rf"^[\s#>*_`-]*{re.escape(verdict_format.prefix.rstrip(':'))}(?!\w)", re.IGNORECASE)
-    kept = []
-    for line in explanation.strip().splitlines():
-        if prefix.match(line) or verdict_format.read(line) != NO_VERDICT:
-            break
-        kept.append(line)
-    return "\n".join(kept).strip()
+    """The reasoning of an explanation: its lines before the first verdict line (`VerdictFormat.strip`)."""
+    return verdict_format.strip(explanation)
 
 
 class _BatchPredictor:
@@ -162,13 +156,12 @@ class _BatchPredictor:
             probabilities, explanations = self._from_head(input_ids, attention_mask)
         else:
             probabilities, explanations = self._from_verdict(input_ids, attention_mask)
-        verbalizers = dict(self.verdict_format.verbalizers)
         return [
             {
                 "probability": probability,
                 "label": decide(probability, self.threshold),
                 "explanation": explanation,
-                "verdict": read_verdict(explanation, verbalizers),
+                "verdict": self.verdict_format.read(explanation),
             }
             for probability, explanation in zip(probabilities.tolist(), explanations)
         ]
@@ -198,7 +191,7 @@ class _BatchPredictor:
         """Generate, then score the verbalizers after `<reasoning>\\n<prefix>` from the prompt's cache."""
         prompt_length = input_ids.shape[1]
         if self.max_new_tokens == 0:
-            cache = self.base(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1).past_key_values
+            cache = self.base(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)[CACHE_FIELD]
             explanations = [""] * len(input_ids)
         else:
             out = self.base.generate(
@@ -207,7 +200,7 @@ class _BatchPredictor:
                 return_dict_in_generate=True, **self.generate_kwargs,
             )
             explanations = self._decode(out.sequences[:, prompt_length:])
-            cache = out.past_key_values
+            cache = out[CACHE_FIELD]
             extra = cache.get_seq_length() - prompt_length
             if extra > 0:
                 cache.crop(-extra)  # back to the prompt alone
@@ -221,7 +214,7 @@ class _BatchPredictor:
         position_ids = attention_mask.sum(-1, keepdim=True) + (tail_mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.base(
             input_ids=tail_ids, attention_mask=torch.cat([attention_mask, tail_mask], dim=-1), position_ids=position_ids,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{CACHE_FIELD: cache},
         ).logits[:, -1]  # (B, V)
         scores = logits.float().log_softmax(-1)[:, self.verbalizer_ids]  # (B, num_labels)
         return scores.softmax(-1), explanations
@@ -251,7 +244,8 @@ def _verbalizer_token_ids(tokenizer, verdict_format: VerdictFormat) -> list[int]
 def _verdict_format(prompt_template, verbalizers: Mapping[int, str] | None) -> VerdictFormat:
     if prompt_template is not None and verbalizers is None:
         return prompt_template.verdict_format
-    return VerdictFormat(dict(verbalizers or DEFAULT_VERBALIZERS))
+    prefix = prompt_template.verdict_format.prefix if prompt_template is not None else DEFAULT_VERDICT_PREFIX
+    return VerdictFormat(dict(verbalizers or DEFAULT_VERBALIZERS), prefix)
 
 
 def _unwrap(model):
@@ -259,7 +253,7 @@ def _unwrap(model):
 
 
 def _as_prompt(item, prompt_template, position: int) -> str | Messages:
-    if isinstance(item, Chat):
+    if hasattr(item, "messages"):  # the pipeline's wrapper of one conversation
         return item.messages
     if isinstance(item, Mapping):
         if "prompt" in item:

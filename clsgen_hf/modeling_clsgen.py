@@ -4,8 +4,10 @@
 probability. One backbone pass feeds both, so at inference the prefill of the prompt gives the probability and the
 generation of the explanation continues from the same KV cache.
 
-This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only torch,
-transformers and its sibling configuration file.
+This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only torch, public
+names of transformers and its sibling configuration file. It names no field that transformers may rename: the KV
+cache (`past_key_values` up to 5.23, `cache` from 5.24) passes through `**kwargs` into the backbone and comes back in
+the backbone's own output fields, and `CLSGenOutput` extends the installed `CausalLMOutputWithPast`.
 """
 
 from dataclasses import dataclass
@@ -13,54 +15,43 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import GenerationMixin, LlamaModel, LlamaPreTrainedModel
-from transformers.cache_utils import Cache
-from transformers.loss.loss_utils import fixed_cross_entropy
-from transformers.modeling_utils import slice_logits_to_keep
-from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput, logging
 
 from .configuration_clsgen import LlamaCLSGenConfig
 
 
 logger = logging.get_logger(__name__)
 
+CACHE_FIELD = next(name for name in CausalLMOutputWithPast.__dataclass_fields__ if name in ("cache", "past_key_values"))
+"""What the installed transformers calls the KV cache, in model outputs and in forward arguments alike."""
 # Arguments that locate files: both the config and the weights loaders need them.
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder", "gguf_file")
 
 
 @dataclass
-class CLSGenOutput(ModelOutput):
+class CLSGenOutput(CausalLMOutputWithPast):
     r"""
-    Output of [`LlamaForCLSGen.forward`].
+    Output of [`LlamaForCLSGen.forward`]: the fields of [`~modeling_outputs.CausalLMOutputWithPast`] (`loss`, `logits`,
+    the KV cache, `hidden_states`, `attentions`, as the installed transformers names them), plus the two losses and the
+    classification head's scores.
+
+    `loss` is `lm_loss + cls_loss` over the losses whose labels were given. `logits` holds the LM-head scores of the
+    positions kept by `logits_to_keep`, and is `None` when `labels` is given: the loss is then computed from the
+    labelled positions only, and full-vocabulary logits are never built.
 
     Args:
-        loss (`torch.FloatTensor` of shape `()`, *optional*):
-            `lm_loss + cls_loss` over the losses whose labels were given.
         lm_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Next-token cross-entropy over the positions with `labels != -100` (given `labels`).
         cls_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Cross-entropy of the classification head (given `cls_labels`).
-        logits (`torch.FloatTensor` of shape `(batch_size, kept_positions, vocab_size)`, *optional*):
-            LM-head scores for the positions kept by `logits_to_keep`. `None` when `labels` is given: the loss is
-            then computed from the labelled positions only, and full-vocabulary logits are never built.
         cls_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Classification-head scores, in float32, for the token at `cls_positions`.
-        past_key_values (`Cache`, *optional*):
-            KV cache, to continue generating after this pass.
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-            Hidden states of every layer, when `output_hidden_states=True`.
-        attentions (`tuple(torch.FloatTensor)`, *optional*):
-            Attention weights of every layer, when `output_attentions=True`.
     """
 
-    loss: torch.FloatTensor | None = None
     lm_loss: torch.FloatTensor | None = None
     cls_loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
     cls_logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -134,20 +125,18 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
         vars(model.config).pop("model_type", None)
         return model
 
-    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         cls_labels: torch.LongTensor | None = None,
         cls_positions: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: Unpack[TransformersKwargs],
+        **kwargs,
     ) -> CLSGenOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -158,7 +147,11 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
             Index of the token whose hidden state feeds `score` (the last prompt token). Defaults to the last
             non-padding token of each row, for left and right padding alike.
         logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
-            Which positions go through `lm_head` when no `labels` are given (see `slice_logits_to_keep`).
+            Which positions go through `lm_head` when no `labels` are given: the last `logits_to_keep` (0: all), or
+            the indices in a tensor.
+        kwargs:
+            Passed to the backbone ([`LlamaModel`]): the KV cache (`cache`, or `past_key_values` before
+            transformers 5.24), `output_hidden_states`, attention options.
 
         ```python
         >>> import torch
@@ -174,7 +167,6 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -191,7 +183,8 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
 
         logits = lm_loss = cls_loss = None
         if labels is None:
-            logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, keep])
         else:
             lm_loss = self._lm_loss(hidden_states, labels, num_items_in_batch)
         if cls_labels is not None:
@@ -199,15 +192,14 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
             cls_loss = nn.functional.cross_entropy(cls_logits, cls_labels.to(cls_logits.device))
 
         losses = [part for part in (lm_loss, cls_loss) if part is not None]
+        backbone = {name: value for name, value in outputs.items() if name != "last_hidden_state"}  # cache, states
         return CLSGenOutput(
             loss=sum(losses) if losses else None,
+            logits=logits,
             lm_loss=lm_loss,
             cls_loss=cls_loss,
-            logits=logits,
             cls_logits=cls_logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            **backbone,
         )
 
     def _lm_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
@@ -221,7 +213,9 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
         predicted = self.lm_head(hidden_states[:, :-1][keep])  # (N, V), N = labelled tokens
         if num_items_in_batch is None:
             num_items_in_batch = keep.sum().clamp(min=1)
-        return fixed_cross_entropy(predicted.float(), shift_labels[keep], num_items_in_batch)
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(predicted.device)
+        return nn.functional.cross_entropy(predicted.float(), shift_labels[keep], reduction="sum") / num_items_in_batch
 
     def _check_cls_positions(self, cls_positions: torch.Tensor, batch_size: int, seq_len: int) -> None:
         if cls_positions.shape != (batch_size,):
@@ -278,4 +272,4 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
         return CLSGenGenerateOutput(sequences=sequences, cls_logits=cls_logits, probabilities=cls_logits.softmax(-1))
 
 
-__all__ = ["LlamaForCLSGen", "CLSGenOutput", "CLSGenGenerateOutput"]
+__all__ = ["CACHE_FIELD", "LlamaForCLSGen", "CLSGenOutput", "CLSGenGenerateOutput"]

@@ -14,6 +14,7 @@ from clsgen_hf.commands import predict as predict_command
 from clsgen_hf.data import default_prompt_template, fit_prompt
 from clsgen_hf.encoding import encode_prompts
 from clsgen_hf.inference import PROMPT_TEMPLATE_FILE, strip_verdict
+from clsgen_hf.modeling_clsgen import CACHE_FIELD
 from clsgen_hf.verdicts import VerdictFormat
 
 from .toy import tiny_model_for
@@ -84,7 +85,7 @@ class TestPredict:
         calls = []  # (tokens in, tokens already cached) of every backbone pass
 
         def record(module, args, kwargs):
-            cache = kwargs.get("past_key_values")
+            cache = kwargs.get(CACHE_FIELD)
             calls.append((kwargs["input_ids"].shape[1], 0 if cache is None else cache.get_seq_length()))
 
         model.model.register_forward_pre_hook(record, with_kwargs=True)
