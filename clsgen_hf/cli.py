@@ -16,6 +16,7 @@ COMMANDS = {
     "predict": ("clsgen_hf.commands.predict", "Probability + explanation for every row of a CSV/JSONL file."),
     "install-metrics": ("clsgen_hf.commands.install_metrics", "Make evaluate.load('clsgen/<metric>') work offline."),
     "export": ("clsgen_hf.commands.export", "Turn a checkpoint or adapter into a shareable, validated model folder."),
+    "refresh-code": ("clsgen_hf.commands.refresh_code", "Give a saved model folder this release's remote code."),
 }
 
 

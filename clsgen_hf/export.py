@@ -46,6 +46,7 @@ from .model_card import (
     lora_summary,
     read_json,
 )
+from .remote_code import copy_code
 
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
-CODE_FILES = ("modeling_clsgen.py", "configuration_clsgen.py")
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM")
 CLSGEN_MODEL_TYPES = ("llama_clsgen", "llama")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -432,7 +432,7 @@ def _save_merged(model, tokenizer, folder: Path) -> None:
     missing = [name for name in AUTO_CLASSES if name not in (config.get("auto_map") or {})]
     if missing:
         raise ExportError(f"The saved config.json lacks `auto_map` entries for {missing}.")
-    _copy_code(folder)
+    copy_code(folder)
 
 
 def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
@@ -443,18 +443,12 @@ def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
     _set_generation_tokens(base, tokenizer)
     base.config.save_pretrained(folder)
     base.generation_config.save_pretrained(folder)
-    _copy_code(folder)
+    copy_code(folder)
 
 
 def _set_generation_tokens(model, tokenizer) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-
-
-def _copy_code(folder: Path) -> None:
-    here = Path(__file__).resolve().parent
-    for name in CODE_FILES:
-        shutil.copyfile(here / name, folder / name)
 
 
 def _recorded(src: SourceFolder, name: str) -> Any:
