@@ -29,7 +29,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .verdicts import NO_VERDICT, read_verdict
+from .verdicts import NO_VERDICT, VerdictFormat
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -131,14 +131,17 @@ def alignment_report(
     probabilities: ArrayLike,
     explanations: Sequence[str | None],
     *,
-    verbalizers: dict[int, str] | None = None,
+    verdict_format: VerdictFormat | None = None,
     threshold: float = 0.5,
 ) -> dict[str, float | int]:
-    """The four alignment numbers of the CLSGen paper from raw explanations, read with `read_verdict`.
+    """The four alignment numbers of the CLSGen paper from raw explanations, read with `verdict_format.read`.
 
-    Returns `auroc_alignment`, `r_lkappa`, `rli`, `readability`, `n` and `n_unreadable`.
+    `verdict_format` is the prompt template's (`template.verdict_format`: its verbalizers and its prefix), by default
+    `"Answer: No"` / `"Answer: Yes"`. Returns `auroc_alignment`, `r_lkappa`, `rli`, `readability`, `n` and
+    `n_unreadable`.
     """
-    verdicts = [read_verdict(text, verbalizers) for text in explanations]
+    verdict_format = verdict_format or VerdictFormat()
+    verdicts = [verdict_format.read(text) for text in explanations]
     return {
         **auroc_alignment(probabilities, verdicts),
         **r_lkappa(probabilities, verdicts, threshold=threshold),

@@ -2,13 +2,16 @@
 
 One place decides what an explanation "says": the data synthesizer keeps teacher answers whose verdict matches
 the gold label, inference reports the verdict next to the probability, and the alignment metrics compare it with
-the classification head. All three must read the same way, so all three call `read_verdict`.
+the classification head. All three must read the same way, so all three call `read_verdict` (through
+`VerdictFormat.read`, which passes the format's own prefix).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 
 NO_VERDICT = -1
@@ -17,9 +20,19 @@ NO_VERDICT = -1
 DEFAULT_VERBALIZERS = {0: "No", 1: "Yes"}
 DEFAULT_VERDICT_PREFIX = "Answer:"
 
-# "Answer:", "Final answer:", "**Answer**:", "Verdict -" ... optionally in markdown emphasis or a heading.
-_PREFIX_WORDS = r"(?:final\s+answer|answer|verdict|final\s+verdict|label|prediction|conclusion)"
-_NEGATION = re.compile(r"\b(?:not|no\s+longer|never|isn't|is\s+not)\s*$", re.IGNORECASE)
+_LEAD = r"[\s#>*_`~+\-]*"  # markdown before the prefix: heading, quote, bullet, emphasis
+_OPEN = r"[\s*_`~\"'“‘(\[]*"  # emphasis, quotes or a bracket before the verdict word
+_CLOSE = r"[*_`~\"'”’)\]]*"  # and after it
+_EMPTY = re.compile(r"[\s*_`~]*")  # what is left of "**Answer:**" when the word is on the next line
+
+
+class VerdictLine(NamedTuple):
+    """A verdict line of a text: lines `start` to `end` (exclusive) of `text.splitlines()` (two lines when the word
+    follows the prefix line) and the label they state, `NO_VERDICT` when none can be read."""
+
+    start: int
+    end: int
+    label: int
 
 
 @dataclass(frozen=True)
@@ -35,12 +48,8 @@ class VerdictFormat:
     prefix: str = DEFAULT_VERDICT_PREFIX
 
     def __post_init__(self):
-        words = [w.strip().lower() for w in self.verbalizers.values()]
-        if len(self.verbalizers) < 2:
-            raise ValueError(f"`verbalizers` needs at least two labels, got {self.verbalizers!r}.")
-        if any(not w for w in words) or len(set(words)) != len(words):
-            raise ValueError(f"`verbalizers` must be non-empty and distinct (case-insensitive), got {self.verbalizers!r}.")
         object.__setattr__(self, "verbalizers", {int(k): v for k, v in self.verbalizers.items()})
+        _reader(self.prefix, _key(self.verbalizers))  # a ValueError for what could not be read back
 
     def line(self, label: int) -> str:
         """The verdict line for `label`, e.g. `"Answer: Yes"`."""
@@ -48,9 +57,20 @@ class VerdictFormat:
             raise ValueError(f"Label {label!r} has no verbalizer; known labels: {sorted(self.verbalizers)}.")
         return f"{self.prefix} {self.verbalizers[label]}"
 
-    def read(self, text: str) -> int:
-        """The label stated by `text`, or `NO_VERDICT`."""
-        return read_verdict(text, self.verbalizers)
+    def read(self, text: str | None) -> int:
+        """The label stated by `text`, or `NO_VERDICT` (see `read_verdict`)."""
+        return read_verdict(text, self.verbalizers, self.prefix)
+
+    def verdict_lines(self, text: str) -> list[VerdictLine]:
+        """Every line of `text` introduced by the prefix, with the label it states."""
+        return _verdict_lines(text, _reader(self.prefix, _key(self.verbalizers)))
+
+    def strip(self, text: str) -> str:
+        """The reasoning of an explanation: its lines before the first verdict line."""
+        text = text.strip()
+        lines = text.splitlines()
+        found = self.verdict_lines(text)
+        return "\n".join(lines[: found[0].start] if found else lines).strip()
 
     @property
     def instruction(self) -> str:
@@ -59,57 +79,105 @@ class VerdictFormat:
         return f"End with one line that is exactly {options}."
 
 
-def _word_pattern(verbalizers: dict[int, str]) -> re.Pattern:
-    alternatives = "|".join(re.escape(w.strip()) for w in sorted(verbalizers.values(), key=len, reverse=True))
-    return re.compile(rf"(?<![\w])({alternatives})(?![\w])", re.IGNORECASE)
+def read_verdict(
+    text: str | None, verbalizers: dict[int, str] | None = None, prefix: str = DEFAULT_VERDICT_PREFIX
+) -> int:
+    """Read the label an explanation states on its verdict line.
 
-
-def read_verdict(text: str | None, verbalizers: dict[int, str] | None = None) -> int:
-    """Read the label an explanation ends on.
-
-    Lines introduced by an answer word ("Answer:", "Final answer:", "**Verdict**:", "The answer is" ...) decide; without such a
-    line, a final line that is only a verbalizer ("Yes.") does. Two answer lines naming different labels, a line
-    naming two labels, or a negated verdict ("Answer: not Yes") read as `NO_VERDICT`. Case, punctuation and
-    markdown are ignored.
+    Only a line introduced by `prefix` is a verdict line (case-insensitive, after markdown such as `**Answer:**`,
+    `## Answer:`, `> Answer:`, `- Answer:`): prose ("The answer is yes"), a bare final "Yes." or another prefix word
+    would make the metrics depend on how a model words its ending rather than on what it decided. The verbalizer
+    must come first after the prefix (emphasis and quotes aside), as a whole word, or alone on the next non-empty
+    line; whatever follows it is a clause that is not read ("Answer: Yes, there is no doubt." is Yes). So "Answer:
+    not Yes" and "Answer: no evidence" state nothing unless that text is itself a verbalizer; verbalizers that
+    contain each other ("No", "No information") are tried longest first. "Answer: Yes or No" is undecided. Verdict
+    lines that state different labels cancel each other; unreadable ones are ignored.
 
     Args:
         text: the generated explanation.
         verbalizers: label id -> word, defaults to `{0: "No", 1: "Yes"}`.
+        prefix: what introduces the verdict line, defaults to `"Answer:"`.
 
     Returns:
         The label id, or `NO_VERDICT` (-1).
     """
     if not text:
         return NO_VERDICT
-    verbalizers = verbalizers or DEFAULT_VERBALIZERS
-    word_to_label = {word.strip().lower(): int(label) for label, word in verbalizers.items()}
-    words = _word_pattern(verbalizers)
-    prefixed = re.compile(
-        rf"^[\s#>*_`-]*(?:the\s+|my\s+)?{_PREFIX_WORDS}(?:[\s*_`]*[:=\-–]|\s+is\b)\s*(.*)$", re.IGNORECASE
+    found = _verdict_lines(text, _reader(prefix, _key(verbalizers or DEFAULT_VERBALIZERS)))
+    labels = {verdict.label for verdict in found} - {NO_VERDICT}
+    return labels.pop() if len(labels) == 1 else NO_VERDICT
+
+
+def _key(verbalizers: dict[int, str]) -> tuple[tuple[int, str], ...]:
+    return tuple(sorted((int(label), word) for label, word in verbalizers.items()))
+
+
+class _Reader(NamedTuple):
+    prefix: re.Pattern  # a verdict line; group 1 is what follows the prefix
+    word: re.Pattern  # a verbalizer first; group 1 is the verbalizer
+    alternative: re.Pattern  # "or No" after a verbalizer
+    labels: dict[str, int]  # normalised verbalizer -> label
+
+
+@lru_cache(maxsize=64)
+def _reader(prefix: str, verbalizers: tuple[tuple[int, str], ...]) -> _Reader:
+    """The patterns that read `verbalizers` after `prefix`, or a ValueError when a verdict line written with them
+    could not be read back."""
+    if not isinstance(prefix, str) or not prefix.strip() or len(prefix.splitlines()) > 1:
+        raise ValueError(f"`prefix` must be a non-empty single line, got {prefix!r}.")
+    words = [_normalised(word) for _, word in verbalizers]
+    if len(words) < 2:
+        raise ValueError(f"`verbalizers` needs at least two labels, got {dict(verbalizers)!r}.")
+    if not all(words) or len(set(words)) != len(words) or any(len(word.splitlines()) > 1 for _, word in verbalizers):
+        raise ValueError(
+            f"`verbalizers` must be non-empty, single-line and distinct (case-insensitive), got {dict(verbalizers)!r}."
+        )
+    body, punctuation = re.fullmatch(r"(.*?)([^\w\s]*)", prefix.strip()).groups()
+    # "**Answer**:" closes the emphasis before the colon; a prefix ending in a word must end at a word boundary.
+    end = rf"[*_`]*\s*{re.escape(punctuation)}" if punctuation else r"(?!\w)"
+    prefix_pattern = re.compile(rf"^{_LEAD}{_spaced(body)}{end}(.*)$", re.IGNORECASE)
+    longest_first = sorted((word for _, word in verbalizers), key=lambda word: len(_normalised(word)), reverse=True)
+    alternatives = "|".join(map(_spaced, longest_first))  # "No information" is tried before "No"
+    whole = r"(?!\w|-\w)"
+    return _Reader(
+        prefix_pattern,
+        re.compile(rf"{_OPEN}({alternatives}){whole}", re.IGNORECASE),
+        re.compile(rf"{_CLOSE}\s*(?:or|and|/)\s*{_OPEN}(?:{alternatives}){whole}", re.IGNORECASE),
+        {_normalised(word): label for label, word in verbalizers},
     )
 
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    stated = [_label_of(m.group(1), words, word_to_label) for m in map(prefixed.match, lines) if m]
-    if stated:
-        readable = set(stated) - {NO_VERDICT}
-        return readable.pop() if len(readable) == 1 else NO_VERDICT
-    if lines:
-        last = re.sub(r"[\s*_`#>.!\"'()\[\]]+", " ", lines[-1]).strip()
-        if last.lower() in word_to_label:
-            return word_to_label[last.lower()]
-    return NO_VERDICT
+
+def _spaced(words: str) -> str:
+    return r"\s+".join(map(re.escape, words.split()))
 
 
-def _label_of(answer: str, words: re.Pattern, word_to_label: dict[str, int]) -> int:
-    found = list(words.finditer(answer))
-    if not found:
+def _normalised(word: str) -> str:
+    return " ".join(word.split()).lower()
+
+
+def _verdict_lines(text: str, reader: _Reader) -> list[VerdictLine]:
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        match = reader.prefix.match(line)
+        if not match:
+            continue
+        stated, end = match.group(1), i + 1
+        if _EMPTY.fullmatch(stated):  # "Answer:" alone: the word may stand on the next non-empty line
+            following = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), None)
+            if following is not None and not reader.prefix.match(lines[following]):
+                stated, end = lines[following], following + 1
+        found.append(VerdictLine(i, end, _label_of(stated, reader)))
+    return found
+
+
+def _label_of(stated: str, reader: _Reader) -> int:
+    match = reader.word.match(stated)
+    if not match or reader.alternative.match(stated, match.end()):
         return NO_VERDICT
-    labels = {word_to_label[m.group(1).lower()] for m in found}
-    if len(labels) > 1:
-        return NO_VERDICT
-    if _NEGATION.search(answer[: found[0].start()]):
-        return NO_VERDICT
-    return labels.pop()
+    return reader.labels[_normalised(match.group(1))]
 
 
-__all__ = ["NO_VERDICT", "DEFAULT_VERBALIZERS", "VerdictFormat", "read_verdict"]
+__all__ = [
+    "NO_VERDICT", "DEFAULT_VERBALIZERS", "DEFAULT_VERDICT_PREFIX", "VerdictFormat", "VerdictLine", "read_verdict"
+]

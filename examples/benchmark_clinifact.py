@@ -450,7 +450,7 @@ def _explanations_of(records: list[dict]) -> list[str]:
 # --------------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(result: MethodResult, validation_labels, test_labels, verbalizers, base_perplexity: float) -> dict:
+def evaluate(result: MethodResult, validation_labels, test_labels, verdict_format, base_perplexity: float) -> dict:
     """The table's numbers for one method; `undefined` names (with the reason) the metrics that are NaN on these
     rows, `not_applicable` those the method cannot have (no explanation, no language model)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -461,7 +461,7 @@ def evaluate(result: MethodResult, validation_labels, test_labels, verbalizers, 
         )
         alignment = {}
         if result.explanations is not None:
-            alignment = alignment_report(result.test_probabilities, result.explanations, verbalizers=verbalizers)
+            alignment = alignment_report(result.test_probabilities, result.explanations, verdict_format=verdict_format)
     undefined = {}
     for warning in caught:
         message = str(warning.message)
@@ -633,13 +633,13 @@ def run(args: BenchmarkArguments, training_args: CLSGenConfig, model_args: Model
     bench = Bench(args, training_args, model_args, output_dir, base, tokenizer, CLINIFACT_BINARY_TEMPLATE,
                   explained, splits["validation"], splits["test"], reference, device)
 
-    verbalizers = CLINIFACT_BINARY_TEMPLATE.verdict_format.verbalizers
+    verdict_format = CLINIFACT_BINARY_TEMPLATE.verdict_format
     results = {}
     for method in [m for m in METHODS if m in args.methods]:
         logger.info("=== %s ===", METHODS[method])
         set_seed(training_args.seed)
         result = RUNNERS[method](bench, base_lm)
-        results[method] = evaluate(result, bench.validation["label"], bench.test["label"], verbalizers,
+        results[method] = evaluate(result, bench.validation["label"], bench.test["label"], verdict_format,
                                    base_perplexity)
         _save_predictions(output_dir / f"predictions_{method}.jsonl", bench.test, result)
         gc.collect()

@@ -35,6 +35,7 @@ from clsgen_hf.metrics import (
     rli,
     tune_threshold,
 )
+from clsgen_hf.verdicts import VerdictFormat
 
 
 LIBRARY = {"auroc_alignment": auroc_alignment, "r_lkappa": r_lkappa, "rli": rli}
@@ -167,19 +168,25 @@ def test_three_class_hand_worked_case(modules):
         assert module_compute(modules, name, probabilities, verdicts)[name] == pytest.approx(value)
 
 
-def test_alignment_report_reads_verdicts_with_read_verdict():
-    explanations = ["The scan is clear.\nAnswer: Yes", "Answer: No", "**Final answer:** No", "I cannot tell.", "Yes."]
+def test_alignment_report_reads_verdicts_with_the_verdict_format():
+    explanations = ["The scan is clear.\nAnswer: Yes", "Answer: No", "**Answer:** No", "I cannot tell.", "Answer:\nYes"]
     report = alignment_report([0.9, 0.2, 0.7, 0.4, 0.6], explanations)
     assert report == {
         "auroc_alignment": 0.75, "r_lkappa": 0.5, "rli": 0.25, "readability": 0.8, "n": 5, "n_unreadable": 1
     }
+    # Only the format's own verdict lines count: neither other prefixes nor a bare final word.
+    unread = ["The scan is clear.\nAnswer: Yes", "Answer: No", "**Final answer:** No", "I cannot tell.", "Yes."]
+    assert alignment_report([0.9, 0.2, 0.7, 0.4, 0.6], unread)["n_unreadable"] == 3
 
 
-def test_alignment_report_with_three_verbalizers():
-    verbalizers = {0: "Low", 1: "Medium", 2: "High"}
-    explanations = ["Answer: Low", "Answer: Medium", "Answer: High", "Answer: Low"]
-    report = alignment_report(np.eye(3)[[0, 1, 2, 1]], explanations, verbalizers=verbalizers)
+def test_alignment_report_with_three_verbalizers_and_a_custom_prefix():
+    fmt = VerdictFormat({0: "Low", 1: "Medium", 2: "High"}, prefix="Risk:")
+    explanations = ["Risk: Low", "Risk: Medium", "Risk: High", "Risk: Low"]
+    report = alignment_report(np.eye(3)[[0, 1, 2, 1]], explanations, verdict_format=fmt)
     assert (report["rli"], report["readability"], report["n_unreadable"]) == (0.25, 1.0, 0)
+    answers = [text.replace("Risk:", "Answer:") for text in explanations]
+    with pytest.warns(UndefinedMetricWarning):
+        assert alignment_report(np.eye(3)[[0, 1, 2, 1]], answers, verdict_format=fmt)["n_unreadable"] == 4
 
 
 # --------------------------------------------------------------------------------------------------- undefined, errors

@@ -152,8 +152,20 @@ def test_accept_answer():
     because = BECAUSE
     assert accept_answer(f"{because}\nAnswer: Yes\nThanks!", 1, FMT) == f"{because}\nAnswer: Yes"
     assert accept_answer(f"{because}\nAnswer: No", 1, FMT) is None
-    worded = f"{because}\n**Final answer**: yes"
-    assert accept_answer(worded, 1, FMT) == f"{worded}\nAnswer: Yes"
+    # The verdict line becomes the canonical one, wherever the word stands and whatever follows it.
+    for worded in ("**Answer**: yes, as the abstract shows", "Answer:\n**Yes**", "## Answer: Yes."):
+        assert accept_answer(f"{because}\n{worded}", 1, FMT) == f"{because}\nAnswer: Yes"
+    twice = f"{because}\nAnswer: yes\n{because}\n## Answer: Yes."
+    assert accept_answer(twice, 1, FMT) == f"{because}\nAnswer: yes\n{because}\nAnswer: Yes"
+    assert accept_answer(f"{because}\nAnswer: Yes\nSo, Answer: Yes.", 1, FMT) == f"{because}\nAnswer: Yes"
+    # Other wordings state no verdict: kept only through the follow-up.
+    assert accept_answer(f"{because}\n**Final answer**: yes", 1, FMT) is None
+    assert accept_answer(f"{because}\nThe answer is yes.", 1, FMT, follow_up="Answer: Yes") == (
+        f"{because}\nThe answer is yes.\nAnswer: Yes"
+    )
+    decision = VerdictFormat({0: "Refuted", 1: "Supported"}, prefix="Decision:")
+    assert accept_answer(f"{because}\nDecision: supported", 1, decision) == f"{because}\nDecision: Supported"
+    assert accept_answer(f"{because}\nAnswer: Supported", 1, decision) is None
     assert accept_answer("Answer: Yes", 1, FMT) is None  # a verdict alone explains nothing
     assert accept_answer("So the answer to the question is Yes.", 1, FMT, follow_up="Answer: Yes") is None
     assert accept_answer(f"{because}\nAnswer: Yes", 1, FMT, min_words=40) is None

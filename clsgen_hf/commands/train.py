@@ -43,7 +43,7 @@ from ..data import (
 from ..inference import PROMPT_TEMPLATE_FILE, predict
 from ..loading import load_model_and_tokenizer
 from ..metrics import alignment_report, classification_report
-from ..verdicts import read_verdict
+from ..verdicts import NO_VERDICT
 
 
 logger = logging.getLogger("clsgen_hf.train")
@@ -266,12 +266,12 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
 
         def from_rationale(row):
             text = row[column].strip()
-            if read_verdict(text, verdicts.verbalizers) == -1:
+            if verdicts.read(text) == NO_VERDICT:
                 text = f"{text}\n{verdicts.line(row['label'])}"
             return {"completion": [{"role": "assistant", "content": text}]}
 
         kept = rows.map(from_rationale).filter(
-            lambda row: read_verdict(row["completion"][0]["content"], verdicts.verbalizers) == row["label"]
+            lambda row: verdicts.read(row["completion"][0]["content"]) == row["label"]
         )
         logger.info("Rationales from the %r column: %d of %d rows state their gold verdict and are kept.", column,
                     len(kept), len(rows))
@@ -294,7 +294,7 @@ def _evaluate(predictions: list[dict], labels: list[int], template: PromptTempla
     scores = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities
     report = classification_report(scores, labels)
     alignment = alignment_report(
-        scores, [p["explanation"] for p in predictions], verbalizers=template.verdict_format.verbalizers
+        scores, [p["explanation"] for p in predictions], verdict_format=template.verdict_format
     )
     keep = ("auroc", "auprc", "f1", "brier", "ece", "log_loss")
     return {**{k: report[k] for k in keep if k in report}, **alignment}

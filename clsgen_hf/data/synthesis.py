@@ -1,6 +1,6 @@
 """Label-conditioned explanations: a teacher is told the gold label of each row and asked to explain it.
 
-The explanations become the LM-head targets of CLSGen. Only answers whose verdict (read by `read_verdict`, as
+The explanations become the LM-head targets of CLSGen. Only answers whose verdict (read by `VerdictFormat.read`, as
 everywhere else) equals the gold label are kept; the others are asked again with sampling, up to `max_retries`
 times. Every answer goes to a JSON Lines cache as soon as it arrives, so a restarted run asks only for what is
 missing.
@@ -138,24 +138,26 @@ def accept_answer(
 ) -> str | None:
     """The explanation to keep from a teacher answer, or `None` when it does not state `label`.
 
-    The explanation ends on the teacher's verdict: what follows its last verdict line (chatter) is cut, and the
-    canonical `verdict_format.line(label)` is added when that line is worded otherwise ("The answer is yes.") so
-    that every target ends alike. An answer stating no verdict is kept only when the teacher's `follow_up` reply
-    (see `follow_up_messages`) states `label`; the canonical line then stands for that reply. Answers with fewer
-    than `min_words` words besides their verdict lines explain nothing and are not kept.
+    The explanation ends on the teacher's verdict: its last verdict line stating `label` becomes the canonical
+    `verdict_format.line(label)` (`**Answer:** yes, as shown` -> `Answer: Yes`), so that every target ends alike,
+    and what follows it (chatter) is cut. An answer stating no verdict is kept only when the teacher's `follow_up`
+    reply (see `follow_up_messages`) states `label`; the canonical line then stands for that reply. Answers with
+    fewer than `min_words` words besides their verdict lines explain nothing and are not kept.
     """
     canonical = verdict_format.line(label)
-    if verdict_format.read(text) == NO_VERDICT and follow_up is not None:
-        lines = [*text.strip().splitlines(), canonical] if verdict_format.read(follow_up) == label else []
-    elif verdict_format.read(text) == label:
-        lines = text.strip().splitlines()
-        lines = lines[: max(i for i, line in enumerate(lines) if verdict_format.read(line) == label) + 1]
-        lines += [] if lines[-1].strip() == canonical else [canonical]
+    text = text.strip()
+    stated = verdict_format.read(text)
+    if stated == NO_VERDICT and follow_up is not None and verdict_format.read(follow_up) == label:
+        lines = [*text.splitlines(), canonical]
+    elif stated == label:
+        last = [verdict for verdict in verdict_format.verdict_lines(text) if verdict.label == label][-1]
+        lines = [*text.splitlines()[: last.start], canonical]
     else:
         return None
-    reasons = " ".join(line for line in lines if verdict_format.read(line) == NO_VERDICT)
-    kept = "\n".join(lines).strip()
-    return kept if verdict_format.read(kept) == label and len(reasons.split()) >= min_words else None
+    verdicts = verdict_format.verdict_lines("\n".join(lines))
+    in_verdicts = {i for verdict in verdicts for i in range(verdict.start, verdict.end)}
+    reasons = " ".join(line for i, line in enumerate(lines) if i not in in_verdicts)
+    return "\n".join(lines) if len(reasons.split()) >= min_words else None
 
 
 def synthesize_explanations(
