@@ -25,7 +25,7 @@ AutoModelForCausalLM.register(LlamaCLSGenConfig, LlamaForCLSGen)
 LlamaCLSGenConfig.register_for_auto_class("AutoConfig")
 LlamaForCLSGen.register_for_auto_class("AutoModelForCausalLM")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LlamaCLSGenConfig",

@@ -21,6 +21,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .configuration_clsgen import MODELING_VERSION
+
 
 MODEL_CARD_TEMPLATE = "clsgen_model_card.md"
 RESULTS_FILE = "clsgen_results.json"
@@ -216,6 +218,8 @@ class CLSGenCardData:
             pipeline_tag="text-generation",
             tags=tags,
             eval_results=self.eval_results() or None,
+            # What wrote the model: its consumer can tell which releases (and which remote code) to expect.
+            clsgen_versions={**dict(_versions()), "clsgen_modeling_version": MODELING_VERSION},
         )
 
     # ------------------------------------------------------------------ body

@@ -8,8 +8,11 @@ import shutil
 from types import SimpleNamespace
 
 import numpy as np
+import peft
 import pytest
 import torch
+import transformers
+import trl
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
@@ -22,7 +25,9 @@ from clsgen_hf import (
     classification_report,
     predict,
 )
+import clsgen_hf
 from clsgen_hf.cli import main as cli_main
+from clsgen_hf.configuration_clsgen import MODELING_VERSION
 from clsgen_hf.data import PromptTemplate
 from clsgen_hf.encoding import encode_prompts
 from clsgen_hf.export import ExportError, export_model
@@ -146,6 +151,9 @@ def test_trainer_writes_a_clsgen_card(run):
     output_dir = run.checkpoint.parent
     card = ModelCard.load(output_dir / "README.md")  # written when the checkpoint was saved, before the evaluation
     assert {"clsgen", "trl"} <= set(card.data.tags) and card.data.library_name == "transformers"
+    assert card.data.clsgen_versions == {"clsgen_hf": clsgen_hf.__version__, "transformers": transformers.__version__,
+                                         "peft": peft.__version__, "trl": trl.__version__, "torch": torch.__version__,
+                                         "clsgen_modeling_version": MODELING_VERSION}
     assert (output_dir / "clsgen_training.json").is_file() and "| r | 8 |" in card.text
 
     run.trainer.create_model_card()  # now that clsgen_results.json is there
