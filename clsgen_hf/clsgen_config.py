@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from trl import SFTConfig
-
-from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
 
 
 @dataclass
@@ -44,16 +41,10 @@ class CLSGenConfig(SFTConfig):
 
         label_column (`str`, *optional*, defaults to `"label"`):
             Dataset column holding the class id of each row.
-        verbalizers (`dict[int, str]` or `str`, *optional*, defaults to `{0: "No", 1: "Yes"}`):
-            Word that states each label in the explanation's verdict line (a JSON string on the command line).
-        verdict_prefix (`str`, *optional*, defaults to `"Answer:"`):
-            What introduces the verdict on the last line of an explanation.
         max_length (`int`, *optional*, defaults to `1024`):
             Maximum tokens of prompt + explanation. Longer rows lose the middle of the prompt (where the input document
             sits); the start of the prompt, its end (the question) and the whole explanation with its verdict are kept.
     """
-
-    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["verbalizers"]
 
     lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the LM (explanation) loss in the total loss."})
     cls_loss_weight: float = field(
@@ -77,13 +68,6 @@ class CLSGenConfig(SFTConfig):
         metadata={"help": "Deprecated alias of `activation_checkpointing`."},
     )
     label_column: str = field(default="label", metadata={"help": "Dataset column holding the class id of each row."})
-    verbalizers: dict[int, str] | str | None = field(
-        default=None,
-        metadata={"help": 'Label id -> verdict word, e.g. \'{"0": "No", "1": "Yes"}\'. Defaults to {0: "No", 1: "Yes"}.'},
-    )
-    verdict_prefix: str = field(
-        default=DEFAULT_VERDICT_PREFIX, metadata={"help": "What introduces the verdict line of an explanation."}
-    )
     save_merged: bool = field(
         default=True,
         metadata={
@@ -97,8 +81,7 @@ class CLSGenConfig(SFTConfig):
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # nothing to pin memory for (and torch warns about it)
-        super().__post_init__()  # parses JSON strings of the dict fields
-        self.verbalizers = {int(k): v for k, v in (self.verbalizers or DEFAULT_VERBALIZERS).items()}
+        super().__post_init__()
         if self.lm_loss_weight < 0 or self.cls_loss_weight < 0 or self.lm_loss_weight + self.cls_loss_weight == 0:
             raise ValueError(
                 f"Loss weights must be >= 0 and not both 0, got lm_loss_weight={self.lm_loss_weight}, "
@@ -115,13 +98,3 @@ class CLSGenConfig(SFTConfig):
             )
         if self.completion_only_loss is False:
             raise ValueError("CLSGen trains the LM head on the explanation only: `completion_only_loss` must stay on.")
-
-    @property
-    def verdict_format(self) -> VerdictFormat:
-        """How explanations state their verdict."""
-        return VerdictFormat(self.verbalizers, self.verdict_prefix)
-
-    def to_dict(self) -> dict[str, Any]:
-        output = super().to_dict()
-        output["verbalizers"] = {str(k): v for k, v in self.verbalizers.items()}
-        return output

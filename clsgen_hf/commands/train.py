@@ -186,8 +186,6 @@ def train_clsgen(
 ) -> tuple[CLSGenTrainer, float]:
     """Step 3: LoRA-train both heads, then save the model (merged by default) and its prompt template to
     `training_args.output_dir`. Returns the trainer and the training time in seconds."""
-    training_args.verbalizers = dict(template.verdict_format.verbalizers)
-    training_args.verdict_prefix = template.verdict_format.prefix
     _set_labels(model, template)
     started = time.time()
     trainer = CLSGenTrainer(
