@@ -28,6 +28,11 @@ class LlamaCLSGenConfig(LlamaConfig):
         cls_threshold (`float`, *optional*, defaults to 0.5):
             Decision threshold on the positive-class probability in the binary case. Stored in the config so that a
             threshold tuned on validation data travels with the saved model.
+        cls_logit_scale (`float`, *optional*, defaults to 1.0):
+            Calibration of the head: its probabilities are `softmax(cls_logits * cls_logit_scale + cls_logit_bias)`.
+            A temperature `T` is `cls_logit_scale = 1 / T`; Platt scaling adds the bias (see `clsgen_hf.calibration`).
+        cls_logit_bias (`list[float]`, *optional*):
+            One value per class added to the scaled logits (`None`: no shift).
 
     ```python
     >>> from clsgen_hf import LlamaCLSGenConfig, LlamaForCLSGen
@@ -48,6 +53,8 @@ class LlamaCLSGenConfig(LlamaConfig):
 
     cls_dropout: float = 0.0
     cls_threshold: float = 0.5
+    cls_logit_scale: float = 1.0
+    cls_logit_bias: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -61,6 +68,12 @@ class LlamaCLSGenConfig(LlamaConfig):
         for name in ("cls_dropout", "cls_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must lie in [0, 1], got {getattr(self, name)}.")
+        if not self.cls_logit_scale > 0:
+            raise ValueError(f"`cls_logit_scale` must be > 0, got {self.cls_logit_scale}.")
+        if self.cls_logit_bias is not None and len(self.cls_logit_bias) != self.num_labels:
+            raise ValueError(
+                f"`cls_logit_bias` needs one value per label ({self.num_labels}), got {len(self.cls_logit_bias)}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as saved, stamped with the version of the modeling code that writes it."""

@@ -71,8 +71,9 @@ def predict(
         generate_kwargs: passed to `generate` (greedy unless `do_sample=True`).
 
     Returns:
-        One record per input: `probability` (list, one per class), `label` (decision at `threshold`),
-        `explanation`, `verdict` (label read from the explanation, -1 if none).
+        One record per input: `probability` (list, one per class, calibrated by the map stored in the config),
+        `label` (decision at `threshold`), `explanation`, `verdict` (label read from the explanation, -1 if none)
+        and `agrees` (`verdict == label`: false when the explanation states another label or none).
     """
     prompts = [_as_prompt(item, prompt_template, position) for position, item in enumerate(inputs)]
     if not prompts:
@@ -156,15 +157,13 @@ class _BatchPredictor:
             probabilities, explanations = self._from_head(input_ids, attention_mask)
         else:
             probabilities, explanations = self._from_verdict(input_ids, attention_mask)
-        return [
-            {
-                "probability": probability,
-                "label": decide(probability, self.threshold),
-                "explanation": explanation,
-                "verdict": self.verdict_format.read(explanation),
-            }
-            for probability, explanation in zip(probabilities.tolist(), explanations)
-        ]
+        records = []
+        for probability, explanation in zip(probabilities.tolist(), explanations):
+            label, verdict = decide(probability, self.threshold), self.verdict_format.read(explanation)
+            # A head and an explanation that disagree (or an explanation without a verdict) need a human look.
+            records.append({"probability": probability, "label": label, "explanation": explanation, "verdict": verdict,
+                            "agrees": verdict == label})
+        return records
 
     def _from_head(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         if self.max_new_tokens == 0:
@@ -178,7 +177,7 @@ class _BatchPredictor:
     def _head_probabilities(self, input_ids, attention_mask) -> torch.Tensor:
         """The class head alone: `cls_logits` of a CLSGen model, or the logits of a sequence classifier."""
         if hasattr(self.base, "classify_and_generate"):
-            return self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_logits.softmax(-1)
+            return self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_probabilities
         logits = self.base(input_ids, attention_mask=attention_mask).logits
         if logits.dim() != 2:
             raise TypeError(

@@ -46,12 +46,15 @@ class CLSGenOutput(CausalLMOutputWithPast):
         cls_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Cross-entropy of the classification head (given `cls_labels`).
         cls_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-            Classification-head scores, in float32, for the token at `cls_positions`.
+            Classification-head scores, in float32, for the token at `cls_positions` (raw: before calibration).
+        cls_probabilities (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Calibrated class probabilities: `softmax(cls_logits * config.cls_logit_scale + config.cls_logit_bias)`.
     """
 
     lm_loss: torch.FloatTensor | None = None
     cls_loss: torch.FloatTensor | None = None
     cls_logits: torch.FloatTensor | None = None
+    cls_probabilities: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -63,9 +66,9 @@ class CLSGenGenerateOutput(ModelOutput):
         sequences (`torch.LongTensor` of shape `(batch_size, prompt_length + new_tokens)`):
             The prompts followed by the generated explanations, as `generate` returns them.
         cls_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-            Classification-head scores read from the prefill of the prompts.
+            Classification-head scores read from the prefill of the prompts (raw: before calibration).
         probabilities (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-            `softmax(cls_logits)`.
+            The calibrated class probabilities (see [`LlamaForCLSGen.calibrated_probabilities`]).
     """
 
     sequences: torch.LongTensor | None = None
@@ -179,7 +182,8 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
         else:
             self._check_cls_positions(cls_positions, batch_size, seq_len)
         pooled = hidden_states[torch.arange(batch_size, device=hidden_states.device), cls_positions]  # (B, H)
-        cls_logits = self.score(self.cls_dropout(pooled.float()))  # (B, num_labels), float32
+        with torch.autocast(pooled.device.type, enabled=False):  # the head stays float32 under bf16/fp16 autocast
+            cls_logits = self.score(self.cls_dropout(pooled.float()))  # (B, num_labels)
 
         logits = lm_loss = cls_loss = None
         if labels is None:
@@ -199,8 +203,23 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
             lm_loss=lm_loss,
             cls_loss=cls_loss,
             cls_logits=cls_logits,
+            cls_probabilities=self.calibrated_probabilities(cls_logits.detach()),
             **backbone,
         )
+
+    def calibrated_probabilities(self, cls_logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities after the calibration map stored in the config (identity until one is fitted)."""
+        logits = cls_logits.float() * self.config.cls_logit_scale
+        if self.config.cls_logit_bias is not None:
+            logits = logits + torch.tensor(self.config.cls_logit_bias, dtype=logits.dtype, device=logits.device)
+        return logits.softmax(-1)
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to(dtype)`, `.half()`, `.bfloat16()` cast the backbone; the classification head stays float32."""
+        super()._apply(fn, *args, **kwargs)
+        if self.score.weight.dtype != torch.float32:
+            self.score.float()
+        return self
 
     def _lm_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         """Next-token loss computed on the labelled positions only: no full-vocabulary logits for the prompt."""
@@ -269,7 +288,9 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
             handle.remove()
         cls_logits = prefill[0]
         sequences = generated if isinstance(generated, torch.Tensor) else generated.sequences
-        return CLSGenGenerateOutput(sequences=sequences, cls_logits=cls_logits, probabilities=cls_logits.softmax(-1))
+        return CLSGenGenerateOutput(
+            sequences=sequences, cls_logits=cls_logits, probabilities=self.calibrated_probabilities(cls_logits)
+        )
 
 
 __all__ = ["CACHE_FIELD", "LlamaForCLSGen", "CLSGenOutput", "CLSGenGenerateOutput"]

@@ -39,7 +39,8 @@ def tiny(smollm2_tokenizer):
 def _check_records(records, n):
     assert len(records) == n
     for record in records:
-        assert set(record) == {"probability", "label", "explanation", "verdict"}
+        assert set(record) == {"probability", "label", "explanation", "verdict", "agrees"}
+        assert record["agrees"] == (record["verdict"] == record["label"])
         assert len(record["probability"]) == 2 and all(0 <= p <= 1 for p in record["probability"])
         assert sum(record["probability"]) == pytest.approx(1.0, abs=1e-6)
         assert record["label"] in (0, 1) and record["verdict"] in (-1, 0, 1)

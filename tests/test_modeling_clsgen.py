@@ -162,9 +162,11 @@ class TestSaveLoad:
 
     def test_trust_remote_code_without_clsgen_hf(self, tiny_model, tmp_path):
         tiny_model.config.cls_threshold = 0.3
+        tiny_model.config.cls_logit_scale, tiny_model.config.cls_logit_bias = 0.5, [0.0, 1.5]  # a stored calibration
         tiny_model.save_pretrained(tmp_path / "model")
         ids = _batch()
-        torch.save({"ids": ids, "cls": tiny_model(ids).cls_logits, "lm": tiny_model(ids).logits}, tmp_path / "ref.pt")
+        ref = tiny_model(ids)
+        torch.save({"ids": ids, "cls": ref.cls_logits, "lm": ref.logits, "probs": ref.cls_probabilities}, tmp_path / "ref.pt")
         script = textwrap.dedent(f"""
             import sys, torch
             class Block:
@@ -187,6 +189,8 @@ class TestSaveLoad:
                 out = model(ref["ids"])
             torch.testing.assert_close(out.cls_logits, ref["cls"], atol=1e-5, rtol=0)
             torch.testing.assert_close(out.logits, ref["lm"], atol=1e-5, rtol=0)
+            torch.testing.assert_close(out.cls_probabilities, ref["probs"], atol=1e-6, rtol=0)
+            assert not torch.allclose(out.cls_probabilities, ref["cls"].softmax(-1))  # the calibration is applied
             print("REMOTE-CODE-OK")
         """)
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
