@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from .configuration_clsgen import LlamaCLSGenConfig
+from .errors import UsageError
 from .model_card import (
     PROMPT_TEMPLATE_FILE,
     RESULTS_FILE,
@@ -45,6 +46,7 @@ from .model_card import (
     hub_base_model,
     lora_summary,
     read_json,
+    write_json,
 )
 from .remote_code import copy_code
 
@@ -61,6 +63,12 @@ AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM")
 CLSGEN_MODEL_TYPES = ("llama_clsgen", "llama")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
+# Every name an export writes: `--overwrite` replaces only a folder that holds nothing else.
+_EXPORTED_NAMES = re.compile(
+    r"(config|generation_config|adapter_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab"
+    r"|clsgen_\w+|model\.safetensors\.index)\.json|(model|adapter_model|model-\d+-of-\d+)\.safetensors"
+    r"|(modeling|configuration)_clsgen\.py|README\.md|chat_template\.jinja|merges\.txt|tokenizer\.model"
+)
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 
 VALIDATION_TEXTS = (
@@ -70,8 +78,9 @@ VALIDATION_TEXTS = (
 )
 
 
-class ExportError(ValueError):
-    """The source cannot be exported, or the exported folder does not reload as the source: the message says why."""
+class ExportError(UsageError):
+    """The source cannot be exported, the output folder is not safe to write, or the exported folder does not reload
+    as the source: the message says why."""
 
 
 @dataclass
@@ -274,7 +283,8 @@ def export_model(
 
     Args:
         source: a `checkpoint-N` folder of a LoRA run, an adapter folder, or a CLSGen model folder.
-        out_dir: the folder to write (must not exist, or be empty, unless `overwrite`).
+        out_dir: the folder to write: new, empty, or (with `overwrite`) a folder an earlier export wrote. It may not
+            be, contain or lie inside the source, whatever `overwrite` says.
         merge: write one merged `model.safetensors` (loadable with transformers alone); `False` writes the adapter.
         base_model: the base of an adapter, when its `adapter_config.json` names none or one not on this machine
             (a Hub id, a folder or a `.gguf` file).
@@ -312,9 +322,8 @@ def export_model(
         dataset_name=dataset_name or facts.get("dataset_name"), datasets=list(datasets or []),
     )
 
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".partial", dir=out.parent))  # ours alone
     try:
         if merge:
             _save_merged(model, tokenizer, staging)
@@ -323,7 +332,7 @@ def export_model(
         tokenizer.save_pretrained(staging)
         for name, data in ((PROMPT_TEMPLATE_FILE, prompt_template), (RESULTS_FILE, results), (TRAINING_FILE, facts)):
             if data:
-                (staging / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                write_json(staging / name, data)
         _write_card(staging, form="merged" if merge else "adapter", **card)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -338,9 +347,11 @@ def export_model(
             _validate(report, staging, prompts, reference, base_source, atol, card["repo_id"])
         except ExportError as error:
             raise ExportError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from error
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    try:
+        _check_out_dir(out, src.path, overwrite)  # again: the folder may have changed while the export was written
+    except ExportError as error:
+        raise ExportError(f"{error}\nThe export was left in {staging}.") from None
+    _move_into_place(staging, out)
     return report
 
 
@@ -353,10 +364,50 @@ def _write_card(folder: Path, *, form: str, peft_config, repo_id: str, base_mode
 
 
 def _check_out_dir(out: Path, source: Path, overwrite: bool) -> None:
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise ExportError(f"Write the export outside the source folder {source} (got {out}).")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    """Refuse an output folder whose replacement could delete what the export did not write: the source, a folder
+    around or inside it (symbolic links resolved, whatever `overwrite` says), a file, a link, a non-empty folder
+    without `overwrite`, and with it any folder holding more than an earlier export wrote."""
+    target, src = out.resolve(), source.resolve()
+    if target == src:
+        raise ExportError(f"{out} is the source folder {source}: write the export to another folder.")
+    if src in target.parents:
+        raise ExportError(f"{out} lies inside the source folder {source}: write the export outside it.")
+    if target in src.parents:
+        raise ExportError(f"{out} contains the source folder {source}: replacing it would delete the source; write "
+                          "the export to a folder outside it (--overwrite does not change this).")
+    if out.is_symlink():
+        raise ExportError(f"{out} is a symbolic link: give the folder itself.")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} is a file: choose a folder.")
+    if not overwrite:
         raise ExportError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if p.is_symlink() or not p.is_file() or not _EXPORTED_NAMES.fullmatch(p.name))
+    try:
+        config = read_json(out / CONFIG_FILE)
+    except ValueError:  # not JSON: not an export either
+        config = None
+    if foreign or not isinstance(config, dict) or config.get("model_type") != "llama_clsgen":
+        what = f"holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}" if foreign else \
+            f"has no CLSGen {CONFIG_FILE}"
+        raise ExportError(f"--overwrite replaces only a folder written by an export, and {out} {what}: move what you "
+                          "want to keep, or choose another folder.")
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """`staging` becomes `out`; a previous `out` (empty, or checked by `_check_out_dir`) is deleted only after."""
+    if not out.exists():
+        staging.rename(out)
+    elif not any(out.iterdir()):
+        out.rmdir()
+        staging.rename(out)
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".old", dir=out.parent))
+        out.rename(old / out.name)
+        staging.rename(out)
+        shutil.rmtree(old)
 
 
 def _load_source(src: SourceFolder, base_model, template):

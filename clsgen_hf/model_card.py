@@ -22,6 +22,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_clsgen import MODELING_VERSION
+from .errors import UsageError
 
 
 MODEL_CARD_TEMPLATE = "clsgen_model_card.md"
@@ -86,14 +87,32 @@ def model_cards_dir() -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """The parsed JSON file at `path`, or `None` when there is none (a file that is not JSON raises, naming it)."""
+    """The parsed JSON file at `path`, or `None` when there is none (a file that is not JSON, or not text, raises a
+    `UsageError` naming it)."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON ({error}).") from error
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity (an undefined metric, an empty reliability bin) as `None`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """`data` as standard JSON (undefined numbers as `null`, never a bare `NaN`), indented, UTF-8."""
+    text = json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
@@ -320,7 +339,7 @@ def write_trainer_card(
         "dataset_name": dataset_name,
         "train_rows": len(trainer.train_dataset) if trainer.train_dataset is not None else None,
     }
-    (output_dir / TRAINING_FILE).write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(output_dir / TRAINING_FILE, facts)
     results = read_json(output_dir / RESULTS_FILE) or ({"train_rows": facts["train_rows"]} if facts["train_rows"] else None)
     model_name = model_name or (trainer.args.hub_model_id or output_dir.name).split("/")[-1]
     card = CLSGenCardData(
@@ -418,8 +437,11 @@ __all__ = [
     "build_model_card",
     "evaluation_table",
     "hub_base_model",
+    "json_safe",
     "lora_summary",
     "model_cards_dir",
+    "read_json",
     "training_summary",
+    "write_json",
     "write_trainer_card",
 ]

@@ -5,6 +5,7 @@ import json
 import math
 import re
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -257,7 +258,7 @@ def test_bad_sources_fail_with_a_clear_error(tmp_path, capsys, make, message):
         make(source)
     with pytest.raises(ExportError, match=message):
         export_model(source, tmp_path / "out")
-    assert cli_main(["export", str(source), str(tmp_path / "out")]) == 1
+    assert cli_main(["export", str(source), str(tmp_path / "out")]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 
@@ -267,3 +268,117 @@ def test_export_help_exits_0(capsys):
         cli_main(["export", "--help"])
     assert exit_.value.code == 0
     assert "--no-merge" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------- output folder
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, _smollm2_tokenizer):
+    """A tiny CLSGen model folder with the real tokenizer: what `clsgen-hf export` can read, in a second."""
+    folder = tmp_path_factory.mktemp("model") / "model"
+    tiny_model_for(_smollm2_tokenizer).save_pretrained(folder)
+    _smollm2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _snapshot(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _layout(name: str, root, model_folder) -> tuple[str, str, set[str]]:
+    """(source, out_dir, files an earlier export wrote) for one layout under `root`, with user files around."""
+    source = root / "parent" / "run"
+    shutil.copytree(model_folder, source)
+    (root / "parent" / "notes.txt").write_text("mine")
+    (root / "parent" / "run" / "checkpoint-1").mkdir()
+    (root / "parent" / "run" / "checkpoint-1" / "optimizer.pt").write_bytes(b"state")
+    exported = set()
+    if name == "user-folder":
+        (root / "mine" / "sub").mkdir(parents=True)
+        (root / "mine" / "mine.txt").write_text("mine")
+        (root / "mine" / "sub" / "deep.txt").write_text("mine")
+    if name == "partial":
+        (root / "fresh.partial").mkdir()
+        (root / "fresh.partial" / "mine.txt").write_text("mine")
+    if name == "symlink-to-parent":
+        (root / "link").symlink_to(root / "parent", target_is_directory=True)
+    if name == "earlier-export":
+        export_model(source, root / "previous", validate=False)
+        exported = {str(p.relative_to(root)) for p in (root / "previous").iterdir()}
+    out = {"source": source, "parent": root / "parent", "child": source / "export", "sibling": root / "parent" / "export",
+           "user-folder": root / "mine", "partial": root / "fresh", "symlink-to-parent": root / "link",
+           "earlier-export": root / "previous"}[name]
+    return str(source), str(out), exported
+
+
+LAYOUTS = {  # layout -> exit status without --overwrite, with it
+    "source": (2, 2), "parent": (2, 2), "child": (2, 2), "symlink-to-parent": (2, 2), "user-folder": (2, 2),
+    "sibling": (0, 0), "partial": (0, 0), "earlier-export": (2, 0),
+}
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_export_never_removes_a_file_it_did_not_write(model_folder, tmp_path, capsys, layout, overwrite):
+    """Whatever the layout and flags, every file that was there before (and not written by an earlier export that
+    --overwrite replaces) is there after, unchanged; no temporary folder is left behind."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    source, out, exported = _layout(layout, root, model_folder)
+    before = _snapshot(root)
+    capsys.readouterr()
+    argv = ["export", source, out, "--no-validate"] + (["--overwrite"] if overwrite else [])
+    status = cli_main(argv)
+    err = capsys.readouterr().err
+    assert status == LAYOUTS[layout][overwrite], err
+    after = _snapshot(root)
+    replaced = exported if overwrite else set()
+    lost = [name for name, data in before.items() if name not in replaced and after.get(name) != data]
+    assert not lost, f"export {layout} (overwrite={overwrite}) removed or changed {lost}"
+    assert not [p for p in root.rglob("*") if p.name.endswith((".partial", ".old")) and p.name != "fresh.partial"]
+    if status == 0:
+        assert (Path(out) / "model.safetensors").is_file() and (Path(out) / "config.json").is_file()
+    else:
+        assert err.startswith("clsgen-hf export: error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_refuses_an_output_around_the_source_whatever_the_flags(model_folder, tmp_path, capsys):
+    source = tmp_path / "parent" / "run"
+    shutil.copytree(model_folder, source)
+    for out, message in ((source.parent, "contains the source folder"), (source, "is the source folder"),
+                         (source / "sub", "lies inside the source folder")):
+        assert cli_main(["export", str(source), str(out), "--overwrite", "--no-validate"]) == 2
+        assert message in capsys.readouterr().err
+    assert (source / "model.safetensors").is_file()
+
+
+def test_overwrite_replaces_an_earlier_export_only(model_folder, tmp_path, capsys):
+    out = tmp_path / "exp"
+    export_model(model_folder, out, validate=False)
+    (out / "README.md").write_text("old card")
+    export_model(model_folder, out, validate=False, overwrite=True)
+    assert (out / "README.md").read_text() != "old card"
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(ExportError, match=r"--overwrite replaces only a folder written by an export.*mine\.txt"):
+        export_model(model_folder, out, validate=False, overwrite=True)
+    assert (out / "mine.txt").read_text() == "mine"
+    with pytest.raises(ExportError, match="exists and is not empty.*--overwrite"):
+        export_model(model_folder, tmp_path / "exp", validate=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        export_model(model_folder, tmp_path / "file", validate=False, overwrite=True)
+
+
+def test_a_users_partial_folder_survives_an_export(model_folder, tmp_path):
+    (tmp_path / "fresh.partial").mkdir()
+    (tmp_path / "fresh.partial" / "mine.txt").write_text("mine")
+    export_model(model_folder, tmp_path / "fresh", validate=False)
+    assert (tmp_path / "fresh.partial" / "mine.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "fresh.partial"]
+
+
+def test_results_are_written_as_standard_json(model_folder, tmp_path):
+    export_model(model_folder, tmp_path / "exp", validate=False, results={"auroc": float("nan"), "f1": 0.5})
+    text = (tmp_path / "exp" / "clsgen_results.json").read_text()
+    assert "NaN" not in text and json.loads(text) == {"auroc": None, "f1": 0.5}

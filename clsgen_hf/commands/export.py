@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 
 EPILOG = """examples:
@@ -50,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo_id", help="Hub id the card's usage snippet loads (default: OUT_DIR)")
     parser.add_argument("--dataset_name", help="the training data, in words, for the card (e.g. CliniFact)")
     parser.add_argument("--dataset", action="append", dest="datasets", help="Hub dataset id for the card (repeatable)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace OUT_DIR if an earlier export wrote it (a folder holding anything else is refused; so is one that "
+        "is, contains or lies inside SOURCE)",
+    )
     parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip reloading the export")
     parser.add_argument("--atol", type=float, default=1e-5, help="tolerance on cls_logits (default 1e-5)")
     return parser
@@ -59,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ..export import ExportError, export_model  # the heavy imports, after --help
+    from ..errors import UsageError, report_usage_error
+    from ..export import export_model  # the heavy imports, after --help
 
     try:
         report = export_model(
@@ -67,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets, overwrite=args.overwrite,
             validate=args.validate, atol=args.atol,
         )
-    except ExportError as error:
-        print(f"clsgen-hf export: error: {error}", file=sys.stderr)
-        return 1
+    except UsageError as error:  # ExportError included
+        return report_usage_error("export", error)
     print(report)
     return 0
