@@ -30,6 +30,12 @@ class CLSGenConfig(SFTConfig):
             Per-class weights of the classification loss, for imbalanced data (one per label).
         pos_weight (`float`, *optional*):
             Binary shortcut for `class_weights=[1.0, pos_weight]`.
+        head_learning_rate (`float`, *optional*):
+            Learning rate of the classification head `score` (its own optimizer group, as SetFit's
+            `head_learning_rate`); defaults to `learning_rate`. A fresh head learns faster with a larger one.
+        init_head_bias_from_prior (`bool`, *optional*, defaults to `True`):
+            Set a fresh head's bias (exactly zero, as initialised) to the training set's class log-prior, so that the
+            head predicts the base rate before it has learned anything.
 
         > Parameters that control saving
 
@@ -55,6 +61,13 @@ class CLSGenConfig(SFTConfig):
     )
     pos_weight: float | None = field(
         default=None, metadata={"help": "Binary shortcut for class_weights=[1.0, pos_weight]."}
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the classification head `score` (default: learning_rate)."}
+    )
+    init_head_bias_from_prior: bool = field(
+        default=True,
+        metadata={"help": "Start a fresh head's bias at the training set's class log-prior (it predicts the base rate)."},
     )
     activation_checkpointing: bool | None = field(
         default=True,
@@ -87,6 +100,8 @@ class CLSGenConfig(SFTConfig):
                 f"Loss weights must be >= 0 and not both 0, got lm_loss_weight={self.lm_loss_weight}, "
                 f"cls_loss_weight={self.cls_loss_weight}."
             )
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(f"`head_learning_rate` must be > 0, got {self.head_learning_rate}.")
         if self.pos_weight is not None:
             if self.class_weights is not None:
                 raise ValueError("Set `class_weights` or `pos_weight`, not both.")

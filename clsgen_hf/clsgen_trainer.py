@@ -115,6 +115,8 @@ class CLSGenTrainer(SFTTrainer):
             raise ValueError(
                 f"`class_weights` has {len(args.class_weights)} values but the model has {self.num_labels} labels."
             )
+        if args.init_head_bias_from_prior and isinstance(kwargs.get("train_dataset"), Dataset):
+            _init_head_bias_from_prior(model, kwargs["train_dataset"], args.label_column)
         if peft_config is not None:
             modules = list(peft_config.modules_to_save or [])
             if "score" not in modules:
@@ -128,6 +130,36 @@ class CLSGenTrainer(SFTTrainer):
             model, args, peft_config=peft_config, compute_metrics=compute_metrics or class_head_metrics, **kwargs
         )
         self._class_weights = None if args.class_weights is None else torch.tensor(args.class_weights)
+        self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, with the classification head in groups of its own at `args.head_learning_rate`."""
+        optimizer = super().create_optimizer(model)
+        if self.args.head_learning_rate is None:
+            return optimizer
+        head = {id(p) for name, p in (model or self.model).named_parameters() if _is_head(name)}
+        for group in list(optimizer.param_groups):
+            head_params = [p for p in group["params"] if id(p) in head]
+            if head_params:
+                group["params"] = [p for p in group["params"] if id(p) not in head]
+                optimizer.add_param_group({**group, "params": head_params, "lr": self.args.head_learning_rate})
+        return optimizer
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's batches of one optimizer step, and the class weight they hold in all (on every rank), which
+        normalises the class loss as `num_items_in_batch` normalises the token loss."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        total = sum((self._row_weights(batch["cls_labels"]).sum() for batch in batch_samples), torch.tensor(0.0))
+        total = total.to(device)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            total = self.accelerator.gather(total).sum()
+        self._cls_weight_total = total
+        return batch_samples, num_items_in_batch
+
+    def _row_weights(self, cls_labels: torch.Tensor) -> torch.Tensor:
+        if self._class_weights is None:
+            return torch.ones(cls_labels.shape, dtype=torch.float32, device=cls_labels.device)
+        return self._class_weights.to(cls_labels.device)[cls_labels]
 
     # ------------------------------------------------------------------ data
     def _prepare_dataset(self, dataset, processing_class, args: CLSGenConfig, packing, formatting_func, dataset_name):
@@ -200,15 +232,21 @@ class CLSGenTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """`lm_loss_weight * lm_loss + cls_loss_weight * cls_loss`, from one backbone pass.
 
-        Scaled like `SFTTrainer` scales its token loss and auxiliary losses: the LM loss is divided by the token
-        count of the whole accumulated batch (`num_items_in_batch`), the class loss (a per-micro-batch mean) by the
-        number of accumulation steps, so results do not depend on how a batch is split.
+        Both are normalised over the whole accumulated batch, so results do not depend on how a batch is split: the
+        LM loss by its token count (`num_items_in_batch`), the class loss by its total class weight (the row count
+        without `class_weights`), across ranks when `average_tokens_across_devices` is on.
         """
         mode = "train" if self.model.training else "eval"
         cls_labels = inputs.pop("cls_labels")
         outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
-        weights = None if self._class_weights is None else self._class_weights.to(outputs.cls_logits.device)
-        cls_loss = torch.nn.functional.cross_entropy(outputs.cls_logits, cls_labels, weight=weights)
+        row_weights = self._row_weights(cls_labels)
+        weighted = (row_weights * torch.nn.functional.cross_entropy(outputs.cls_logits, cls_labels, reduction="none")).sum()
+        cls_loss = weighted / row_weights.sum()  # this micro-batch's weighted mean, for the logs
+        cls_objective = cls_loss
+        if mode == "train" and self._cls_weight_total is not None:
+            cls_objective = weighted / self._cls_weight_total
+            if self.args.average_tokens_across_devices:  # the weight total spans all ranks, DDP averages gradients
+                cls_objective = cls_objective * self.accelerator.num_processes
 
         steps = self.current_gradient_accumulation_steps if mode == "train" else 1
         lm_loss = outputs.lm_loss
@@ -220,7 +258,7 @@ class CLSGenTrainer(SFTTrainer):
             lm_mean = lm_loss * num_items_in_batch / local_tokens.clamp(min=1)
             if self.args.average_tokens_across_devices:  # the token count spans all ranks, DDP averages gradients
                 lm_loss = lm_loss * self.accelerator.num_processes
-        loss = self.args.lm_loss_weight * lm_loss + self.args.cls_loss_weight * cls_loss / steps
+        loss = self.args.lm_loss_weight * lm_loss + self.args.cls_loss_weight * cls_objective
 
         gather = self.accelerator.gather_for_metrics
         self._metrics[mode]["lm_loss"].append(gather(lm_mean.detach()).mean().item())
@@ -275,6 +313,25 @@ class CLSGenTrainer(SFTTrainer):
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), outputs.cls_logits.detach(), outputs.cls_labels
+
+
+def _is_head(parameter_name: str) -> bool:
+    """`score.weight`, `base_model.model.score.modules_to_save.default.bias` ...: the classification head."""
+    return "score" in parameter_name.split(".")
+
+
+def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> None:
+    """Start a fresh head (bias exactly zero) at the class log-prior of `dataset`, smoothed by one row per class."""
+    head = getattr(model, "score", None)
+    if head is None or head.bias is None or label_column not in dataset.column_names or head.bias.abs().sum() != 0:
+        return
+    labels = dataset[label_column]
+    if not all(isinstance(label, int) and 0 <= label < head.out_features for label in labels):
+        return  # `_check_rows` reports them
+    counts = torch.bincount(torch.tensor(labels), minlength=head.out_features)
+    with torch.no_grad():
+        head.bias.copy_(((counts + 1.0) / (counts.sum() + head.out_features)).log())
+    logger.info("Initialised the head's bias at the training class prior %s.", (counts / counts.sum()).tolist())
 
 
 def _text_of(completion) -> str:

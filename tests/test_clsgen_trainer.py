@@ -203,3 +203,55 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"FINISHED global_step=8 steps_here={8 - last_step}" in resumed.stdout  # no step was redone
+
+
+def _one_sgd_step(tokenizer, tmp_path, batch, accumulation, **overrides):
+    """`score` after one plain-SGD optimizer step on 4 rows (3 positive, 1 negative), split as `batch x accumulation`."""
+    rows = Dataset.from_list([row for row in toy_dataset(8) if row["label"] == 1][:3] + [toy_dataset(2)[0]])
+    trainer = CLSGenTrainer(
+        tiny_model_for(tokenizer),
+        _config(tmp_path / f"{batch}x{accumulation}-{len(overrides)}", max_steps=1, per_device_train_batch_size=batch,
+                gradient_accumulation_steps=accumulation, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant",
+                lm_loss_weight=0.0, init_head_bias_from_prior=False, **overrides),
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+    before = trainer.model.score.weight.detach().clone()
+    trainer.train()
+    return trainer.model.score.weight.detach() - before
+
+
+def test_class_weights_are_normalised_over_the_accumulated_batch(smollm2_tokenizer, tmp_path):
+    whole = _one_sgd_step(smollm2_tokenizer, tmp_path, 4, 1, pos_weight=5.0)
+    split = _one_sgd_step(smollm2_tokenizer, tmp_path, 1, 4, pos_weight=5.0)
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-4)
+    unweighted = _one_sgd_step(smollm2_tokenizer, tmp_path, 1, 4)
+    assert not torch.allclose(split, unweighted, atol=1e-6)  # at micro-batch 1 the weights still change the update
+
+
+def test_head_learning_rate_has_its_own_group(smollm2_tokenizer, tmp_path):
+    trainer = CLSGenTrainer(tiny_model_for(smollm2_tokenizer), _config(tmp_path, max_steps=1, head_learning_rate=0.5),
+                            train_dataset=toy_dataset(8), processing_class=smollm2_tokenizer, peft_config=lora_config())
+    trainer.create_optimizer()
+    head = {id(p) for n, p in trainer.model.named_parameters() if p.requires_grad and "score" in n.split(".")}
+    groups = [(group["lr"], {id(p) for p in group["params"]}) for group in trainer.optimizer.param_groups if group["params"]]
+    assert head and {lr for lr, params in groups if params & head} == {0.5}
+    assert all(not params & head for lr, params in groups if lr == 1e-2)
+    assert sum(len(params) for _, params in groups) == sum(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_a_fresh_head_starts_at_the_class_prior(smollm2_tokenizer, tmp_path):
+    negatives = [row for row in toy_dataset(4) if row["label"] == 0]
+    rows = Dataset.from_list([row for row in toy_dataset(16) if row["label"] == 1][:6] + negatives)  # 6:2
+    model = tiny_model_for(smollm2_tokenizer)
+    CLSGenTrainer(model, _config(tmp_path), train_dataset=rows, processing_class=smollm2_tokenizer)
+    assert model.score.bias.softmax(-1).tolist() == pytest.approx([0.3, 0.7], abs=1e-6)  # (2+1)/10, (6+1)/10
+    with torch.no_grad():
+        model.score.weight.zero_()
+        probability = model(torch.tensor([[1, 2, 3]])).cls_probabilities[0, 1].item()
+    assert probability == pytest.approx(0.7, abs=1e-6)
+    trained = tiny_model_for(smollm2_tokenizer)
+    with torch.no_grad():
+        trained.score.bias.fill_(0.25)
+    CLSGenTrainer(trained, _config(tmp_path), train_dataset=rows, processing_class=smollm2_tokenizer)
+    assert trained.score.bias.tolist() == [0.25, 0.25]  # a head that has been trained is left alone
