@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -250,24 +251,24 @@ class TestCommand:
         assert was_cut and not np.allclose(uncut["probability"], expected["probability"], atol=1e-4)
         np.testing.assert_allclose(written["probability"], expected["probability"], atol=1e-5)
         too_small = ("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output, "--max_prompt_tokens", 20)
-        assert self._run(*too_small) == 1
+        assert self._run(*too_small) == 2
         assert "--max_prompt_tokens 20" in capsys.readouterr().err
 
     def test_missing_text_field_is_named(self, model_dir, tmp_path, capsys):
         source = tmp_path / "rows.jsonl"
         source.write_text(json.dumps({"text": "no note here"}) + "\n")
-        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 1
+        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 2
         error = capsys.readouterr().err
         assert "'note'" in error and "row 1" in error
         assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl",
-                         "--text_field", "body") == 1
+                         "--text_field", "body") == 2
         assert "'body'" in capsys.readouterr().err
 
     @pytest.mark.parametrize("content", ["", "\n\n", "note\n"])
     def test_empty_file(self, model_dir, tmp_path, capsys, content):
         source = tmp_path / ("rows.csv" if content == "note\n" else "rows.jsonl")
         source.write_text(content)
-        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 1
+        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 2
         assert "holds no rows" in capsys.readouterr().err
 
     def test_not_a_clsgen_folder(self, smollm2_tokenizer, tmp_path, capsys):
@@ -282,11 +283,67 @@ class TestCommand:
         GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)).save_pretrained(gpt2)
         for folder, model_type in ((llama, "llama"), (gpt2, "gpt2")):
             assert self._run("--model", folder, "--input", source, "--output", tmp_path / "p.jsonl",
-                             "--text_field", "note") == 1
+                             "--text_field", "note") == 2
             error = capsys.readouterr().err
             assert f"`{model_type}` model, not a CLSGen model" in error
-        assert self._run("--model", tmp_path / "missing", "--input", source, "--output", tmp_path / "p.jsonl") == 1
+        assert self._run("--model", tmp_path / "missing", "--input", source, "--output", tmp_path / "p.jsonl") == 2
         assert "no such folder" in capsys.readouterr().err
+
+    def test_csv_cells_with_line_breaks_and_200_kb_are_read_as_written(self, tiny, model_dir, tmp_path):
+        """The CLI reads a CSV as training does: quoted line breaks kept, a 200 KB cell fine; its probabilities are
+        the Python API's on the rows as they were written."""
+        model, tokenizer = tiny
+        template = replace(default_prompt_template("note"), max_prompt_tokens=160)
+        template.to_json_file(model_dir / PROMPT_TEMPLATE_FILE)
+        rows = [{"note": "Patients with diabetes.\nMETHODS: a randomised trial,\r\nwith \"quotes\", commas.", "id": "a"},
+                {"note": "RESULTS " + "x" * 200_000 + " the end", "id": "b"},
+                {"note": "One line.", "id": "c"}]
+        source = tmp_path / "rows.csv"
+        with source.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=["note", "id"])
+            writer.writeheader()
+            writer.writerows(rows)
+        output = tmp_path / "preds.jsonl"
+        assert self._run("--model", model_dir, "--input", source, "--output", output, "--max_new_tokens", 0) == 0
+        written = [json.loads(line) for line in output.read_text().splitlines()]
+        assert [row["note"] for row in written] == [row["note"] for row in rows]
+        fitted = [fit_prompt(template, row, tokenizer, 160)[0] for row in rows]
+        expected = predict(model, tokenizer, fitted, max_new_tokens=0, show_progress=False)
+        assert [row["probability"] for row in written] == [record["probability"] for record in expected]
+
+    def test_rows_with_a_prompt_are_used_as_they_are(self, tiny, model_dir, tmp_path):
+        model, tokenizer = tiny
+        rows = [{"prompt": [{"role": "user", "content": "Ready prompt one?"}]}, {"note": "a note to template"}]
+        (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        output = tmp_path / "preds.jsonl"
+        assert self._run("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output,
+                         "--max_new_tokens", 0) == 0
+        written = [json.loads(line) for line in output.read_text().splitlines()]
+        template = default_prompt_template("note")
+        expected = predict(model, tokenizer, [rows[0]["prompt"], template.to_messages(rows[1])], max_new_tokens=0,
+                           show_progress=False)
+        np.testing.assert_allclose([r["probability"] for r in written], [r["probability"] for r in expected], atol=1e-6)
+
+    @pytest.mark.parametrize("damage, message", [
+        ("config", r"config\.json is not valid JSON"),
+        ("truncated", r"model\.safetensors is truncated"),
+        ("no-weights", r"has a config\.json but no weights \(model\.safetensors"),
+        ("bad-jsonl", r"rows\.jsonl, line 2: not valid JSON"),
+    ])
+    def test_broken_files_are_named_before_loading(self, model_dir, tmp_path, capsys, damage, message):
+        source = tmp_path / "rows.jsonl"
+        source.write_text(json.dumps(ROWS[0]) + "\n" + ("{not json\n" if damage == "bad-jsonl" else ""))
+        weights = model_dir / "model.safetensors"
+        if damage == "config":
+            (model_dir / "config.json").write_text('{"model_type": "llama_clsgen",')
+        elif damage == "truncated":
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 100])
+        elif damage == "no-weights":
+            weights.unlink()
+        assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl") == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("clsgen-hf predict: error: ") and len(error.splitlines()) == 1, error
+        assert re.search(message, error), error
 
 
 @pytest.mark.slow

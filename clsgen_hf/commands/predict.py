@@ -1,12 +1,13 @@
-"""`clsgen-hf predict`: class probability, decision and explanation for every row of a CSV or JSON Lines file.
+"""`clsgen-hf predict`: class probability, decision and explanation for every row of a CSV, JSON Lines or Parquet
+file (read by the loader that training uses).
 
 Examples:
     clsgen-hf predict --model outputs/clsgen-smollm2-clinifact --input rows.jsonl --output preds.jsonl
     clsgen-hf predict --model my-model --input notes.csv --text_field note --output preds.csv --batch_size 16
 
 The prompt is built as in training: by the model folder's `clsgen_prompt.json` (written by `clsgen-hf train`), by
-`--prompt_template`, or from `--text_field` columns with the generic template. Rows with a `prompt` column are used
-as they are. The decision uses the model's stored threshold (`config.cls_threshold`) unless `--threshold` is given.
+`--prompt_template`, or from `--text_field` columns with the generic template. Rows with a non-empty `prompt` column
+(text, or chat messages in JSON Lines) are used as they are, neither rebuilt nor cut. The decision uses the model's stored threshold (`config.cls_threshold`) unless `--threshold` is given.
 Every input column is kept in the output, followed by `probability` (one per class), `label`, `verdict` and
 `explanation`.
 """
@@ -17,18 +18,20 @@ import argparse
 import csv
 import json
 import logging
-import sys
 import time
 from pathlib import Path
+
+from ..errors import UsageError, report_usage_error
 
 
 logger = logging.getLogger("clsgen_hf.predict")
 
 FORMATS = (".jsonl", ".csv")
+INPUT_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 
 
-class PredictError(ValueError):
-    """Bad command-line input: reported as one line, without a traceback."""
+class PredictError(UsageError):
+    """Bad command-line input: reported as one line, without a traceback, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="a CLSGen model folder (saved by `clsgen-hf train`)")
-    parser.add_argument("--input", required=True, type=Path, help="rows to predict: a .jsonl or .csv file")
+    parser.add_argument("--input", required=True, type=Path, help="rows to predict: a .jsonl, .csv or .parquet file")
     parser.add_argument("--output", required=True, type=Path, help="where to write the predictions: .jsonl or .csv")
     parser.add_argument("--text_field", "--text-field", nargs="+", dest="text_field",
                         help="column(s) holding the text, for the generic prompt template")
@@ -60,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         run(args)
-    except PredictError as error:
-        print(f"clsgen-hf predict: error: {error}", file=sys.stderr)
-        return 1
+    except UsageError as error:  # PredictError and the loader's errors
+        return report_usage_error("predict", error)
     return 0
 
 
@@ -81,11 +83,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     model, tokenizer = load_model_and_tokenizer(model_dir)
     model.eval()
-    inputs = rows
+    # A file's rows share its columns: a row without a prompt has `prompt: None`, built by the template instead.
+    inputs = [{"prompt": row["prompt"]} if _has_prompt(row) else {k: v for k, v in row.items() if k != "prompt"}
+              for row in rows]
     max_prompt_tokens = args.max_prompt_tokens or (template and template.max_prompt_tokens)
     if template is not None and max_prompt_tokens:
         try:
-            inputs = [{"prompt": fit_prompt(template, row, tokenizer, max_prompt_tokens)[0]} for row in rows]
+            inputs = [item if _has_prompt(item) else {"prompt": fit_prompt(template, item, tokenizer,
+                                                                            max_prompt_tokens)[0]} for item in inputs]
         except ValueError as error:
             raise PredictError(f"--max_prompt_tokens {max_prompt_tokens}: {error}") from None
     started = time.time()
@@ -100,7 +105,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def check_model_folder(path: str | Path) -> Path:
-    """`path` as a folder holding a CLSGen model, or a `PredictError` saying what it holds instead."""
+    """`path` as a folder holding a CLSGen model with complete weights, or a `PredictError` naming the file at fault
+    (checked before any weight is loaded: the config parses, the safetensors headers describe the files' bytes)."""
     folder = Path(path)
     if not folder.is_dir():
         raise PredictError(f"--model {path}: no such folder.")
@@ -108,49 +114,42 @@ def check_model_folder(path: str | Path) -> Path:
     if not config_file.is_file():
         raise PredictError(f"--model {path}: no config.json, so not a saved model folder.")
     from ..configuration_clsgen import LlamaCLSGenConfig
+    from ..export import inspect_source
+    from ..model_card import read_json
 
-    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    config = read_json(config_file)
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type != LlamaCLSGenConfig.model_type:
         raise PredictError(
             f"--model {path} holds a `{model_type}` model, not a CLSGen model (model_type "
             f"`{LlamaCLSGenConfig.model_type}`): it has no trained classification head. Train one with "
             "`clsgen-hf train` and pass its output folder."
         )
+    try:
+        inspect_source(folder)
+    except UsageError as error:
+        raise PredictError(f"--model {path}: {error}") from None
     return folder
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The rows of a .jsonl (one JSON object per line) or .csv (with a header) file."""
+    """The rows of a .jsonl, .csv or .parquet file, through `clsgen_hf.data.read_rows` (as training reads them)."""
     if not path.is_file():
         raise PredictError(f"--input {path}: no such file.")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise PredictError(f"--input must be a {' or '.join(FORMATS)} file, got {path}.")
-    text = path.read_text(encoding="utf-8-sig")
-    if suffix == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PredictError(f"{path}, line {number}: not valid JSON ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise PredictError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
-            rows.append(row)
-    if not rows:
-        raise PredictError(f"--input {path} holds no rows (the file is empty{' or has only a header' if suffix == '.csv' else ''}).")
-    return rows
+    if path.suffix.lower() not in INPUT_FORMATS:
+        raise PredictError(f"--input must be a {', '.join(INPUT_FORMATS)} file, got {path}.")
+    from ..data import read_rows as read_data_rows
+
+    return read_data_rows(path)
 
 
 def write_rows(rows: list[dict], path: Path, num_labels: int) -> None:
+    from ..model_card import json_safe
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".jsonl":
         with path.open("w", encoding="utf-8") as file:
-            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            file.writelines(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
         return
     flat = []
     for row in rows:
@@ -182,16 +181,23 @@ def _prompt_template(args: argparse.Namespace, model_dir: Path):
     return load_prompt_template(model_dir)
 
 
+def _has_prompt(row: dict) -> bool:
+    prompt = row.get("prompt")
+    return bool(prompt.strip()) if isinstance(prompt, str) else bool(prompt)
+
+
 def _check_fields(rows: list[dict], template, path: Path) -> None:
-    """Every row must hold the fields the template reads (or a `prompt`)."""
+    """Every row must hold a ready `prompt` or the fields the template reads."""
     if template is None:
-        if all("prompt" in row for row in rows):
+        if all(_has_prompt(row) for row in rows):
             return
         raise PredictError(
             f"{path}: rows have no `prompt` column and the model folder has no clsgen_prompt.json; name the text "
             f"column(s) with --text_field, or pass --prompt_template. Columns present: {sorted(rows[0])}."
         )
     for number, row in enumerate(rows, start=1):
+        if _has_prompt(row):
+            continue
         missing = [name for name in template.fields if name not in row]
         if missing:
             raise PredictError(

@@ -5,7 +5,7 @@
 """
 
 from .cache import AnswerCache, cache_key
-from .classification import fit_prompts, load_classification_dataset
+from .classification import fit_prompts, load_classification_dataset, parse_label2id, read_rows
 from .clinifact import (
     CLINIFACT_BINARY_TEMPLATE,
     CLINIFACT_MULTICLASS_TEMPLATE,
@@ -32,6 +32,8 @@ __all__ = [
     "cache_key",
     "load_classification_dataset",
     "fit_prompts",
+    "parse_label2id",
+    "read_rows",
     "load_clinifact",
     "CLINIFACT_BINARY_TEMPLATE",
     "CLINIFACT_MULTICLASS_TEMPLATE",

@@ -1,13 +1,15 @@
 """Loading a text classification dataset (CSV, JSON Lines, Parquet or `datasets` objects) into classifier prompts.
 
 Every row leaves with `prompt` (the classifier's chat messages, built by a `PromptTemplate`) and an integer `label`;
-its original columns stay. Bad input fails here, with the offending columns, labels or rows named, rather than as a
-shape error deep inside training.
+its original columns stay. Bad input fails here, as a `UsageError` naming the offending file, line, columns, labels
+or rows, rather than as a shape error deep inside training. `read_rows` reads a file the same way for prediction.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
+from ..errors import UsageError
 from .stats import describe_dataset
 from .templates import PromptTemplate, default_prompt_template
 from .truncation import fit_prompt
@@ -46,8 +49,8 @@ def load_classification_dataset(
         source: a `.csv`, `.jsonl`/`.json` or `.parquet` file, a dict split -> file, or a `Dataset`/`DatasetDict`.
         text_fields: the column(s) holding the text; they must exist and be non-empty.
         label_field: the column holding the label.
-        label2id: raw label value -> label id (strings, or ints to remap, e.g. `{0: 0, 1: 1, 2: 0}`); without it
-            labels must be integers. When it remaps the `label` column itself, the raw value is kept as
+        label2id: raw label value -> label id (strings, or ints to remap, e.g. `{0: 0, 1: 1, 2: 0}`; see
+            `parse_label2id` for the command-line form); without it labels must be integers. When it remaps the `label` column itself, the raw value is kept as
             `original_label`.
         prompt_template: how rows become messages; default `default_prompt_template(text_fields)` (labels 0/1).
         split: return this split only, as a `Dataset`.
@@ -63,6 +66,8 @@ def load_classification_dataset(
     text_fields = [text_fields] if isinstance(text_fields, str) else list(text_fields)
     template = prompt_template or default_prompt_template(text_fields)
     ds = _load_source(source, split)
+    if isinstance(ds, DatasetDict):
+        _check_split_columns(ds, [*text_fields, *template.fields, label_field])
     kwargs = dict(
         template=template,
         text_fields=list(dict.fromkeys([*text_fields, *template.fields])),
@@ -80,6 +85,30 @@ def load_classification_dataset(
     return ds
 
 
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of one CSV, JSON Lines or Parquet file, read as `load_classification_dataset` reads them (line
+    breaks inside quoted cells and cells of any length kept; a malformed JSON line named by its number)."""
+    return _load_source(path, None).to_list()
+
+
+def parse_label2id(text: str) -> dict[str, int]:
+    """A command-line `--label2id`: a JSON object (`{"neg": 0, "pos": 1}`), a JSON list of the raw labels in id
+    order (`["neg", "pos"]`), or `neg=0,pos=1`. Keys are compared with the raw labels as text too."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        if not pairs or any(len(pair) != 2 for pair in pairs):
+            raise UsageError(f"--label2id {text!r}: give a JSON object like '{{\"neg\": 0, \"pos\": 1}}', a JSON list "
+                             "like '[\"neg\", \"pos\"]' or neg=0,pos=1.") from None
+        value = {key.strip(): value.strip() for key, value in pairs}
+    if isinstance(value, list):
+        value = {str(label): i for i, label in enumerate(value)}
+    if not isinstance(value, dict) or not all(str(v).lstrip("-").isdigit() for v in value.values()):
+        raise UsageError(f"--label2id {text!r}: every raw label must map to an integer label id.")
+    return {str(key): int(v) for key, v in value.items()}
+
+
 def _load_source(source: Source, split: str | None) -> Dataset | DatasetDict:
     if isinstance(source, (Dataset, DatasetDict)):
         ds = source
@@ -87,17 +116,52 @@ def _load_source(source: Source, split: str | None) -> Dataset | DatasetDict:
         files = dict(source) if isinstance(source, Mapping) else {"train": source}
         if split is not None and isinstance(source, Mapping):
             if split not in files:
-                raise ValueError(f"Split {split!r} is not among the files given: {sorted(files)}.")
+                raise UsageError(f"Split {split!r} is not among the files given: {sorted(files)}.")
             files = {split: files[split]}
         builder = _builder(files.values())
-        ds = load_dataset(builder, data_files={name: str(path) for name, path in files.items()})
+        # One split at a time: files whose columns differ are then reported by name, not as a cast error.
+        ds = DatasetDict({name: _load_file(builder, Path(path)) for name, path in files.items()})
         if not isinstance(source, Mapping):
             return ds["train"]
     if split is not None and isinstance(ds, DatasetDict):
         if split not in ds:
-            raise ValueError(f"Split {split!r} is not in the dataset; it has {list(ds)}.")
+            raise UsageError(f"Split {split!r} is not in the dataset; it has {list(ds)}.")
         return ds[split]
     return ds
+
+
+def _load_file(builder: str, path: Path) -> Dataset:
+    if path.suffix.lower() == ".jsonl":
+        _check_json_lines(path)
+    empty = UsageError(f"{path} holds no rows (the file is empty{' or has only a header' if builder == 'csv' else ''}).")
+    if path.stat().st_size == 0:
+        raise empty
+    try:
+        ds = load_dataset(builder, data_files={"train": str(path)}, split="train")
+    except ValueError as error:
+        if "corresponds to no data" in str(error):
+            raise empty from None
+        raise UsageError(f"{path} could not be read as {builder}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - datasets wraps the parser's error; its cause says what is wrong
+        cause = error.__cause__ or error
+        raise UsageError(f"{path} could not be read as {builder}: {type(cause).__name__}: {cause}") from error
+    if len(ds) == 0:
+        raise empty
+    return ds
+
+
+def _check_json_lines(path: Path) -> None:
+    """Every non-empty line of `path` is one JSON object, or a `UsageError` names the first line that is not."""
+    with path.open(encoding="utf-8-sig") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"{path}, line {number}: not valid JSON ({error.msg}, column {error.colno}).") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
 
 
 def _builder(paths) -> str:
@@ -105,13 +169,25 @@ def _builder(paths) -> str:
     builders = set()
     for path in map(Path, paths):
         if not path.is_file():
-            raise FileNotFoundError(f"No such data file: {path}")
+            raise UsageError(f"No such data file: {path}")
         if path.suffix.lower() not in _BUILDERS:
-            raise ValueError(f"{path}: unknown format; use one of {', '.join(_BUILDERS)}.")
+            raise UsageError(f"{path}: unknown format; use one of {', '.join(_BUILDERS)}.")
         builders.add(_BUILDERS[path.suffix.lower()])
     if len(builders) != 1:
-        raise ValueError(f"All splits must share one file format, got {sorted(builders)}.")
+        raise UsageError(f"All splits must share one file format, got {sorted(builders)}.")
     return builders.pop()
+
+
+def _check_split_columns(ds: DatasetDict, needed: list[str]) -> None:
+    """Splits may differ in extra columns, not in the ones the prompt and label need: name the difference."""
+    columns = {name: set(part.column_names) for name, part in ds.items()}
+    lacking = {name: [c for c in dict.fromkeys(needed) if c not in have] for name, have in columns.items()}
+    if not any(lacking.values()) or len(ds) < 2:
+        return
+    every = set.intersection(*columns.values())
+    only = "; ".join(f"{name} alone has {sorted(have - every)}" for name, have in columns.items() if have - every)
+    missing = "; ".join(f"{name} lacks {cols}" for name, cols in lacking.items() if cols)
+    raise UsageError(f"The splits' columns differ: {missing} ({only}). Give every split the same columns.")
 
 
 def _prepare(
@@ -128,9 +204,9 @@ def _prepare(
 ) -> Dataset:
     for name in [*text_fields, label_field]:
         if name not in ds.column_names:
-            raise ValueError(f"{where}Field {name!r} does not exist; the columns are: {ds.column_names}.")
-    ds = _drop_empty(ds, text_fields, allow_empty_text, where)
-    labels = _map_labels(list(ds[label_field]), label2id, template.labels, where)
+            raise UsageError(f"{where}Field {name!r} does not exist; the columns are: {ds.column_names}.")
+    ds, rows = _drop_empty(ds, text_fields, allow_empty_text, where)
+    labels = _map_labels(list(ds[label_field]), label2id, template.labels, where, rows, label_field)
 
     prompts = _prompts(ds, template, tokenizer, max_prompt_tokens, where)
     if label_field == "label" and label2id is not None:
@@ -168,24 +244,31 @@ def _prompts(
     return prompts
 
 
-def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, where: str) -> Dataset:
-    """Rows whose text fields are all present, or a ValueError naming the rows that are not."""
+def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, where: str) -> tuple[Dataset, list[int]]:
+    """Rows whose text fields are all present (and their row numbers), or a UsageError naming the rows that are not."""
     columns = [ds[name] for name in text_fields]
-    empty = [i for i, texts in enumerate(zip(*columns)) if any(t is None or not str(t).strip() for t in texts)]
+    empty = [i for i, texts in enumerate(zip(*columns)) if any(_missing(t) or not str(t).strip() for t in texts)]
     if not empty:
-        return ds
-    shown = ", ".join(map(str, empty[:_SHOWN])) + (f" ... ({len(empty)} in all)" if len(empty) > _SHOWN else "")
+        return ds, list(range(len(ds)))
     if not allow_empty_text:
-        raise ValueError(
-            f"{where}{len(empty)} rows have an empty text field among {text_fields}: rows {shown}. "
+        raise UsageError(
+            f"{where}{len(empty)} rows have an empty text field among {text_fields}: rows {_rows(empty)}. "
             "Fix them, or pass allow_empty_text=True (--allow-empty-text) to skip them."
         )
-    logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), shown)
+    logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), _rows(empty))
     drop = set(empty)
-    return ds.select([i for i in range(len(ds)) if i not in drop])
+    kept = [i for i in range(len(ds)) if i not in drop]
+    return ds.select(kept), kept
 
 
-def _map_labels(values: list, label2id: Mapping[Any, int] | None, allowed: list[int], where: str) -> list[int]:
+def _map_labels(
+    values: list, label2id: Mapping[Any, int] | None, allowed: list[int], where: str, rows: list[int], field: str
+) -> list[int]:
+    """Label ids of `values` (the label column of the file's rows `rows`), or a UsageError naming what is wrong."""
+    unlabelled = [row for row, value in zip(rows, values) if _missing(value)]
+    if unlabelled:
+        raise UsageError(f"{where}{len(unlabelled)} rows have no label (empty, None or NaN in {field!r}): rows "
+                         f"{_rows(unlabelled)}. Fill them in, or remove those rows.")
     labels, bad = [], Counter()
     for value in values:
         label = _label_id(value, label2id)
@@ -194,11 +277,26 @@ def _map_labels(values: list, label2id: Mapping[Any, int] | None, allowed: list[
         labels.append(label)
     if bad:
         listed = ", ".join(f"{value!r} ({n} rows)" for value, n in bad.most_common())
-        raise ValueError(
-            f"{where}Labels outside the label set {allowed}: {listed}. Map them with `label2id`, or use a prompt "
-            "template whose verbalizers cover them."
+        found = sorted(Counter(values).items(), key=lambda item: str(item[0]))
+        example = ({str(value): label for (value, _), label in zip(found, allowed)} if len(found) == len(allowed)
+                   else {"<raw label>": allowed[0]})
+        raise UsageError(
+            f"{where}Labels outside the label set {allowed}: {listed}. The labels found: "
+            f"{', '.join(f'{value!r} ({n} rows)' for value, n in found)}. Map them to ids with label2id (command "
+            f"line: --label2id '{json.dumps(example, ensure_ascii=False)}'), or use a prompt template whose "
+            "verbalizers cover them."
         )
     return labels
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _rows(indices: list[int]) -> str:
+    """Row numbers for a message (counted from 0, as `Dataset` indices; the header of a CSV is not a row)."""
+    shown = ", ".join(map(str, indices[:_SHOWN]))
+    return shown + (f" ... ({len(indices)} in all)" if len(indices) > _SHOWN else "") + " (0-based)"
 
 
 def _label_id(value: Any, label2id: Mapping[Any, int] | None) -> int | None:
@@ -216,4 +314,4 @@ def _label_id(value: Any, label2id: Mapping[Any, int] | None) -> int | None:
     return int(value)
 
 
-__all__ = ["fit_prompts", "load_classification_dataset"]
+__all__ = ["fit_prompts", "load_classification_dataset", "parse_label2id", "read_rows"]

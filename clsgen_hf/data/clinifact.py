@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from datasets import Dataset, DatasetDict
 
+from ..errors import UsageError
 from ..verdicts import VerdictFormat
 from .classification import load_classification_dataset
 from .templates import PromptTemplate
@@ -86,13 +87,13 @@ def load_clinifact(
         **kwargs: passed to `load_classification_dataset` (`tokenizer`, `max_prompt_tokens`, `allow_empty_text`).
     """
     if view not in ("binary", "multiclass"):
-        raise ValueError(f"`view` must be 'binary' or 'multiclass', got {view!r}.")
+        raise UsageError(f"`view` must be 'binary' or 'multiclass', got {view!r}.")
     names = [splits] if isinstance(splits, str) else list(splits)
     files = {name: Path(data_dir) / f"{name}.csv" for name in names}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         expected = [f"{split}.csv" for split in CLINIFACT_SPLITS]
-        raise FileNotFoundError(f"CliniFact files missing: {missing}. The folder should hold {expected}.")
+        raise UsageError(f"CliniFact files missing: {missing}. The folder should hold {expected}.")
     default = CLINIFACT_BINARY_TEMPLATE if view == "binary" else CLINIFACT_MULTICLASS_TEMPLATE
     data = load_classification_dataset(
         files,
