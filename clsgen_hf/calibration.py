@@ -48,6 +48,14 @@ class Calibration:
         """Calibrated class probabilities `(n, num_labels)` of raw head logits."""
         return _probabilities(torch.as_tensor(np.asarray(logits), dtype=torch.float64), self.scale, self.bias).numpy()
 
+    def uncalibrated(self, probabilities: ArrayLike) -> np.ndarray:
+        """The raw head's probabilities behind calibrated ones (the map inverted; exact, as softmax ignores per-row
+        shifts of the logits)."""
+        logits = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-300, None))
+        if self.bias is not None:
+            logits = logits - np.asarray(self.bias)
+        return torch.as_tensor(logits / self.scale).softmax(-1).numpy()
+
     def store(self, model) -> None:
         """Write the map into the config of `model` (a PEFT wrapper is unwrapped): it travels with `save_pretrained`."""
         config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config

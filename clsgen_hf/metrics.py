@@ -63,6 +63,12 @@ def _undefined(metric: str, reason: str) -> float:
     return float("nan")
 
 
+def positive_scores(probabilities: ArrayLike) -> np.ndarray:
+    """What the binary metrics score: the positive-class column of `(n, 2)` probabilities; N classes stay `(n, N)`."""
+    probs = np.asarray(probabilities, dtype=float)
+    return probs[:, 1] if probs.ndim == 2 and probs.shape[1] == 2 else probs
+
+
 def head_labels(probabilities: ArrayLike, threshold: float = 0.5) -> np.ndarray:
     """The classification head's label: `probability >= threshold` (binary) or the argmax (N classes)."""
     probs = np.asarray(probabilities, dtype=float)
@@ -259,6 +265,7 @@ __all__ = [
     "classification_report",
     "expected_calibration_error",
     "head_labels",
+    "positive_scores",
     "r_lkappa",
     "reliability_curve",
     "rli",

@@ -101,9 +101,10 @@ from clsgen_hf.data import (
     load_clinifact,
 )
 from clsgen_hf.encoding import encode_examples, encode_prompts
-from clsgen_hf.inference import tune_and_store_threshold
+from clsgen_hf.evaluation import fit_decision_rule
 from clsgen_hf.loading import resolve_model_source
 from clsgen_hf.metrics import alignment_report, classification_report
+from clsgen_hf.plots import pyplot, reliability_diagrams
 
 
 logger = logging.getLogger("clsgen_hf.benchmark")
@@ -344,9 +345,12 @@ def run_clsgen(bench: Bench, base_lm) -> MethodResult:
     del model
     model, tokenizer = load_model_and_tokenizer(training_args.output_dir)
     model.to(bench.device).eval()
-    validation = bench.predict(model, bench.validation, max_new_tokens=0)  # the head alone: no explanation needed
-    tune_and_store_threshold(model, _positive(validation), bench.validation["label"])
-    model.config.save_pretrained(training_args.output_dir)  # the saved model decides at the tuned threshold
+    # Calibration and threshold from the head alone on the validation rows (no explanation needed), then saved: the
+    # saved model decides by the rule it is evaluated with.
+    fit_decision_rule(model, tokenizer, bench.validation["prompt"], bench.validation["label"],
+                      batch_size=bench.args.predict_batch_size)
+    model.config.save_pretrained(training_args.output_dir)
+    validation = bench.predict(model, bench.validation, max_new_tokens=0)
     started = time.time()
     test = bench.predict(model, bench.test)
     predict_seconds = time.time() - started
@@ -461,7 +465,8 @@ def evaluate(result: MethodResult, validation_labels, test_labels, verdict_forma
         )
         alignment = {}
         if result.explanations is not None:
-            alignment = alignment_report(result.test_probabilities, result.explanations, verdict_format=verdict_format)
+            alignment = alignment_report(result.test_probabilities, result.explanations, verdict_format=verdict_format,
+                                         threshold=report["threshold"])  # the rule the method decides with
     undefined = {}
     for warning in caught:
         message = str(warning.message)
@@ -534,7 +539,11 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
         "`n/a`: the method writes no explanation (alignment metrics) or has no language model (retention). "
         "`NaN`: undefined on these rows (reason in `benchmark_results.json`). Language retention = base-model "
         "perplexity / method perplexity on the base model's own answers to general instructions (1 = unchanged). "
-        "Times are wall-clock seconds (train: fitting; predict: the test rows).",
+        "Times are wall-clock seconds (train: fitting; predict: the test rows). Alignment metrics are computed at "
+        "each method's validation-tuned threshold; CLSGen's probabilities are calibrated on the validation rows "
+        "first (`clsgen_hf.calibration`). Prompting and explanation SFT read their probability right after their "
+        "own explanation's verdict prefix, so under greedy decoding it restates that verdict: their alignment is "
+        "near-perfect by construction and says nothing about faithfulness.",
         "",
         f"Command: `{config['command']}`",
         "",
@@ -555,14 +564,8 @@ def paste_into_readme(readme: Path, report: str) -> None:
 
 def draw_plots(output_dir: Path, results: dict[str, dict]) -> list[str]:
     """ROC curves and reliability diagrams as PNG; skipped, with a message, without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no ROC curves or reliability diagrams. Install it with "
-                       "`pip install 'clsgen_hf[plots]'` (or `pip install matplotlib`).")
+    plt = pyplot()
+    if plt is None:
         return []
     figure, axis = plt.subplots(figsize=(5.5, 5))
     for method, row in results.items():
@@ -574,21 +577,7 @@ def draw_plots(output_dir: Path, results: dict[str, dict]) -> list[str]:
     figure.tight_layout()
     figure.savefig(output_dir / "roc_curves.png", dpi=120)
     plt.close(figure)
-
-    figure, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
-    for axis, (method, row) in zip(axes[0], results.items()):
-        bins = [b for b in row["reliability"] if b["count"]]
-        centers = [(b["bin_lower"] + b["bin_upper"]) / 2 for b in bins]
-        axis.bar(centers, [b["frequency"] for b in bins], width=0.09, alpha=0.6, label="observed")
-        axis.plot([b["confidence"] for b in bins], [b["frequency"] for b in bins], "o", color="black", markersize=3)
-        axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
-        ece = row["ece"]
-        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(positive)", title=f"{METHODS[method]}\nECE {ece:.3f}")
-        axis.title.set_fontsize(8)
-    axes[0][0].set_ylabel("observed frequency")
-    figure.tight_layout()
-    figure.savefig(output_dir / "reliability_diagrams.png", dpi=120)
-    plt.close(figure)
+    reliability_diagrams({METHODS[method]: row for method, row in results.items()}, output_dir / "reliability_diagrams.png")
     return ["roc_curves.png", "reliability_diagrams.png"]
 
 

@@ -1,0 +1,74 @@
+"""The decision rule of a trained head and its evaluation, one path for the recipe and the benchmark.
+
+`fit_decision_rule` calibrates the head on validation rows and then tunes the binary threshold on the calibrated
+probabilities; both are stored in the model config, so that every later probability and label (`predict`, the
+pipeline, `clsgen-hf predict`, remote code) follows the same rule. `evaluate_predictions` scores predictions at that
+rule: classification, calibration before and after, and the alignment of the explanations with the head's labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .calibration import Calibration, fit_calibration
+from .inference import predict, tune_and_store_threshold
+from .metrics import alignment_report, classification_report, positive_scores
+from .verdicts import VerdictFormat
+
+
+CLASSIFICATION_KEYS = ("auroc", "auprc", "brier", "ece", "log_loss")
+CALIBRATION_KEYS = ("brier", "ece", "log_loss")
+
+
+def fit_decision_rule(
+    model, tokenizer, prompts: Sequence, labels: Sequence[int], *, batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+) -> dict:
+    """Fit the calibration map and (binary) threshold of `model`'s head on validation prompts; store both in its config.
+
+    Only the head runs (one prefill per prompt, no generation). Returns `calibration` (`Calibration.to_dict`),
+    `threshold` (`None` for N classes) and `validation_rows`.
+    """
+    Calibration().store(model)  # fit on the raw head
+    records = predict(model, tokenizer, list(prompts), max_new_tokens=0, batch_size=batch_size,
+                      max_prompt_tokens=max_prompt_tokens, show_progress=False)
+    raw = np.array([record["probability"] for record in records])
+    logits = np.log(np.clip(raw, 1e-300, None))  # the raw logits up to a per-row shift, which softmax ignores
+    calibration = fit_calibration(logits, labels)
+    calibration.store(model)
+    calibrated = calibration.probabilities(logits)
+    threshold = tune_and_store_threshold(model, calibrated, labels) if calibrated.shape[1] == 2 else None
+    return {"calibration": calibration.to_dict(), "threshold": threshold, "validation_rows": len(labels)}
+
+
+def evaluate_predictions(
+    records: Sequence[dict], labels: Sequence[int], *, verdict_format: VerdictFormat | None = None,
+    threshold: float = 0.5, calibration: Calibration | None = None,
+) -> dict:
+    """Numbers of `predict` records against gold labels, at the decision `threshold` the model uses.
+
+    Returns AUROC, AUPRC, F1 (at `threshold`; macro argmax for N classes), Brier, ECE, log-loss and `reliability`,
+    the alignment metrics (AUROC-Alignment, R-LKappa, RLI, readability) at the same threshold, `disagreements` (rows
+    whose explanation does not state the head's label) and, given the `calibration` the records went through,
+    `before_calibration` (the raw head's Brier, ECE, log-loss and reliability).
+    """
+    probabilities = np.array([record["probability"] for record in records])
+    scores = positive_scores(probabilities)
+    binary = scores.ndim == 1
+    report = classification_report(scores, labels, threshold=threshold if binary else None)
+    results = {key: report[key] for key in CLASSIFICATION_KEYS}
+    results["f1"] = report["f1_at_threshold"] if binary else report["f1"]
+    results["threshold"] = threshold if binary else None
+    results.update(alignment_report(scores, [r["explanation"] for r in records], verdict_format=verdict_format,
+                                    threshold=threshold))
+    results["disagreements"] = sum(not record["agrees"] for record in records)
+    results["reliability"] = report["reliability"]
+    if calibration is not None:
+        raw = classification_report(positive_scores(calibration.uncalibrated(probabilities)), labels)
+        results["before_calibration"] = {**{key: raw[key] for key in CALIBRATION_KEYS}, "reliability": raw["reliability"]}
+    return results
+
+
+__all__ = ["evaluate_predictions", "fit_decision_rule"]
