@@ -6,10 +6,12 @@ Importing the package registers `LlamaCLSGenConfig`/`LlamaForCLSGen` with `AutoC
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .calibration import Calibration, fit_calibration
 from .clsgen_config import CLSGenConfig
 from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
 from .configuration_clsgen import LlamaCLSGenConfig
 from .export import ExportError, export_model
+from .evaluation import evaluate_predictions, fit_decision_rule
 from .inference import CLSGenPipeline, predict, tune_and_store_threshold
 from .loading import default_model_path, load_model, load_model_and_tokenizer, load_tokenizer, prepare_tokenizer
 from .modeling_clsgen import CLSGenGenerateOutput, CLSGenOutput, LlamaForCLSGen
@@ -37,6 +39,10 @@ __all__ = [
     "CLSGenGenerateOutput",
     "predict",
     "tune_and_store_threshold",
+    "Calibration",
+    "fit_calibration",
+    "fit_decision_rule",
+    "evaluate_predictions",
     "CLSGenPipeline",
     "classification_report",
     "alignment_report",
