@@ -101,7 +101,6 @@ from clsgen_hf.data import (
     load_clinifact,
 )
 from clsgen_hf.encoding import encode_examples, encode_prompts
-from clsgen_hf.evaluation import fit_decision_rule
 from clsgen_hf.loading import resolve_model_source
 from clsgen_hf.metrics import alignment_report, classification_report
 from clsgen_hf.plots import pyplot, reliability_diagrams
@@ -341,15 +340,12 @@ def run_clsgen(bench: Bench, base_lm) -> MethodResult:
     training_args = copy.copy(bench.training_args)
     training_args.output_dir = str(bench.output_dir / "clsgen")
     model = load_model(bench.base)
-    _, train_seconds = train_clsgen(model, bench.tokenizer, bench.train, bench.template, training_args, bench.model_args)
+    # Calibration and threshold come from the head alone on the validation rows and are saved with the model.
+    _, train_seconds = train_clsgen(model, bench.tokenizer, bench.train, bench.template, training_args, bench.model_args,
+                                    validation=bench.validation, batch_size=bench.args.predict_batch_size)
     del model
     model, tokenizer = load_model_and_tokenizer(training_args.output_dir)
     model.to(bench.device).eval()
-    # Calibration and threshold from the head alone on the validation rows (no explanation needed), then saved: the
-    # saved model decides by the rule it is evaluated with.
-    fit_decision_rule(model, tokenizer, bench.validation["prompt"], bench.validation["label"],
-                      batch_size=bench.args.predict_batch_size)
-    model.config.save_pretrained(training_args.output_dir)
     validation = bench.predict(model, bench.validation, max_new_tokens=0)
     started = time.time()
     test = bench.predict(model, bench.test)

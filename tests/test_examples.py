@@ -48,6 +48,17 @@ def test_explanations_default_to_clinifact_registry_rationales_unless_a_teacher_
         ScriptArguments(train_file="rows.csv", text_fields=["note"])
 
 
+def test_validation_slice_is_stratified_and_held_out():
+    from datasets import Dataset
+
+    from clsgen_hf.commands.train import stratified_split
+
+    rows = Dataset.from_dict({"label": [0] * 12 + [1] * 8, "i": list(range(20))})
+    rest, held = stratified_split(rows, 0.25)
+    assert sorted(held["label"]) == [0, 0, 0, 1, 1] and len(rest) == 15
+    assert not set(rest["i"]) & set(held["i"])
+
+
 def _rows_with_rationales(split: str, n: int, path: Path) -> None:
     """A user dataset in CSV with a human-style rationale column, built from CliniFact rows."""
     import csv
@@ -67,10 +78,11 @@ def _rows_with_rationales(split: str, n: int, path: Path) -> None:
 def test_train_example_end_to_end_on_a_user_csv_with_rationales(tmp_path):
     _rows_with_rationales("train", 6, tmp_path / "train.csv")
     _rows_with_rationales("test", 3, tmp_path / "test.csv")
+    _rows_with_rationales("validation", 8, tmp_path / "validation.csv")
     out = tmp_path / "run"
     cmd = [
         sys.executable, "examples/train_clsgen.py", "--train_file", str(tmp_path / "train.csv"),
-        "--test_file", str(tmp_path / "test.csv"), "--text_fields", "claim", "abstract", "--label_field", "supported",
+        "--test_file", str(tmp_path / "test.csv"), "--validation_file", str(tmp_path / "validation.csv"), "--text_fields", "claim", "abstract", "--label_field", "supported",
         "--explanation_column", "rationale", "--output_dir", str(out), "--max_new_tokens", "24",
         "--max_prompt_tokens", "256", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
     ]
@@ -78,8 +90,15 @@ def test_train_example_end_to_end_on_a_user_csv_with_rationales(tmp_path):
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Example predictions:" in result.stdout and "| auroc | f1 |" in result.stdout
+    assert "Decision rule stored in config.json: threshold" in result.stdout
+    assert "Calibration on the test rows, raw head -> calibrated: ece" in result.stdout
     results = json.loads((out / "clsgen_results.json").read_text())
-    assert results["test_rows"] == 3 and results["train_rows"] == 6
+    assert results["test_rows"] == 3 and results["train_rows"] == 6 and results["validation_rows"] == 8
+    config = json.loads((out / "config.json").read_text())
+    assert config["cls_threshold"] == pytest.approx(results["threshold"])  # the saved model decides by that rule
+    assert config["cls_logit_scale"] == pytest.approx(results["calibration"]["scale"])
+    assert set(results["before_calibration"]) == {"brier", "ece", "log_loss"}
+    assert (out / "reliability_diagram.png").stat().st_size > 0
     assert 0 <= results["readability"] <= 1
     assert {"model.safetensors", "config.json", "modeling_clsgen.py", "clsgen_prompt.json",
             "tokenizer_config.json", "README.md"} <= {p.name for p in out.iterdir()}

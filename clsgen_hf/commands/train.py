@@ -4,8 +4,10 @@
 2. get an explanation for every training row: a dataset column of rationales (on CliniFact by default, its registry
    rationales), or a teacher LLM told the gold label (kept only when its verdict matches);
 3. LoRA-train the LM head on the explanations and the `score` head on the labels, jointly;
-4. predict on held-out rows (probability from the prefill, explanation from the same cache), print AUROC, F1 and the
-   alignment metrics, three example predictions, and save the model, its prompt template and the numbers.
+4. calibrate the head and tune its decision threshold on validation rows (stored in the saved config);
+5. predict on held-out rows (probability from the prefill, explanation from the same cache), print AUROC, F1, the
+   calibration before and after and the alignment metrics at the stored threshold, three example predictions, and
+   save the model, its prompt template, the numbers and a reliability diagram.
 
 Defaults are sized for 2 CPU cores and the embedded SmolLM2-135M-Instruct (about 10 minutes); scale up with
 `--max_train_samples`, `--max_eval_samples`, `--num_train_epochs`, `--model_name_or_path`.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+
+import numpy as np
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,9 +44,11 @@ from ..data import (
     make_teacher,
     synthesize_explanations,
 )
+from ..calibration import Calibration
+from ..evaluation import evaluate_predictions, fit_decision_rule
 from ..inference import PROMPT_TEMPLATE_FILE, predict
 from ..loading import load_model_and_tokenizer
-from ..metrics import alignment_report, classification_report
+from ..plots import reliability_diagrams
 from ..verdicts import NO_VERDICT
 
 
@@ -50,6 +56,7 @@ logger = logging.getLogger("clsgen_hf.train")
 
 SHARED_CLINIFACT = Path("../shared/data/clinifact")
 RESULTS_FILE = "clsgen_results.json"
+RELIABILITY_FILE = "reliability_diagram.png"
 
 # The CPU-sized recipe: what `make demo` runs. Every value can be overridden on the command line or in `--config`.
 CPU_DEFAULTS = dict(
@@ -88,6 +95,14 @@ class ScriptArguments:
         default=None, metadata={"help": "Your own training data (CSV, JSON Lines or Parquet) instead of CliniFact."}
     )
     test_file: str | None = field(default=None, metadata={"help": "Your own held-out data, same columns as train_file."})
+    validation_file: str | None = field(
+        default=None,
+        metadata={"help": "Your own validation data (calibration and threshold). Default: a stratified slice of "
+                  "train_file (--validation_fraction)."},
+    )
+    validation_fraction: float = field(
+        default=0.2, metadata={"help": "Without a validation split: the share of training rows held out for it."}
+    )
     text_fields: list[str] | None = field(
         default=None, metadata={"help": "With --train_file: the column(s) holding the text to classify."}
     )
@@ -116,6 +131,9 @@ class ScriptArguments:
     teacher_batch_size: int = field(default=8, metadata={"help": "Rows per teacher generation batch."})
     max_train_samples: int | None = field(default=48, metadata={"help": "Training rows used (None: all)."})
     max_eval_samples: int | None = field(default=16, metadata={"help": "Held-out rows predicted (None: all)."})
+    max_validation_samples: int | None = field(
+        default=48, metadata={"help": "Validation rows for calibration and the threshold (None: all; head only)."}
+    )
     max_prompt_tokens: int = field(
         default=256, metadata={"help": "Longer prompts lose the middle of their longest text field."}
     )
@@ -150,7 +168,7 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
         clinifact_dir(script_args)  # a missing folder is reported before the model is loaded
     set_seed(training_args.seed)  # before the model: `score` is initialised at load time
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path)
-    train_rows, test_rows, template = _load_data(script_args, tokenizer)
+    train_rows, validation_rows, test_rows, template = _load_data(script_args, tokenizer)
     with PartialState().main_process_first():  # one process asks the teacher; the others read its cache
         train_dataset = _explanations(script_args, train_rows, template, model, tokenizer, output_dir)
     if len(train_dataset) == 0:
@@ -160,9 +178,13 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
             "(--teacher), or your own rationales (--explanation_column)."
         )
 
-    trainer, train_seconds = train_clsgen(model, tokenizer, train_dataset, template, training_args, model_args)
+    trainer, train_seconds = train_clsgen(
+        model, tokenizer, train_dataset, template, training_args, model_args, validation=validation_rows,
+        batch_size=script_args.predict_batch_size,
+    )
     if not trainer.is_world_process_zero():
         return {}
+    rule = trainer.decision_rule
 
     trainer.model.eval()
     started = time.time()
@@ -171,9 +193,22 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
         batch_size=script_args.predict_batch_size, max_new_tokens=script_args.max_new_tokens,
         max_prompt_tokens=script_args.max_prompt_tokens,
     )
-    results = _evaluate(predictions, test_rows["label"], template)
-    results.update(train_rows=len(train_dataset), test_rows=len(test_rows), train_seconds=round(train_seconds, 1),
-                   predict_seconds=round(time.time() - started, 1))
+    calibration = Calibration(**{k: v for k, v in rule["calibration"].items() if k != "temperature"})
+    results = evaluate_predictions(
+        predictions, test_rows["label"], verdict_format=template.verdict_format,
+        threshold=trainer.model.config.cls_threshold, calibration=calibration,
+    )
+    before = results["before_calibration"]
+    reliability_diagrams({"raw head": before, "calibrated head": results}, output_dir / RELIABILITY_FILE)
+    results = {key: value for key, value in results.items() if key not in ("reliability", "before_calibration")}
+    results.update(
+        before_calibration={key: before[key] for key in ("brier", "ece", "log_loss")}, calibration=rule["calibration"],
+        validation_rows=len(validation_rows), train_rows=len(train_dataset), test_rows=len(test_rows),
+        train_seconds=round(train_seconds, 1), predict_seconds=round(time.time() - started, 1),
+        class_shares=(np.bincount(train_dataset["label"], minlength=len(predictions[0]["probability"]))
+                      / len(train_dataset)).round(4).tolist(),
+        mean_probability=np.mean([p["probability"] for p in predictions], axis=0).round(4).tolist(),
+    )
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     trainer.create_model_card()  # now with the evaluation table
     print(_report(results, predictions, test_rows, output_dir))
@@ -182,10 +217,11 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
 
 def train_clsgen(
     model, tokenizer, train_dataset: Dataset, template: PromptTemplate, training_args: CLSGenConfig,
-    model_args: ModelConfig,
+    model_args: ModelConfig, validation: Dataset | None = None, batch_size: int = 8,
 ) -> tuple[CLSGenTrainer, float]:
-    """Step 3: LoRA-train both heads, then save the model (merged by default) and its prompt template to
-    `training_args.output_dir`. Returns the trainer and the training time in seconds."""
+    """Steps 3-4: LoRA-train both heads; given `validation` rows, fit the decision rule (`fit_decision_rule`,
+    kept as `trainer.decision_rule`); then save the model (merged by default, with the rule in its config) and its
+    prompt template to `training_args.output_dir`. Returns the trainer and the training time in seconds."""
     _set_labels(model, template)
     started = time.time()
     trainer = CLSGenTrainer(
@@ -194,31 +230,63 @@ def train_clsgen(
     )
     trainer.train()
     train_seconds = time.time() - started
+    trainer.decision_rule = None
+    if validation is not None and trainer.is_world_process_zero():
+        trainer.model.eval()
+        trainer.decision_rule = fit_decision_rule(
+            trainer.model, tokenizer, validation["prompt"], validation["label"], batch_size=batch_size,
+            max_prompt_tokens=template.max_prompt_tokens,
+        )
+        logger.info("Decision rule from %d validation rows: %s calibration (temperature %.3f, bias %s), threshold %s.",
+                    len(validation), trainer.decision_rule["calibration"]["method"],
+                    trainer.decision_rule["calibration"]["temperature"], trainer.decision_rule["calibration"]["bias"],
+                    trainer.decision_rule["threshold"])
     trainer.save_model()
     if trainer.is_world_process_zero():
         template.to_json_file(Path(training_args.output_dir) / PROMPT_TEMPLATE_FILE)
     return trainer, train_seconds
 
 
-def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, PromptTemplate]:
-    """The training and held-out rows, subsets first, then their prompts fitted to `max_prompt_tokens`."""
+def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Dataset, PromptTemplate]:
+    """The training, validation and held-out rows, subsets first, then their prompts fitted to `max_prompt_tokens`."""
     if args.train_file:
         template = default_prompt_template(args.text_fields)
+        files = {"train": args.train_file, "test": args.test_file}
+        if args.validation_file:
+            files["validation"] = args.validation_file
         data = load_classification_dataset(
-            {"train": args.train_file, "test": args.test_file}, text_fields=args.text_fields,
-            label_field=args.label_field, prompt_template=template,
+            files, text_fields=args.text_fields, label_field=args.label_field, prompt_template=template,
         )
     else:
         binary = args.clinifact_view == "binary"
         template = CLINIFACT_BINARY_TEMPLATE if binary else CLINIFACT_MULTICLASS_TEMPLATE
-        data = load_clinifact(clinifact_dir(args), view=args.clinifact_view, splits=("train", "test"))
+        data = load_clinifact(clinifact_dir(args), view=args.clinifact_view, splits=("train", "validation", "test"))
     template = replace(template, max_prompt_tokens=args.max_prompt_tokens)
-    train, test = (
-        fit_prompts(_subset(data[split], n), template, tokenizer, args.max_prompt_tokens)
-        for split, n in (("train", args.max_train_samples), ("test", args.max_eval_samples))
+    train = data["train"]
+    if "validation" in data:
+        validation, source = data["validation"], "the dataset's validation split"
+    else:
+        train, validation = stratified_split(train, args.validation_fraction, seed=0)
+        source = f"a stratified {args.validation_fraction:.0%} of the training rows (held out from training)"
+    train, validation, test = (
+        fit_prompts(_subset(rows, n), template, tokenizer, args.max_prompt_tokens)
+        for rows, n in ((train, args.max_train_samples), (validation, args.max_validation_samples),
+                        (data["test"], args.max_eval_samples))
     )
+    logger.info("Validation rows (calibration and threshold): %d, from %s.", len(validation), source)
     logger.info("Training rows:\n%s", describe_dataset(train, tokenizer))
-    return train, test, template
+    return train, validation, test, template
+
+
+def stratified_split(rows: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(rest, held out): `fraction` of the rows of every label held out, at least one per label."""
+    from sklearn.model_selection import train_test_split
+
+    kept, held = train_test_split(
+        list(range(len(rows))), test_size=max(fraction, len(set(rows["label"])) / len(rows)), random_state=seed,
+        stratify=rows["label"],
+    )
+    return rows.select(sorted(kept)), rows.select(sorted(held))
 
 
 def clinifact_dir(args: ScriptArguments) -> Path:
@@ -285,30 +353,30 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
     )
 
 
-def _evaluate(predictions: list[dict], labels: list[int], template: PromptTemplate) -> dict:
-    import numpy as np
-
-    probabilities = np.array([p["probability"] for p in predictions])
-    scores = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities
-    report = classification_report(scores, labels)
-    alignment = alignment_report(
-        scores, [p["explanation"] for p in predictions], verdict_format=template.verdict_format
-    )
-    keep = ("auroc", "auprc", "f1", "brier", "ece", "log_loss")
-    return {**{k: report[k] for k in keep if k in report}, **alignment}
-
-
 def _report(results: dict, predictions: list[dict], rows: Dataset, output_dir: Path) -> str:
     names = ["auroc", "f1", "auroc_alignment", "r_lkappa", "rli", "readability"]
     header = "| " + " | ".join(names) + " |"
     values = "| " + " | ".join(f"{results.get(n, float('nan')):.3f}" for n in names) + " |"
-    lines = ["", f"CLSGen on {results['test_rows']} held-out rows (trained on {results['train_rows']}):", "",
-             header, "|" + "---|" * len(names), values, "", "Example predictions:"]
+    calibration, before = results["calibration"], results["before_calibration"]
+    threshold = "argmax" if results["threshold"] is None else f"{results['threshold']:.3f}"
+    lines = [
+        "", f"CLSGen on {results['test_rows']} held-out rows (trained on {results['train_rows']}, calibrated and "
+        f"thresholded on {results['validation_rows']} validation rows):", "",
+        f"Decision rule stored in config.json: threshold {threshold}, {calibration['method']} calibration "
+        f"(temperature {calibration['temperature']:.3f}, bias {calibration['bias']}).",
+        "Calibration on the test rows, raw head -> calibrated: " + ", ".join(
+            f"{key} {before[key]:.3f} -> {results[key]:.3f}" for key in ("ece", "brier", "log_loss")),
+        f"Mean probability per class on the test rows: {results['mean_probability']} (class shares of the training "
+        f"rows: {results['class_shares']}).",
+        "", "Alignment at the stored threshold:", header, "|" + "---|" * len(names), values,
+        f"{results['disagreements']} of {results['test_rows']} explanations do not state the head's label "
+        "(`agrees` is false): review them.", "", "Example predictions:",
+    ]
     for prediction, row in list(zip(predictions, rows))[:3]:
         lines += [
             f"- gold {row['label']} | P = {[round(p, 3) for p in prediction['probability']]} | head label "
             f"{prediction['label']} | verdict {prediction['verdict']}",
             "  " + prediction["explanation"].replace("\n", "\n  "),
         ]
-    lines += ["", f"Saved the model, its prompt template and {RESULTS_FILE} to {output_dir}"]
+    lines += ["", f"Saved the model, its prompt template, {RESULTS_FILE} and {RELIABILITY_FILE} to {output_dir}"]
     return "\n".join(lines)
