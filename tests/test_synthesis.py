@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from clsgen_hf.cli import main as cli_main
 from clsgen_hf.data import (
     CLINIFACT_BINARY_TEMPLATE,
     AnswerCache,
@@ -49,8 +50,9 @@ class ChatServer(ThreadingHTTPServer):
 
     How it answers depends on a marker in the row text: none -> the gold verdict; "[retry]" -> the wrong verdict
     when greedy (temperature 0), the gold one when sampling; "[late]" -> no verdict, the gold one when asked for it;
-    "[never]" -> no verdict even when asked. `fail_after` makes it answer 503 after that many answers. Every
-    answered user message is logged.
+    "[never]" -> no verdict even when asked. `fail_after` makes it answer 503 after that many answers; `broken`
+    makes it answer every question with an apology (no verdict), `invalid_json` with an HTML page. Every answered
+    user message is logged.
     """
 
     daemon_threads = True
@@ -60,6 +62,7 @@ class ChatServer(ThreadingHTTPServer):
         self.answered: list[str] = []
         self.answered_per_key: Counter = Counter()  # per API key, i.e. per client run
         self.fail_after, self.failures, self.delay = None, 0, 0.0
+        self.broken = self.invalid_json = False
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -71,6 +74,8 @@ class ChatServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
     def reply(self, payload: dict) -> str:
+        if self.broken:
+            return "Sorry, the service is overloaded; please try again later."
         first, last = payload["messages"][1]["content"], payload["messages"][-1]["content"]
         gold = re.search(r'answer is "(\w+)"', first).group(1)
         if last.startswith("What is your final answer"):  # the verdict follow-up
@@ -110,6 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(503, {"error": "overloaded"})
             server.answered.append(payload["messages"][-1]["content"])
             server.answered_per_key[self.headers.get("Authorization")] += 1
+        if server.invalid_json:
+            page = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            return self.wfile.write(page)
         text = server.reply(payload)
         self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}],
                          "usage": {"completion_tokens": len(text.split())}})
@@ -304,7 +315,8 @@ def test_embedded_teacher_on_clinifact(tmp_path):
     dataset = load_clinifact(CLINIFACT_DIR, splits="validation").select(range(4))
     teacher = TransformersTeacher()
     out = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=0,
-                                  batch_size=4, max_new_tokens=48, min_words=1, cache_path=tmp_path / "cache.jsonl")
+                                  batch_size=4, max_new_tokens=48, min_words=1, require_every_class=False,
+                                  cache_path=tmp_path / "cache.jsonl")
     assert out.column_names == ["prompt", "completion", "label"]
     assert all(row["prompt"] in dataset["prompt"] for row in out)  # the classifier's prompt, not the teacher's
     for row in out:
@@ -315,3 +327,62 @@ def test_embedded_teacher_on_clinifact(tmp_path):
     assert 4 <= report.generated <= 8  # four answers, then at most one follow-up each
     assert 0 < report.generated_tokens == teacher.generated_tokens
     assert len(_json_lines(tmp_path / "cache.jsonl")) == report.generated
+
+
+def _synthesize(server, tmp_path, *extra) -> int:
+    """`clsgen-hf synthesize` (in this process) on four rows of a user CSV, labels 0, 1, 0, 1."""
+    source = tmp_path / "rows.csv"
+    if not source.exists():
+        Dataset.from_dict({"claim": [f"Claim {i} about a trial." for i in range(4)], "label": [0, 1, 0, 1]}).to_csv(
+            source, index=False)
+    return cli_main(["synthesize", str(source), "--text-fields", "claim", "--teacher", f"openai:{server.url}",
+                     "--output", str(tmp_path / "out.jsonl"), "--max-retries", "0", "--no-progress", *extra])
+
+
+def test_answers_not_kept_fail_the_run_and_are_asked_again_on_request(server, tmp_path, capsys):
+    server.broken = True
+    assert _synthesize(server, tmp_path) == 1
+    error = capsys.readouterr().err
+    assert "No explanation stated the gold verdict for class(es) 0, 1" in error and "--retry_rejected" in error
+    assert not (tmp_path / "out.jsonl").exists()
+    asked = len(server.answered)
+    assert asked == 8  # four answers, four follow-ups, all cached
+
+    server.broken = False  # the endpoint is fixed: the cache alone still keeps nothing, and says so
+    assert _synthesize(server, tmp_path) == 1
+    assert "No explanation stated" in capsys.readouterr().err and len(server.answered) == asked
+    assert _synthesize(server, tmp_path, "--retry_rejected") == 0
+    assert len(server.answered) == asked + 4 and len(_json_lines(tmp_path / "out.jsonl")) == 4
+    assert _synthesize(server, tmp_path) == 0 and len(server.answered) == asked + 4  # kept answers are reused
+
+
+def test_changed_generation_settings_are_asked_afresh(server, tmp_path):
+    assert _synthesize(server, tmp_path) == 0 and len(server.answered) == 4
+    assert _synthesize(server, tmp_path, "--max-new-tokens", "64") == 0 and len(server.answered) == 8
+    assert _synthesize(server, tmp_path, "--temperature", "0.3") == 0
+    assert len(server.answered) == 8  # first tries are greedy: the temperature of retries does not change them
+    assert _synthesize(server, tmp_path, "--teacher-instruction", 'Say why the answer is "{answer}". {text}') == 0
+    assert len(server.answered) == 12
+
+
+def test_a_class_without_kept_explanations_fails(server, tmp_path):
+    teacher = OpenAITeacher(server.url, backoff=0.01)
+    with pytest.raises(TeacherError, match=r"class\(es\) 0;.*0 \(No\) 0 of 1, 1 \(Yes\) 1 of 1"):
+        synthesize_explanations(_rows("always", "never"), teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE,
+                                max_retries=0, cache_path=tmp_path / "cache.jsonl", save_to=tmp_path / "out.jsonl",
+                                show_progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
+    partial = synthesize_explanations(_rows("always", "never"), teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE,
+                                      max_retries=0, cache_path=tmp_path / "cache.jsonl", require_every_class=False,
+                                      show_progress=False)
+    assert partial["label"] == [1]
+
+
+def test_an_endpoint_answering_no_json_is_named_with_its_body(server, tmp_path, capsys):
+    server.invalid_json = True
+    teacher = OpenAITeacher(server.url, model="m", backoff=0.01)
+    with pytest.raises(TeacherError, match=re.escape(f"{server.url}/chat/completions answered HTTP 200 with a body "
+                                                     "that is not JSON") + r".*begins: '<html><body>502 Bad Gateway"):
+        teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+    assert _synthesize(server, tmp_path) == 1
+    assert "not JSON" in capsys.readouterr().err

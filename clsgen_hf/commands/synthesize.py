@@ -5,7 +5,9 @@ Examples:
     clsgen-hf synthesize reviews.csv --text-fields title,body --label-field stars --label2id "1=0,5=1" \\
         --teacher openai:http://localhost:8000/v1 --teacher-model meta-llama/Llama-3.1-8B-Instruct --output out.jsonl
 
-An interrupted run restarted with the same arguments reuses every answer already in the cache.
+An interrupted run restarted with the same arguments reuses every answer already in the cache; a changed teacher,
+instruction, answer budget or temperature is asked afresh, and --retry-rejected asks again for the rows whose cached
+answers were not kept. A class that keeps no explanation fails the run (exit status 1); bad input exits with 2.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from clsgen_hf.data.classification import parse_label2id
 from clsgen_hf.data.synthesis import MIN_WORDS
+from clsgen_hf.errors import UsageError, report_usage_error
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -51,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--view", choices=["binary", "multiclass"], default="binary", help="CliniFact label view")
     data.add_argument("--text-fields", help="comma-separated text columns (files only), e.g. title,body")
     data.add_argument("--label-field", default="label", help="label column (files only)")
-    data.add_argument("--label2id", type=_pairs, help="raw label -> id, e.g. 'negative=0,positive=1'")
+    data.add_argument("--label2id", type=parse_label2id,
+                      help="raw label -> id: 'negative=0,positive=1', or JSON ('{\"negative\": 0, \"positive\": 1}')")
     data.add_argument("--verbalizers", type=_pairs, help="id -> verdict word (files only), e.g. '0=No,1=Yes'")
     data.add_argument("--question", help="task question asked after the text (files only)")
     data.add_argument("--prompt-template", type=Path, help="a PromptTemplate JSON file (overrides the options above)")
@@ -78,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--min-words", type=int, default=MIN_WORDS,
                          help="keep only explanations with at least this many words besides the verdict line")
     teacher.add_argument("--seed", type=int, default=0, help="random seed for sampled retries")
+    teacher.add_argument("--retry-rejected", "--retry_rejected", dest="retry_rejected", action="store_true",
+                         help="ask again for the rows whose cached answers were not kept (e.g. once the teacher is "
+                         "fixed) instead of reusing them")
 
     output = parser.add_argument_group("output")
     output.add_argument("--output", type=Path, required=True, help="JSON Lines file to write (plus <stem>.meta.json)")
@@ -104,7 +112,7 @@ def load_input(args: argparse.Namespace):
                             prompt_template=template, **common)
     else:
         if not args.text_fields:
-            raise ValueError("--text-fields is required for a file input.")
+            raise UsageError("--text-fields is required for a file input.")
         fields = [name.strip() for name in args.text_fields.split(",")]
         if template is None:
             verbalizers = {int(k): v for k, v in (args.verbalizers or {"0": "No", "1": "Yes"}).items()}
@@ -136,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             cache_path=args.cache or args.output.with_suffix(".cache.jsonl"),
             max_retries=args.max_retries, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, verdict_follow_up=not args.no_verdict_follow_up, min_words=args.min_words,
-            save_to=args.output,
+            retry_rejected=args.retry_rejected, save_to=args.output,
             show_progress=not args.no_progress, **instruction,
         )
-    except (ValueError, FileNotFoundError, TeacherError) as error:
+    except UsageError as error:
+        return report_usage_error("synthesize", error)
+    except (ValueError, FileNotFoundError, TeacherError) as error:  # a teacher that failed, or kept nothing
         print(f"clsgen-hf synthesize: error: {error}", file=sys.stderr)
         return 1
     from clsgen_hf.data import SynthesisReport

@@ -3,7 +3,10 @@
 The explanations become the LM-head targets of CLSGen. Only answers whose verdict (read by `VerdictFormat.read`, as
 everywhere else) equals the gold label are kept; the others are asked again with sampling, up to `max_retries`
 times. Every answer goes to a JSON Lines cache as soon as it arrives, so a restarted run asks only for what is
-missing.
+missing. An answer is cached under its question: the row, the teacher, the template, the instruction and the
+generation settings (answer budget, and the temperature of sampled retries), so changing any of them asks afresh;
+`retry_rejected=True` also asks again for the rows none of whose cached answers was kept (after a teacher is fixed).
+A class for which no explanation is kept fails the run (`TeacherError`) instead of leaving it out silently.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..verdicts import NO_VERDICT, VerdictFormat
 from .cache import AnswerCache, cache_key
-from .teachers import Conversation, Teacher
+from .teachers import Conversation, Teacher, TeacherError
 from .templates import PromptTemplate
 
 
@@ -173,6 +176,8 @@ def synthesize_explanations(
     teacher_instruction: str = DEFAULT_TEACHER_INSTRUCTION,
     verdict_follow_up: bool = True,
     min_words: int = MIN_WORDS,
+    retry_rejected: bool = False,
+    require_every_class: bool = True,
     save_to: str | Path | None = None,
     show_progress: bool = True,
 ) -> Dataset:
@@ -191,6 +196,10 @@ def synthesize_explanations(
         verdict_follow_up: when an answer states no verdict, ask the teacher for its final answer in the same
             conversation (one short extra turn) rather than dropping it; small teachers often omit the line.
         min_words: fewer words besides the verdict lines and an answer is not kept (see `accept_answer`).
+        retry_rejected: ask again for the rows none of whose cached answers is kept (instead of reusing those
+            answers), e.g. once a teacher that answered nonsense is fixed.
+        require_every_class: raise a `TeacherError` when a class keeps no explanation (nothing to learn its
+            explanations from); the cache keeps every answer, and nothing is saved.
         save_to: also write the result as JSON Lines there, and its metadata next to it (`<stem>.meta.json`).
         show_progress: show a tqdm bar per round of questions.
 
@@ -208,10 +217,35 @@ def synthesize_explanations(
     if unknown:
         raise ValueError(f"Labels {unknown} have no verbalizer in the template ({verdict_format.verbalizers}).")
 
-    asker = _Asker(teacher, AnswerCache(cache_path), batch_size, temperature, show_progress)
+    cache = AnswerCache(cache_path)
     report = SynthesisReport(verdict_format.verbalizers, rows=dict(sorted(Counter(labels).items())))
     settings = {"teacher": teacher.name, "prompt_template": prompt_template.to_dict(),
                 "teacher_instruction": teacher_instruction}
+
+    def answer_key(i: int, attempt: int) -> str:  # greedy first tries do not depend on the temperature
+        generation = {"max_new_tokens": max_new_tokens, **({"temperature": temperature} if attempt else {})}
+        return cache_key(prompts[i], labels[i], settings, generation, attempt)
+
+    def follow_up_key(key: str, answer: str) -> str:
+        return cache_key(key, "follow-up", answer, FOLLOW_UP_TOKENS)
+
+    def accepted(i: int, answer: str, follow_up: str | None) -> str | None:
+        return accept_answer(answer, labels[i], verdict_format, follow_up if verdict_follow_up else None, min_words)
+
+    def kept_from_cache(i: int) -> bool:
+        for attempt in range(max_retries + 1):
+            if (key := answer_key(i, attempt)) not in cache:
+                return False
+            answer = cache[key]["text"]
+            follow_up = cache.records.get(follow_up_key(key, answer), {}).get("text")
+            if accepted(i, answer, follow_up) is not None:
+                return True
+        return False
+
+    fresh = {i for i in range(len(labels)) if not kept_from_cache(i)} if retry_rejected else set()
+    if fresh:
+        logger.info("Asking again for the %d rows whose cached answers were not kept (retry_rejected).", len(fresh))
+    asker = _Asker(teacher, cache, batch_size, temperature, show_progress, fresh)
     kept: dict[int, str] = {}
     pending = list(range(len(labels)))
     for attempt in range(max_retries + 1):
@@ -220,17 +254,17 @@ def synthesize_explanations(
         conversations = {
             i: teacher_messages(prompts[i], labels[i], verdict_format, teacher_instruction) for i in pending
         }
-        keys = {i: cache_key(prompts[i], labels[i], settings, attempt) for i in pending}
+        keys = {i: answer_key(i, attempt) for i in pending}
         answers = asker.ask(conversations, keys, attempt, max_new_tokens, report, f"try {attempt + 1}")
         silent = [i for i in pending if verdict_follow_up and verdict_format.read(answers[i]) == NO_VERDICT]
         follow_ups = asker.ask(
             {i: follow_up_messages(conversations[i], answers[i], verdict_format) for i in silent},
-            {i: cache_key(keys[i], "follow-up") for i in silent}, attempt, FOLLOW_UP_TOKENS, report,
+            {i: follow_up_key(keys[i], answers[i]) for i in silent}, attempt, FOLLOW_UP_TOKENS, report,
             f"try {attempt + 1}, verdict follow-ups",
         )
         still = []
         for i in pending:
-            explanation = accept_answer(answers[i], labels[i], verdict_format, follow_ups.get(i), min_words)
+            explanation = accepted(i, answers[i], follow_ups.get(i))
             if explanation is None:
                 still.append(i)
                 continue
@@ -241,6 +275,8 @@ def synthesize_explanations(
         pending = still
     report.dropped = dict(sorted(Counter(labels[i] for i in pending).items()))
     logger.info("Teacher throughput: %s", report.throughput)
+    if require_every_class:
+        check_every_class_kept(report, cache_path)
 
     metadata = {**settings, "max_retries": max_retries, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "verdict_follow_up": verdict_follow_up, "min_words": min_words,
@@ -261,22 +297,39 @@ def synthesize_explanations(
     return result
 
 
+def check_every_class_kept(report: SynthesisReport, cache_path: str | Path) -> None:
+    """A `TeacherError` when some class asked for kept no explanation (a broken endpoint, a budget too short ...)."""
+    kept = {label: report.first_try.get(label, 0) + report.after_retries.get(label, 0) for label in report.rows}
+    empty = [label for label, n in report.rows.items() if n and not kept[label]]
+    if not empty:
+        return
+    per_class = ", ".join(f"{label} ({report.verbalizers[label]}) {kept[label]} of {n}" for label, n in report.rows.items())
+    raise TeacherError(
+        f"No explanation stated the gold verdict for class(es) {', '.join(map(str, empty))}; kept per class: "
+        f"{per_class}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
+        "teacher or change its settings (a changed answer budget, temperature or instruction is asked afresh), then "
+        "rerun with --retry_rejected to ask again for the rows not kept."
+    )
+
+
 @dataclass
 class _Asker:
-    """Gets answers from the cache or, in batches cached as soon as they return, from the teacher."""
+    """Gets answers from the cache or, in batches cached as soon as they return, from the teacher; rows in `fresh`
+    are asked again whatever the cache holds."""
 
     teacher: Teacher
     cache: AnswerCache
     batch_size: int
     temperature: float
     show_progress: bool
+    fresh: set[int] = field(default_factory=set)
 
     def ask(
         self, conversations: dict[int, Conversation], keys: dict[int, str], attempt: int, max_new_tokens: int,
         report: SynthesisReport, desc: str,
     ) -> dict[int, str]:
         """Row index -> answer text, for the rows of `conversations` (the first attempt greedy, later ones sampled)."""
-        todo = [i for i in conversations if keys[i] not in self.cache]
+        todo = [i for i in conversations if keys[i] not in self.cache or i in self.fresh]
         report.reused += len(conversations) - len(todo)
         if todo:
             tokens_before, start = self.teacher.generated_tokens, time.perf_counter()
@@ -293,5 +346,5 @@ class _Asker:
         return {i: self.cache[keys[i]]["text"] for i in conversations}
 
 
-__all__ = ["DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "follow_up_messages",
-           "synthesize_explanations", "teacher_messages"]
+__all__ = ["DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "check_every_class_kept",
+           "follow_up_messages", "synthesize_explanations", "teacher_messages"]

@@ -172,7 +172,11 @@ class OpenAITeacher:
                 continue
             if response.status_code >= 400:
                 raise TeacherError(f"{url} refused the request: HTTP {response.status_code}: {response.text[:500]}")
-            return response.json()
+            try:
+                return response.json()
+            except requests.JSONDecodeError as error:
+                raise TeacherError(f"{url} answered HTTP {response.status_code} with a body that is not JSON ({error}); "
+                                   f"it begins: {response.text[:200]!r}") from None
         raise TeacherError(f"{url} did not answer after {self.max_retries + 1} attempts; last error: {last}")
 
 
