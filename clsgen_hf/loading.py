@@ -10,7 +10,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from transformers import AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .modeling_clsgen import LlamaForCLSGen
 
@@ -69,12 +69,13 @@ def prepare_tokenizer(
 def load_tokenizer(
     model_name_or_path: str | Path | None = None, gguf_file: str | None = None, eos_token_id: int | None = None
 ) -> PreTrainedTokenizerBase:
-    """Load and prepare (see `prepare_tokenizer`) the tokenizer of a model; `None` loads the embedded default."""
+    """Load and prepare (see `prepare_tokenizer`) the tokenizer of a model; `None` loads the embedded default.
+
+    Without `eos_token_id`, the model config's is used (read without the weights).
+    """
     source, kwargs = resolve_model_source(model_name_or_path, gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    if eos_token_id is None and kwargs:
-        from transformers import AutoConfig
-
+    if eos_token_id is None:
         eos_token_id = AutoConfig.from_pretrained(source, **kwargs).eos_token_id
     return prepare_tokenizer(tokenizer, eos_token_id)
 

@@ -59,6 +59,40 @@ def test_validation_slice_is_stratified_and_held_out():
     assert not set(rest["i"]) & set(held["i"])
 
 
+def test_user_template_takes_label_names_verbalizers_question_and_prefix():
+    from clsgen_hf.commands.train import ScriptArguments, user_prompt_template
+    from clsgen_hf.errors import UsageError
+
+    args = ScriptArguments(train_file="t.csv", test_file="u.csv", text_fields=["note"], question="Is it benign?",
+                           label2id='["benign", "unclear", "malignant"]', verdict_prefix="Finding:")
+    template = user_prompt_template(args)
+    assert template.verdict_format.verbalizers == {0: "benign", 1: "unclear", 2: "malignant"}
+    assert template.verdict_format.line(2) == "Finding: malignant" and template.question == "Is it benign?"
+    args = ScriptArguments(train_file="t.csv", test_file="u.csv", text_fields=["note"], verbalizers=["Low", "High"])
+    assert user_prompt_template(args).verdict_format.verbalizers == {0: "Low", 1: "High"}
+    with pytest.raises(UsageError, match="each label once"):
+        user_prompt_template(ScriptArguments(train_file="t.csv", test_file="u.csv", text_fields=["n"],
+                                             verbalizers=["A", "A"]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CLINIFACT.is_dir(), reason="CliniFact is not beside the repository")
+def test_three_class_clinifact_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "clsgen_hf.cli", "train", "--clinifact_view", "multiclass", "--data_dir",
+           str(CLINIFACT), "--max_train_samples", "12", "--max_validation_samples", "9", "--max_eval_samples", "6",
+           "--max_new_tokens", "16", "--output_dir", str(out), "--gradient_accumulation_steps", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "Inconclusive", "1": "Evidence", "2": "No information"}
+    results = json.loads((out / "clsgen_results.json").read_text())
+    assert results["threshold"] is None and len(results["mean_probability"]) == 3  # argmax over three classes
+    assert {"auroc", "f1", "rli", "readability", "r_lkappa"} <= set(results)
+    assert "Decision rule stored in config.json: threshold argmax" in result.stdout
+
+
 def _rows_with_rationales(split: str, n: int, path: Path) -> None:
     """A user dataset in CSV with a human-style rationale column, built from CliniFact rows."""
     import csv

@@ -42,14 +42,16 @@ from ..data import (
     load_classification_dataset,
     load_clinifact,
     make_teacher,
+    parse_label2id,
     synthesize_explanations,
 )
 from ..calibration import Calibration
+from ..errors import UsageError
 from ..evaluation import evaluate_predictions, fit_decision_rule
 from ..inference import PROMPT_TEMPLATE_FILE, predict
-from ..loading import load_model_and_tokenizer
+from ..loading import load_model, load_tokenizer
 from ..plots import reliability_diagrams
-from ..verdicts import NO_VERDICT
+from ..verdicts import NO_VERDICT, VerdictFormat
 
 
 logger = logging.getLogger("clsgen_hf.train")
@@ -107,6 +109,22 @@ class ScriptArguments:
         default=None, metadata={"help": "With --train_file: the column(s) holding the text to classify."}
     )
     label_field: str = field(default="label", metadata={"help": "With --train_file: the column holding the label."})
+    label2id: str | None = field(
+        default=None,
+        metadata={"help": "With --train_file: raw label -> id, as JSON ('{\"neg\": 0, \"pos\": 1}'), a JSON list of "
+                  "the raw labels in id order, or neg=0,pos=1. Without it labels must be ids 0..N-1."},
+    )
+    verbalizers: list[str] | None = field(
+        default=None,
+        metadata={"help": "With --train_file: the verdict word of each label id, in id order (e.g. --verbalizers No "
+                  "Yes). Default: the --label2id names, else No Yes."},
+    )
+    question: str | None = field(
+        default=None, metadata={"help": "With --train_file: the task question asked after the text."}
+    )
+    verdict_prefix: str = field(
+        default="Answer:", metadata={"help": "With --train_file: what introduces the verdict line of an explanation."}
+    )
     explanation_column: str | None = field(
         default=None,
         metadata={
@@ -166,9 +184,12 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     output_dir = Path(training_args.output_dir)
     if not script_args.train_file:
         clinifact_dir(script_args)  # a missing folder is reported before the model is loaded
+    tokenizer = load_tokenizer(model_args.model_name_or_path)
+    train_rows, validation_rows, test_rows, template = _load_data(script_args, tokenizer)  # checked before the model
     set_seed(training_args.seed)  # before the model: `score` is initialised at load time
-    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path)
-    train_rows, validation_rows, test_rows, template = _load_data(script_args, tokenizer)
+    id2label = dict(sorted(template.verdict_format.verbalizers.items()))  # a new head gets the data's label set
+    model = load_model(model_args.model_name_or_path, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     with PartialState().main_process_first():  # one process asks the teacher; the others read its cache
         train_dataset = _explanations(script_args, train_rows, template, model, tokenizer, output_dir)
     if len(train_dataset) == 0:
@@ -250,12 +271,13 @@ def train_clsgen(
 def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Dataset, PromptTemplate]:
     """The training, validation and held-out rows, subsets first, then their prompts fitted to `max_prompt_tokens`."""
     if args.train_file:
-        template = default_prompt_template(args.text_fields)
+        template = user_prompt_template(args)
         files = {"train": args.train_file, "test": args.test_file}
         if args.validation_file:
             files["validation"] = args.validation_file
         data = load_classification_dataset(
             files, text_fields=args.text_fields, label_field=args.label_field, prompt_template=template,
+            label2id=parse_label2id(args.label2id) if args.label2id else None,
         )
     else:
         binary = args.clinifact_view == "binary"
@@ -276,6 +298,19 @@ def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Data
     logger.info("Validation rows (calibration and threshold): %d, from %s.", len(validation), source)
     logger.info("Training rows:\n%s", describe_dataset(train, tokenizer))
     return train, validation, test, template
+
+
+def user_prompt_template(args: ScriptArguments) -> PromptTemplate:
+    """The template of `--train_file` data: its text fields, question, verdict prefix and one verbalizer per label."""
+    words = args.verbalizers
+    if not words and args.label2id:
+        names = parse_label2id(args.label2id)
+        words = [name for name, _ in sorted(names.items(), key=lambda item: item[1])]
+    if words and len(set(words)) != len(words):
+        raise UsageError(f"--verbalizers must name each label once, in id order; got {words}.")
+    verdict_format = VerdictFormat(dict(enumerate(words or ["No", "Yes"])), prefix=args.verdict_prefix)
+    kwargs = {"question": args.question} if args.question else {}
+    return default_prompt_template(args.text_fields, verdict_format=verdict_format, **kwargs)
 
 
 def stratified_split(rows: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
