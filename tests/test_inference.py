@@ -214,7 +214,8 @@ class TestCommand:
         assert "--text_field" in capsys.readouterr().out
 
     @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-    def test_predicts_every_row(self, model_dir, tmp_path, suffix):
+    def test_predicts_every_row(self, model_dir, tmp_path, suffix, caplog):
+        caplog.set_level("INFO", logger="clsgen_hf")
         source = tmp_path / f"rows{suffix}"
         rows = [{**row, "label": i} for i, row in enumerate(ROWS)]
         if suffix == ".jsonl":
@@ -233,7 +234,9 @@ class TestCommand:
             written = list(csv.DictReader(output.open()))
             assert {"probability_0", "probability_1"} <= set(written[0])
         assert len(written) == 2 and written[0]["note"] == ROWS[0]["note"]
-        assert {"label", "verdict", "explanation", "input_label"} <= set(written[0])  # the gold label is kept aside
+        assert {"label", "verdict", "explanation", "input_label", "agrees"} <= set(written[0])  # gold label kept aside
+        disagreeing = sum(str(row["agrees"]).lower() == "false" for row in written)
+        assert f"{disagreeing} of 2 explanations do not state the head's label" in caplog.text
 
     def test_long_rows_are_fitted_to_the_budget_saved_with_the_template(self, tiny, model_dir, tmp_path, capsys):
         model, tokenizer = tiny

@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     outputs = [{**_keep_clear_of(row, record), **record} for row, record in zip(rows, records)]
     write_rows(outputs, args.output, num_labels=model.config.num_labels)
     logger.info("Predicted %d rows in %.1f s; wrote %s", len(rows), time.time() - started, args.output)
+    if args.max_new_tokens > 0:
+        disagreements = sum(not record["agrees"] for record in records)
+        logger.info("%d of %d explanations do not state the head's label (agrees=false): review those rows.",
+                    disagreements, len(records))
     return outputs
 
 
