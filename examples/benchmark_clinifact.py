@@ -103,6 +103,7 @@ from clsgen_hf.data import (
 from clsgen_hf.encoding import encode_examples, encode_prompts
 from clsgen_hf.loading import resolve_model_source
 from clsgen_hf.metrics import alignment_report, classification_report
+from clsgen_hf.model_card import json_safe
 from clsgen_hf.plots import pyplot, reliability_diagrams
 
 
@@ -638,7 +639,7 @@ def run(args: BenchmarkArguments, training_args: CLSGenConfig, model_args: Model
     if args.readme:
         paste_into_readme(Path(args.readme), table)
     payload = {"config": config, "results": results}
-    (output_dir / "benchmark_results.json").write_text(json.dumps(_json_safe(payload), indent=2, default=str) + "\n")
+    (output_dir / "benchmark_results.json").write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
     print("\n" + table)
     logger.info("Wrote %s in %.0f s", output_dir / "benchmark_results.md", time.time() - started)
     return payload
@@ -695,17 +696,6 @@ def _cpu_model() -> str:
     except OSError:
         return platform.processor() or platform.machine()
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
-
-
-def _json_safe(value):
-    """NaN (an empty reliability bin) as null: the JSON file stays standard."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _save_predictions(path: Path, rows: Dataset, result: MethodResult) -> None:
