@@ -11,13 +11,20 @@
 
 Defaults are sized for 2 CPU cores and the embedded SmolLM2-135M-Instruct (about 10 minutes); scale up with
 `--max_train_samples`, `--max_eval_samples`, `--num_train_epochs`, `--model_name_or_path`.
+
+Every check of the data and options runs before the model's weights load, and a failed one is one line
+(`clsgen-hf train: error: ...`, exit status 2). A run killed after a checkpoint (`--save_strategy steps`) continues
+with `--resume_from_checkpoint true` (the last checkpoint in `--output_dir`) or a checkpoint folder; an output folder
+holding checkpoints is not trained over from step 0 without it. The teacher's answers are cached in the output folder,
+so a rerun asks only for the missing ones.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import sys
 import time
+from collections import Counter
 
 import numpy as np
 from dataclasses import dataclass, field, replace
@@ -25,7 +32,8 @@ from pathlib import Path
 
 from accelerate import PartialState
 from datasets import Dataset
-from transformers import set_seed
+from transformers import AutoConfig, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..clsgen_config import CLSGenConfig
@@ -46,10 +54,12 @@ from ..data import (
     synthesize_explanations,
 )
 from ..calibration import Calibration
-from ..errors import UsageError
+from ..data.teachers import TeacherError
+from ..errors import UsageError, report_usage_error
 from ..evaluation import evaluate_predictions, fit_decision_rule
 from ..inference import PROMPT_TEMPLATE_FILE, predict
-from ..loading import load_model, load_tokenizer
+from ..loading import load_model, load_tokenizer, resolve_model_source
+from ..model_card import write_json
 from ..plots import reliability_diagrams
 from ..verdicts import NO_VERDICT, VerdictFormat
 
@@ -58,6 +68,7 @@ logger = logging.getLogger("clsgen_hf.train")
 
 SHARED_CLINIFACT = Path("../shared/data/clinifact")
 RESULTS_FILE = "clsgen_results.json"
+TEACHER_KINDS = ("self", "transformers", "openai", "vllm")
 RELIABILITY_FILE = "reliability_diagram.png"
 
 # The CPU-sized recipe: what `make demo` runs. Every value can be overridden on the command line or in `--config`.
@@ -159,11 +170,29 @@ class ScriptArguments:
     predict_batch_size: int = field(default=8, metadata={"help": "Prompts per prediction batch."})
 
 
+    allow_empty_text: bool = field(
+        default=False,
+        metadata={"help": "Skip rows whose text is empty instead of failing.", "aliases": ["--allow-empty-text"]},
+    )
+    allow_single_class: bool = field(
+        default=False,
+        metadata={"help": "Train even when every training row has the same label (warned about; the head then learns "
+                  "nothing about the other classes).", "aliases": ["--allow-single-class"]},
+    )
+    retry_rejected: bool = field(
+        default=False,
+        metadata={"help": "Ask the teacher again for the rows whose cached answers were not kept (e.g. once the "
+                  "teacher is fixed).", "aliases": ["--retry-rejected"]},
+    )
+
     def __post_init__(self):
         if self.explanation_column and self.teacher:
-            raise ValueError("Choose --explanation_column (rationales you have) or --teacher (rationales it writes).")
+            raise UsageError("Choose --explanation_column (rationales you have) or --teacher (rationales it writes).")
         if self.train_file and (not self.text_fields or not self.test_file):
-            raise ValueError("--train_file needs --test_file (held-out rows) and --text_fields (the text columns).")
+            raise UsageError("--train_file needs --test_file (held-out rows) and --text_fields (the text columns).")
+        if self.teacher and self.teacher.partition(":")[0] not in TEACHER_KINDS:
+            raise UsageError(f"--teacher {self.teacher!r}: use 'self', 'transformers[:<model>]', 'openai:<url>' or "
+                             "'vllm:<model>'.")
 
 
 def make_parser() -> TrlParser:
@@ -173,9 +202,15 @@ def make_parser() -> TrlParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    run(script_args, training_args, model_args)
+    try:
+        script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        run(script_args, training_args, model_args)
+    except UsageError as error:
+        return report_usage_error("train", error)
+    except TeacherError as error:  # the teacher failed, or kept no explanation for a class
+        print(f"clsgen-hf train: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -184,7 +219,9 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     output_dir = Path(training_args.output_dir)
     if not script_args.train_file:
         clinifact_dir(script_args)  # a missing folder is reported before the model is loaded
-    tokenizer = load_tokenizer(model_args.model_name_or_path)
+    training_args.resume_from_checkpoint = resume_checkpoint(training_args)
+    config = model_config(model_args.model_name_or_path, script_args.max_prompt_tokens)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, eos_token_id=config.eos_token_id)
     train_rows, validation_rows, test_rows, template = _load_data(script_args, tokenizer)  # checked before the model
     set_seed(training_args.seed)  # before the model: `score` is initialised at load time
     id2label = dict(sorted(template.verdict_format.verbalizers.items()))  # a new head gets the data's label set
@@ -230,7 +267,7 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
                       / len(train_dataset)).round(4).tolist(),
         mean_probability=np.mean([p["probability"] for p in predictions], axis=0).round(4).tolist(),
     )
-    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    write_json(output_dir / RESULTS_FILE, results)  # undefined numbers (one test class: AUROC) as null
     trainer.create_model_card()  # now with the evaluation table
     print(_report(results, predictions, test_rows, output_dir))
     return results
@@ -249,7 +286,7 @@ def train_clsgen(
         model, training_args, train_dataset=train_dataset, processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.time() - started
     trainer.decision_rule = None
     if validation is not None and trainer.is_world_process_zero():
@@ -277,12 +314,13 @@ def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Data
             files["validation"] = args.validation_file
         data = load_classification_dataset(
             files, text_fields=args.text_fields, label_field=args.label_field, prompt_template=template,
-            label2id=parse_label2id(args.label2id) if args.label2id else None,
+            label2id=parse_label2id(args.label2id) if args.label2id else None, allow_empty_text=args.allow_empty_text,
         )
     else:
         binary = args.clinifact_view == "binary"
         template = CLINIFACT_BINARY_TEMPLATE if binary else CLINIFACT_MULTICLASS_TEMPLATE
-        data = load_clinifact(clinifact_dir(args), view=args.clinifact_view, splits=("train", "validation", "test"))
+        data = load_clinifact(clinifact_dir(args), view=args.clinifact_view, splits=("train", "validation", "test"),
+                              allow_empty_text=args.allow_empty_text)
     template = replace(template, max_prompt_tokens=args.max_prompt_tokens)
     train = data["train"]
     if "validation" in data:
@@ -297,7 +335,75 @@ def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Data
     )
     logger.info("Validation rows (calibration and threshold): %d, from %s.", len(validation), source)
     logger.info("Training rows:\n%s", describe_dataset(train, tokenizer))
+    check_classes(train["label"], template, args.allow_single_class, "training rows")
+    column = explanation_column(args, train)
+    if column and column not in train.column_names:
+        raise UsageError(f"--explanation_column {column!r}: no such column; the columns are: {train.column_names}.")
     return train, validation, test, template
+
+
+def check_classes(labels: list[int], template: PromptTemplate, allow_single_class: bool, what: str) -> None:
+    """Refuse (or, with `allow_single_class`, warn about) rows that all have one label."""
+    counts = Counter(labels)
+    if len(counts) > 1:
+        return
+    only = next(iter(counts))
+    message = (f"All {len(labels)} {what} have the label {only} ({template.verdict_format.verbalizers.get(only)}): "
+               "the classification head cannot learn to tell classes apart from one class.")
+    if not allow_single_class:
+        raise UsageError(f"{message} Add rows of the other class(es) (--max_train_samples takes a random subset of "
+                         "the file), or pass --allow_single_class to train anyway.")
+    logger.warning("%s Training anyway (--allow_single_class).", message)
+
+
+def resume_checkpoint(training_args: CLSGenConfig) -> str | None:
+    """The checkpoint `--resume_from_checkpoint` names (`true`: the last complete one in `output_dir`), or `None`.
+
+    Without the option, an `output_dir` that holds checkpoints is refused: training from step 0 there would
+    overwrite them.
+    """
+    output_dir = Path(training_args.output_dir)
+    wanted = training_args.resume_from_checkpoint
+    last = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+    if wanted is None or str(wanted).lower() in ("", "false", "none"):
+        if last is not None:
+            raise UsageError(
+                f"{output_dir} holds checkpoints of an earlier run (up to {Path(last).name}): pass "
+                "--resume_from_checkpoint true to continue it, or a new --output_dir to start over (this transformers "
+                "has no --overwrite_output_dir)."
+            )
+        return None
+    if str(wanted).lower() == "true":
+        complete = sorted((p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+                          key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        if not complete:
+            raise UsageError(f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint-N folder; "
+                             "run without the option to start from step 0.")
+        if last is not None and Path(last) != complete[-1]:
+            logger.warning("%s is incomplete (the run was killed while saving it); resuming from %s.", last,
+                           complete[-1].name)
+        checkpoint = complete[-1]
+    else:
+        checkpoint = Path(wanted)
+        if not (checkpoint / "trainer_state.json").is_file():
+            raise UsageError(f"--resume_from_checkpoint {wanted}: not a complete checkpoint folder (no "
+                             "trainer_state.json).")
+    logger.info("Resuming from %s.", checkpoint.name)
+    return str(checkpoint)
+
+
+def model_config(model_name_or_path: str | None, max_prompt_tokens: int):
+    """The model's config, read without its weights; a prompt budget above its context length is refused."""
+    source, kwargs = resolve_model_source(model_name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--model_name_or_path {model_name_or_path}: {str(error).splitlines()[0]}") from None
+    context = getattr(config, "max_position_embeddings", None)
+    if context and max_prompt_tokens > context:
+        raise UsageError(f"--max_prompt_tokens {max_prompt_tokens} is above the context length of {source} "
+                         f"({context} tokens, max_position_embeddings): use at most {context}.")
+    return config
 
 
 def user_prompt_template(args: ScriptArguments) -> PromptTemplate:
@@ -328,7 +434,7 @@ def clinifact_dir(args: ScriptArguments) -> Path:
     """The CliniFact folder to read, or an error saying where to put the CSVs."""
     data_dir = Path(args.data_dir) if args.data_dir else SHARED_CLINIFACT
     if not (data_dir / "train.csv").is_file():
-        raise FileNotFoundError(
+        raise UsageError(
             f"No CliniFact data at {data_dir.resolve()}: put train.csv, validation.csv and test.csv there, or "
             "pass --data_dir, or use your own data with --train_file/--test_file/--text_fields."
         )
@@ -362,11 +468,8 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
     verdicts = template.verdict_format
     column = explanation_column(args, rows)
     if column:
-        if column not in rows.column_names:
-            raise ValueError(f"No column {column!r}; columns present: {rows.column_names}.")
-
         def from_rationale(row):
-            text = row[column].strip()
+            text = (row[column] or "").strip()
             if verdicts.read(text) == NO_VERDICT:
                 text = f"{text}\n{verdicts.line(row['label'])}"
             return {"completion": [{"role": "assistant", "content": text}]}
@@ -376,6 +479,11 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
         )
         logger.info("Rationales from the %r column: %d of %d rows state their gold verdict and are kept.", column,
                     len(kept), len(rows))
+        lost = sorted(set(rows["label"]) - set(kept["label"]))
+        if lost:
+            raise UsageError(f"No rationale in the {column!r} column states the gold verdict of class(es) {lost} "
+                             f"({', '.join(verdicts.verbalizers[label] for label in lost)}), so nothing teaches "
+                             "their explanations: fix the rationales, or let a teacher write them (--teacher).")
         return kept.select_columns(["prompt", "completion", "label"])
     if args.teacher in (None, "self"):
         teacher = TransformersTeacher(model=model, tokenizer=tokenizer, name=f"self:{model.config._name_or_path}")
@@ -384,7 +492,8 @@ def _explanations(args: ScriptArguments, rows: Dataset, template: PromptTemplate
     return synthesize_explanations(
         rows, teacher, prompt_template=template, cache_path=output_dir / "teacher_cache.jsonl",
         max_retries=args.teacher_retries, batch_size=args.teacher_batch_size,
-        max_new_tokens=args.teacher_max_new_tokens, save_to=output_dir / "explanations.jsonl",
+        max_new_tokens=args.teacher_max_new_tokens, retry_rejected=args.retry_rejected,
+        save_to=output_dir / "explanations.jsonl",
     )
 
 

@@ -181,10 +181,13 @@ def _builder(paths) -> str:
 def _check_split_columns(ds: DatasetDict, needed: list[str]) -> None:
     """Splits may differ in extra columns, not in the ones the prompt and label need: name the difference."""
     columns = {name: set(part.column_names) for name, part in ds.items()}
-    lacking = {name: [c for c in dict.fromkeys(needed) if c not in have] for name, have in columns.items()}
-    if not any(lacking.values()) or len(ds) < 2:
+    if len(ds) < 2:
         return
-    every = set.intersection(*columns.values())
+    every, anywhere = set.intersection(*columns.values()), set.union(*columns.values())
+    needed = [c for c in dict.fromkeys(needed) if c in anywhere - every]  # missing everywhere: `_prepare` says so
+    lacking = {name: [c for c in needed if c not in have] for name, have in columns.items()}
+    if not any(lacking.values()):
+        return
     only = "; ".join(f"{name} alone has {sorted(have - every)}" for name, have in columns.items() if have - every)
     missing = "; ".join(f"{name} lacks {cols}" for name, cols in lacking.items() if cols)
     raise UsageError(f"The splits' columns differ: {missing} ({only}). Give every split the same columns.")
