@@ -186,3 +186,34 @@ def test_killed_recipe_resumes_from_its_checkpoint_with_the_flag(models, tmp_pat
 def test_resume_true_without_a_checkpoint_is_refused(models, tmp_path, capsys):
     assert _train(models, tmp_path, "--resume_from_checkpoint", "true") == 2
     assert "holds no complete checkpoint-N folder" in _error(capsys)
+
+
+class _Teacher:
+    """A teacher that explains every gold label (or, `broken`, answers nonsense); counts the questions it gets."""
+
+    name, generated_tokens = "fake:teacher", 0
+
+    def __init__(self, broken: bool = False):
+        self.broken, self.asked = broken, 0
+
+    def generate(self, conversations, **_):
+        self.asked += len(conversations)
+        if self.broken:
+            return ["Service unavailable."] * len(conversations)
+        gold = [re.search(r'answer is "(\w+)"', messages[-1]["content"]).group(1) for messages in conversations]
+        return [f"{REASON} It is clear.\nAnswer: {word}" for word in gold]
+
+
+def test_recipe_teacher_answers_are_cached_and_a_class_kept_by_none_fails(models, tmp_path, capsys, monkeypatch):
+    teacher = _Teacher(broken=True)
+    monkeypatch.setattr(train, "make_teacher", lambda spec: teacher)
+    argv = ("--teacher", "openai:http://127.0.0.1:9/v1", "--explanation_column", "", "--max_steps", "1",
+            "--max_new_tokens", "2", "--teacher_retries", "0")
+    assert _train(models, tmp_path, *argv, model="tiny") == 1
+    assert "No explanation stated the gold verdict for class(es) 0, 1" in _error(capsys)
+    asked = teacher.asked  # answers and their follow-ups, cached in the output folder
+    teacher.broken = False
+    assert _train(models, tmp_path, *argv, model="tiny") == 1 and teacher.asked == asked  # the cache answers
+    assert _train(models, tmp_path, *argv, "--retry_rejected", model="tiny") == 0
+    assert teacher.asked == asked + 6  # the six training rows, asked again
+    assert _train(models, tmp_path, *argv, model="tiny") == 0 and teacher.asked == asked + 6  # now all cached
