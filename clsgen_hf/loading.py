@@ -71,11 +71,12 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """Load and prepare (see `prepare_tokenizer`) the tokenizer of a model; `None` loads the embedded default.
 
-    Without `eos_token_id`, the model config's is used (read without the weights).
+    Without `eos_token_id`, the model config's is used (read without the weights), when there is one: a folder
+    with a tokenizer and no model config (an adapter checkpoint) keeps the tokenizer's own.
     """
     source, kwargs = resolve_model_source(model_name_or_path, gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    if eos_token_id is None:
+    if eos_token_id is None and (kwargs or not Path(source).is_dir() or (Path(source) / "config.json").is_file()):
         eos_token_id = AutoConfig.from_pretrained(source, **kwargs).eos_token_id
     return prepare_tokenizer(tokenizer, eos_token_id)
 
