@@ -83,6 +83,7 @@ from transformers import (
 )
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+import clsgen_hf
 from clsgen_hf import CLSGenConfig, load_model, load_model_and_tokenizer, load_tokenizer, predict
 from clsgen_hf.commands.train import (
     CPU_DEFAULTS,
@@ -536,17 +537,25 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
         "`n/a`: the method writes no explanation (alignment metrics) or has no language model (retention). "
         "`NaN`: undefined on these rows (reason in `benchmark_results.json`). Language retention = base-model "
         "perplexity / method perplexity on the base model's own answers to general instructions (1 = unchanged). "
-        "Times are wall-clock seconds (train: fitting; predict: the test rows). Alignment metrics are computed at "
-        "each method's validation-tuned threshold; CLSGen's probabilities are calibrated on the validation rows "
-        "first (`clsgen_hf.calibration`). Prompting and explanation SFT read their probability right after their "
-        "own explanation's verdict prefix, so under greedy decoding it restates that verdict: their alignment is "
-        "near-perfect by construction and says nothing about faithfulness.",
+        "Times are wall-clock seconds (train: fitting; predict: the test rows). " + _decision_note(config),
         "",
         f"Command: `{config['command']}`",
         "",
     ])
     (output_dir / "benchmark_results.md").write_text(text, encoding="utf-8")
     return text
+
+
+def _decision_note(config: dict) -> str:
+    """How the run decided, from the release that made it (runs of clsgen_hf 0.1.0 recorded no version)."""
+    if "clsgen_hf" not in config["versions"]:
+        return ("This run was made by clsgen_hf 0.1.0: its alignment metrics are at threshold 0.5 (not the tuned "
+                "threshold), CLSGen's head is uncalibrated, and verdicts were read by the 0.1.0 reader.")
+    return ("Alignment metrics are computed at each method's validation-tuned threshold; CLSGen's probabilities are "
+            "calibrated on the validation rows first (`clsgen_hf.calibration`). Prompting and explanation SFT read "
+            "their probability right after their own explanation's verdict prefix, so under greedy decoding it "
+            "restates that verdict: their alignment is near-perfect by construction and says nothing about "
+            "faithfulness.")
 
 
 def paste_into_readme(readme: Path, report: str) -> None:
@@ -669,7 +678,7 @@ def _configuration(bench: Bench, splits, explained: Dataset, synthesis_seconds: 
         "arguments": asdict(bench.args),
         "training_arguments": bench.training_args.to_dict(),
         "model_arguments": asdict(bench.model_args),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "clsgen_hf": clsgen_hf.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__,
                      "scikit-learn": sklearn.__version__},
     }

@@ -71,9 +71,13 @@ def test_report_file(benchmark, tmp_path):
         "rows": {"train_asked": 16, "train": 12, "validation": 4, "test": 4},
         "budget": {"max_steps": 2, "num_train_epochs": 1.0, "per_device_train_batch_size": 4,
                    "gradient_accumulation_steps": 1, "learning_rate": 5e-4, "bf16": False},
-        "explanations": {"teacher": "self", "seconds": 1.0},
+        "explanations": {"teacher": "self", "seconds": 1.0}, "versions": {"clsgen_hf": "0.2.0"},
     }
     text = benchmark.write_report(tmp_path, results, config)
+    assert "computed at each method's validation-tuned threshold" in text and "near-perfect by construction" in text
+    (tmp_path / "old").mkdir()
+    old = benchmark.write_report(tmp_path / "old", results, {**config, "versions": {}})  # 0.1.0 recorded no version
+    assert "made by clsgen_hf 0.1.0: its alignment metrics are at threshold 0.5" in old
     assert (tmp_path / "benchmark_results.md").read_text() == text
     assert "12 of 16 training rows kept (explained by the teacher `self`)" in text and "2 steps of 4 rows" in text
     assert "Run on 2026-11-22, cpu (2 threads), in 2 minutes." in text
