@@ -28,6 +28,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM")
 CLSGEN_MODEL_TYPES = ("llama_clsgen", "llama")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+SERVING_FOLDERS = ("classifier", "generator")  # what `clsgen_hf.serving.export_serving` writes
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
 # Every name an export writes: `--overwrite` replaces only a folder that holds nothing else.
 _EXPORTED_NAMES = re.compile(
@@ -304,12 +307,7 @@ def export_model(
     _check_out_dir(out, src.path, overwrite)
     facts = _recorded(src, TRAINING_FILE) or {}
     results = _results(src, results)
-    prompt_template = _recorded(src, PROMPT_TEMPLATE_FILE)
-    template = None
-    if prompt_template:
-        from .data.templates import PromptTemplate
-
-        template = PromptTemplate.from_dict(prompt_template)
+    prompt_template, template = _prompt_template(src)
 
     model, tokenizer, base_source = _load_source(src, base_model, template)
     prompts = _validation_prompts(template)
@@ -322,9 +320,7 @@ def export_model(
         dataset_name=dataset_name or facts.get("dataset_name"), datasets=list(datasets or []),
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".partial", dir=out.parent))  # ours alone
-    try:
+    with _staged(out) as staging:
         if merge:
             _save_merged(model, tokenizer, staging)
         else:
@@ -334,9 +330,6 @@ def export_model(
             if data:
                 write_json(staging / name, data)
         _write_card(staging, form="merged" if merge else "adapter", **card)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
     report = ExportReport(
         out_dir=out, form="merged" if merge else "adapter", source=src.path, base_model=base and str(base),
@@ -347,12 +340,29 @@ def export_model(
             _validate(report, staging, prompts, reference, base_source, atol, card["repo_id"])
         except ExportError as error:
             raise ExportError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from error
+    _install(staging, out, src.path, overwrite)
+    return report
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A new folder next to `out`, ours alone, to write the export into; deleted if the writing fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        _check_out_dir(out, src.path, overwrite)  # again: the folder may have changed while the export was written
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _install(staging: Path, out: Path, source: Path, overwrite: bool) -> None:
+    """`staging` (written, validated) becomes `out`, after checking `out` again: it may have changed meanwhile."""
+    try:
+        _check_out_dir(out, source, overwrite)
     except ExportError as error:
         raise ExportError(f"{error}\nThe export was left in {staging}.") from None
     _move_into_place(staging, out)
-    return report
 
 
 def _write_card(folder: Path, *, form: str, peft_config, repo_id: str, base_model, **facts) -> None:
@@ -383,17 +393,31 @@ def _check_out_dir(out: Path, source: Path, overwrite: bool) -> None:
         raise ExportError(f"{out} is a file: choose a folder.")
     if not overwrite:
         raise ExportError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
-                     if p.is_symlink() or not p.is_file() or not _EXPORTED_NAMES.fullmatch(p.name))
-    try:
-        config = read_json(out / CONFIG_FILE)
-    except ValueError:  # not JSON: not an export either
-        config = None
-    if foreign or not isinstance(config, dict) or config.get("model_type") != "llama_clsgen":
-        what = f"holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}" if foreign else \
-            f"has no CLSGen {CONFIG_FILE}"
+    what = _not_an_export(out)
+    if what:
         raise ExportError(f"--overwrite replaces only a folder written by an export, and {out} {what}: move what you "
                           "want to keep, or choose another folder.")
+
+
+def _not_an_export(folder: Path, model_type: str = "llama_clsgen") -> str | None:
+    """What in `folder` an export did not write (`None`: nothing): a merged or adapter export holds only exported
+    names and a `model_type` config; a serving export holds `SERVING_FOLDERS`, each such a folder of a plain Llama."""
+    entries = sorted(folder.iterdir())
+    if model_type == "llama_clsgen" and [p.name for p in entries] == sorted(SERVING_FOLDERS) and all(
+        p.is_dir() and not p.is_symlink() for p in entries
+    ):
+        return next((f"has {p.name}/, which {why}" for p in entries if (why := _not_an_export(p, "llama"))), None)
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in entries
+                     if p.is_symlink() or not p.is_file() or not _EXPORTED_NAMES.fullmatch(p.name))
+    if foreign:
+        return f"holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}"
+    try:
+        config = read_json(folder / CONFIG_FILE)
+    except ValueError:  # not JSON: not an export either
+        config = None
+    if not isinstance(config, dict) or config.get("model_type") != model_type:
+        return f"has no {'CLSGen' if model_type == 'llama_clsgen' else 'Llama'} {CONFIG_FILE}"
+    return None
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -500,6 +524,16 @@ def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
 def _set_generation_tokens(model, tokenizer) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def _prompt_template(src: SourceFolder):
+    """(the recorded `clsgen_prompt.json` data, its `PromptTemplate`), or `(None, None)`."""
+    data = _recorded(src, PROMPT_TEMPLATE_FILE)
+    if not data:
+        return None, None
+    from .data.templates import PromptTemplate
+
+    return data, PromptTemplate.from_dict(data)
 
 
 def _recorded(src: SourceFolder, name: str) -> Any:

@@ -11,9 +11,13 @@ EPILOG = """examples:
   clsgen-hf export outputs/run/checkpoint-12 exports/my-model          # merged: transformers alone loads it
   clsgen-hf export outputs/run exports/my-model --repo_id me/my-model  # the card's snippet loads me/my-model
   clsgen-hf export outputs/run/checkpoint-12 exports/my-adapter --no-merge --base_model HuggingFaceTB/SmolLM2-135M-Instruct
+  clsgen-hf export outputs/run exports/my-serving --format serving    # classifier/ + generator/ for vLLM, no remote code
 
 The merged folder loads with AutoModel.from_pretrained(folder, trust_remote_code=True); the adapter folder with
 PEFT on top of its base model (its README.md shows how). Upload either with `hf upload <repo_id> <folder>`.
+--format serving writes OUT_DIR/classifier (LlamaForSequenceClassification, calibration folded into `score`) and
+OUT_DIR/generator (LlamaForCausalLM), standard architectures that engines such as vLLM serve (README: Serving); the
+card options do not apply to it.
 """
 
 
@@ -35,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--merge", action=argparse.BooleanOptionalAction, default=True,
         help="merge the LoRA adapter into one model.safetensors (default), or keep the adapter (--no-merge)",
+    )
+    parser.add_argument(
+        "--format", choices=("merged", "adapter", "serving"),
+        help="merged (default; --no-merge: adapter), adapter, or serving: two folders of standard transformers "
+        "architectures (OUT_DIR/classifier, OUT_DIR/generator) that need no remote code",
     )
     parser.add_argument(
         "--base_model",
@@ -64,13 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from ..errors import UsageError, report_usage_error
     from ..export import export_model  # the heavy imports, after --help
+    from ..serving import export_serving
 
     try:
-        report = export_model(
-            args.source, args.out_dir, merge=args.merge, base_model=args.base_model, results=args.results,
-            repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets, overwrite=args.overwrite,
-            validate=args.validate, atol=args.atol,
-        )
+        if args.format == "serving":
+            report = export_serving(args.source, args.out_dir, base_model=args.base_model, overwrite=args.overwrite,
+                                    validate=args.validate, atol=args.atol)
+        else:
+            report = export_model(
+                args.source, args.out_dir, merge=args.merge and args.format != "adapter", base_model=args.base_model,
+                results=args.results, repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets,
+                overwrite=args.overwrite, validate=args.validate, atol=args.atol,
+            )
     except UsageError as error:  # ExportError included
         return report_usage_error("export", error)
     print(report)

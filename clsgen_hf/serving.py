@@ -1,0 +1,199 @@
+"""A CLSGen model as two folders of standard transformers architectures, for engines that run neither our code nor
+remote code (vLLM, `transformers serve`): `export_serving`, behind `clsgen-hf export --format serving`.
+
+- `classifier/`: a `LlamaForSequenceClassification` (backbone + `score`), the calibration map folded into `score`,
+  `cls_threshold` and `id2label` in its config;
+- `generator/`: a `LlamaForCausalLM` (backbone + `lm_head`) with the generation config;
+
+each with the tokenizer (chat template) and, when the source has one, `clsgen_prompt.json`.
+
+The fold. CLSGen's probabilities are `softmax(scale * (W h + b) + bias)`. `LlamaForSequenceClassification.score` is
+`nn.Linear(hidden, num_labels, bias=False)` (transformers' `GenericForSequenceClassification`; no config option; vLLM's
+`as_seq_cls_model` too), and no bias-free map of the final RMS-normalised hidden state `h` can add one (no component
+of `h` is constant). So `score.weight = scale * W` (exact), and `b' = scale * b + bias` stays outside: softmax ignores
+a shift common to all classes, so only `b' - b'[0]` matters. When it is zero (the head has no per-class offset: e.g.
+no head bias and temperature scaling) the classifier's own softmax is the calibrated probability. Otherwise its config
+stores `cls_logit_bias = b' - b'[0]` and the calibrated probability is `softmax(logits + cls_logit_bias)`, which a
+client computes from the engine's raw logits; the engine's own softmax is then not calibrated.
+
+The pooled token. `LlamaForSequenceClassification` reads the rightmost token whose id is not `config.pad_token_id`
+(attention mask ignored); CLSGen reads the last attended token. For left and right padding alike they are the same
+token unless the prompt ends in the pad token. Prompts end in the chat template's generation prompt (SmolLM2:
+`<|im_start|>assistant\\n`, last token `\\n`; its pad is `<|im_end|>`), so the classifier keeps the tokenizer's pad token
+unless that is the prompts' last token; then it gets another (unk, eos or bos) in its config and its tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+from .configuration_clsgen import LlamaCLSGenConfig
+from .export import (  # the export machinery: loading, output-folder rules, staging
+    CONFIG_FILE, SERVING_FOLDERS, ExportError, _check_out_dir, _encode, _install, _load_source, _prompt_template,
+    _set_generation_tokens, _staged, _validation_prompts, inspect_source,
+)
+from .model_card import PROMPT_TEMPLATE_FILE, read_json, write_json
+
+
+CLSGEN_ONLY = {*LlamaCLSGenConfig.__dataclass_fields__} - {*LlamaConfig.__dataclass_fields__}
+_NOT_COPIED = {"auto_map", "clsgen_modeling_version", "model_type", "transformers_version", "architectures"}
+
+
+@dataclass
+class ServingReport:
+    """What `export_serving` wrote and how the reloaded folders compared with the source."""
+
+    out_dir: Path
+    source: Path
+    cls_logit_bias: list[float] | None
+    pad_token: str
+    validated: bool = False
+    max_abs_diff: float | None = None
+    n_prompts: int = 0
+    explanation: str | None = None
+
+    def __str__(self) -> str:
+        lines = [f"Exported {self.source} -> {self.out_dir}/classifier (LlamaForSequenceClassification), "
+                 f"{self.out_dir}/generator (LlamaForCausalLM); no remote code; classifier pad token {self.pad_token!r}",
+                 "calibration folded into score: softmax(classifier logits) is the calibrated probability"
+                 if self.cls_logit_bias is None else "score holds no bias: calibrated probability = softmax(logits + "
+                 f"cls_logit_bias), cls_logit_bias = {[round(b, 6) for b in self.cls_logit_bias]} (classifier/"
+                 "config.json): ask the engine for raw logits"]
+        lines.append(f"validation: reloaded with AutoModelForSequenceClassification / AutoModelForCausalLM (float32); "
+                     f"max |probability - source| = {self.max_abs_diff:.2e} over {self.n_prompts} prompts (alone, "
+                     f"left- and right-padded); greedy explanation as the source's: {self.explanation!r}"
+                     if self.validated else "validation: skipped")
+        return "\n".join(lines)
+
+
+def export_serving(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    base_model: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    validate: bool = True,
+    atol: float = 1e-5,
+) -> ServingReport:
+    """Write `out_dir/classifier` and `out_dir/generator` from a checkpoint, adapter (merged here) or CLSGen model
+    folder, with the output-folder rules of `clsgen_hf.export.export_model`; `validate` reloads both with plain Auto
+    classes and compares probabilities (to `atol`) and a greedy explanation with the source's."""
+    src = inspect_source(source)
+    out = Path(out_dir)
+    _check_out_dir(out, src.path, overwrite)
+    prompt_template, template = _prompt_template(src)
+    model, tokenizer, _ = _load_source(src, base_model, template)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    prompts = [_encode(tokenizer, messages) for messages in _validation_prompts(template)]
+    classifier, classifier_tokenizer, bias = _classifier(model, tokenizer, prompts)
+    generator = _plain(LlamaForCausalLM, model, exclude=("score.",))
+    generator.generation_config = copy.deepcopy(model.generation_config)
+    _set_generation_tokens(generator, tokenizer)
+
+    with _staged(out) as staging:
+        for name, plain, plain_tokenizer in zip(SERVING_FOLDERS, (classifier, generator),
+                                                (classifier_tokenizer, tokenizer)):
+            plain.save_pretrained(staging / name)
+            plain_tokenizer.save_pretrained(staging / name)
+            if prompt_template:
+                write_json(staging / name / PROMPT_TEMPLATE_FILE, prompt_template)
+    report = ServingReport(out, src.path, bias, classifier_tokenizer.pad_token)
+    if validate:
+        try:
+            _validate(report, staging, model, prompts, atol)
+        except ExportError as error:
+            raise ExportError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from error
+    _install(staging, out, src.path, overwrite)
+    return report
+
+
+def _plain(model_class, model, exclude: tuple[str, ...], weights: dict | None = None, **config_changes):
+    """`model_class` holding `model`'s tensors (shared, not copied) but those under `exclude`, replaced or completed by
+    `weights`, with a plain Llama config (no CLSGen fields, no `auto_map`) updated with `config_changes`."""
+    data = {k: v for k, v in model.config.to_dict().items() if k not in CLSGEN_ONLY | _NOT_COPIED}
+    config = LlamaConfig(**{**data, **config_changes})
+    config.architectures = [model_class.__name__]
+    with torch.device("meta"):
+        plain = model_class(config)
+    kept = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith(exclude)}
+    plain.load_state_dict({**kept, **(weights or {})}, assign=True)  # strict: every parameter, no other
+    return plain.eval()
+
+
+def _classifier(model, tokenizer, prompts: list[list[int]]):
+    """(classifier, its tokenizer, `cls_logit_bias` or `None`): `score` scaled, the bias folded as far as it goes."""
+    config = model.config
+    weight = model.score.weight.detach().double() * config.cls_logit_scale
+    bias = model.score.bias.detach().double() * config.cls_logit_scale
+    if config.cls_logit_bias is not None:
+        bias = bias + torch.tensor(config.cls_logit_bias, dtype=torch.float64)
+    bias = bias - bias[0]  # softmax ignores a shift common to all classes
+    bias = None if bool((bias == 0).all()) else bias.tolist()
+    pad = _pooling_pad(tokenizer, {ids[-1] for ids in prompts})
+    classifier_tokenizer = tokenizer
+    if pad != tokenizer.pad_token_id:
+        classifier_tokenizer = copy.deepcopy(tokenizer)
+        classifier_tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    classifier = _plain(
+        LlamaForSequenceClassification, model, exclude=("lm_head.", "score."),
+        weights={"score.weight": weight.to(model.score.weight.dtype)}, pad_token_id=pad,
+        cls_threshold=config.cls_threshold, cls_logit_bias=bias,
+    )
+    return classifier, classifier_tokenizer, bias
+
+
+def _pooling_pad(tokenizer, last_tokens: set[int]) -> int:
+    """A pad id that no prompt ends in, so that the classifier pools the last prompt token: the tokenizer's own pad
+    token if it can be, else unk, eos or bos."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
+        if candidate is not None and candidate not in last_tokens:
+            return candidate
+    raise ExportError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the sequence "
+                      "classifier could not find the last prompt token in a padded batch.")
+
+
+@torch.no_grad()
+def _validate(report: ServingReport, folder: Path, model, prompts: list[list[int]], atol: float) -> None:
+    """Reload both folders as an engine user would (plain Auto classes, no remote code) and compare with `model`."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    for name in SERVING_FOLDERS:
+        config = read_json(folder / name / CONFIG_FILE)
+        code = sorted(p.name for p in (folder / name).glob("*.py"))
+        if "auto_map" in config or code or config.get("model_type") != "llama":
+            raise ExportError(f"{folder / name} needs remote code (auto_map: {config.get('auto_map')}, files: {code}).")
+    model = model.float()  # both sides in float32: what is compared is the fold and the pooled token
+    load = dict(dtype=torch.float32, device_map=model.device)
+    classifier = AutoModelForSequenceClassification.from_pretrained(folder / "classifier", **load).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder / "classifier")
+    bias = torch.tensor(report.cls_logit_bias or 0.0, device=model.device)
+    worst = 0.0
+    batches = [[ids] for ids in prompts] + [prompts, prompts]
+    for batch, side in zip(batches, ["left"] * (len(batches) - 1) + ["right"]):
+        tokenizer.padding_side = side
+        inputs = tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(model.device)
+        probabilities = (classifier(**inputs).logits + bias).softmax(-1)
+        worst = max(worst, float((probabilities - model(**inputs).cls_probabilities).abs().max()))
+    if not worst <= atol:
+        raise ExportError(f"The exported classifier's probabilities differ from the source's by up to {worst:.2e} "
+                          f"(tolerance {atol:.0e}).")
+    generator = AutoModelForCausalLM.from_pretrained(folder / "generator", **load).eval()
+    ids = torch.tensor([prompts[0]], device=model.device)
+    greedy = dict(attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    expected = model.classify_and_generate(ids, **greedy).sequences
+    generated = generator.generate(ids, **greedy)
+    if not torch.equal(generated, expected):
+        raise ExportError(f"The exported generator's greedy tokens {generated[0, ids.shape[1]:].tolist()} differ from "
+                          f"the source's {expected[0, ids.shape[1]:].tolist()}.")
+    report.explanation = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+    report.max_abs_diff, report.n_prompts, report.validated = worst, len(prompts), True
+
+
+__all__ = ["ServingReport", "export_serving"]
