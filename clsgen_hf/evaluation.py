@@ -28,7 +28,7 @@ def fit_decision_rule(
 ) -> dict:
     """Fit the calibration map and (binary) threshold of `model`'s head on validation prompts; store both in its config.
 
-    Only the head runs (one prefill per prompt, no generation). Returns `calibration` (`Calibration.to_dict`),
+    Only the head runs (one prefill per prompt, no generation). Returns `calibration` (the fitted `Calibration`),
     `threshold` (`None` for N classes) and `validation_rows`.
     """
     Calibration().store(model)  # fit on the raw head
@@ -40,7 +40,7 @@ def fit_decision_rule(
     calibration.store(model)
     calibrated = calibration.probabilities(logits)
     threshold = tune_and_store_threshold(model, calibrated, labels) if calibrated.shape[1] == 2 else None
-    return {"calibration": calibration.to_dict(), "threshold": threshold, "validation_rows": len(labels)}
+    return {"calibration": calibration, "threshold": threshold, "validation_rows": len(labels)}
 
 
 def evaluate_predictions(

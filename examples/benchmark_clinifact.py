@@ -343,7 +343,7 @@ def run_clsgen(bench: Bench, base_lm) -> MethodResult:
     training_args.output_dir = str(bench.output_dir / "clsgen")
     model = load_model(bench.base)
     # Calibration and threshold come from the head alone on the validation rows and are saved with the model.
-    _, train_seconds = train_clsgen(model, bench.tokenizer, bench.train, bench.template, training_args, bench.model_args,
+    _, train_seconds, _ = train_clsgen(model, bench.tokenizer, bench.train, bench.template, training_args, bench.model_args,
                                     validation=bench.validation, batch_size=bench.args.predict_batch_size)
     del model
     model, tokenizer = load_model_and_tokenizer(training_args.output_dir)

@@ -19,12 +19,12 @@ def test_fit_decision_rule_stores_calibration_then_threshold(smollm2_tokenizer):
         model.score.bias.copy_(torch.tensor([2.0, -2.0]))  # a head far below the base rate of its rows
     rows = toy_dataset(40)
     rule = fit_decision_rule(model, smollm2_tokenizer, rows["prompt"], rows["label"], batch_size=8)
-    assert rule["validation_rows"] == 40 and rule["calibration"]["method"] in ("none", "temperature", "platt")
+    assert rule["validation_rows"] == 40 and rule["calibration"].method in ("none", "temperature", "platt")
     assert model.config.cls_threshold == pytest.approx(rule["threshold"])
-    assert model.config.cls_logit_scale == pytest.approx(rule["calibration"]["scale"])
+    assert model.config.cls_logit_scale == pytest.approx(rule["calibration"].scale)
     records = predict(model, smollm2_tokenizer, rows["prompt"], max_new_tokens=0, show_progress=False)
     mean = np.mean([r["probability"][1] for r in records])
-    assert rule["calibration"]["method"] != "platt" or abs(mean - 0.5) < 0.15  # the shift is undone
+    assert rule["calibration"].method != "platt" or abs(mean - 0.5) < 0.15  # the shift is undone
     assert all(r["label"] == int(r["probability"][1] >= rule["threshold"]) for r in records)
 
 

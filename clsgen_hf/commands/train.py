@@ -53,7 +53,6 @@ from ..data import (
     parse_label2id,
     synthesize_explanations,
 )
-from ..calibration import Calibration
 from ..data.teachers import TeacherError
 from ..errors import UsageError, report_usage_error
 from ..evaluation import evaluate_predictions, fit_decision_rule
@@ -236,13 +235,12 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
             "(--teacher), or your own rationales (--explanation_column)."
         )
 
-    trainer, train_seconds = train_clsgen(
+    trainer, train_seconds, rule = train_clsgen(
         model, tokenizer, train_dataset, template, training_args, model_args, validation=validation_rows,
         batch_size=script_args.predict_batch_size,
     )
     if not trainer.is_world_process_zero():
         return {}
-    rule = trainer.decision_rule
 
     trainer.model.eval()
     started = time.time()
@@ -251,7 +249,7 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
         batch_size=script_args.predict_batch_size, max_new_tokens=script_args.max_new_tokens,
         max_prompt_tokens=script_args.max_prompt_tokens,
     )
-    calibration = Calibration(**{k: v for k, v in rule["calibration"].items() if k != "temperature"})
+    calibration = rule["calibration"]
     results = evaluate_predictions(
         predictions, test_rows["label"], verdict_format=template.verdict_format,
         threshold=trainer.model.config.cls_threshold, calibration=calibration,
@@ -260,7 +258,7 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
     reliability_diagrams({"raw head": before, "calibrated head": results}, output_dir / RELIABILITY_FILE)
     results = {key: value for key, value in results.items() if key not in ("reliability", "before_calibration")}
     results.update(
-        before_calibration={key: before[key] for key in ("brier", "ece", "log_loss")}, calibration=rule["calibration"],
+        before_calibration={key: before[key] for key in ("brier", "ece", "log_loss")}, calibration=calibration.to_dict(),
         validation_rows=len(validation_rows), train_rows=len(train_dataset), test_rows=len(test_rows),
         train_seconds=round(train_seconds, 1), predict_seconds=round(time.time() - started, 1),
         class_shares=(np.bincount(train_dataset["label"], minlength=len(predictions[0]["probability"]))
@@ -276,10 +274,11 @@ def run(script_args: ScriptArguments, training_args: CLSGenConfig, model_args: M
 def train_clsgen(
     model, tokenizer, train_dataset: Dataset, template: PromptTemplate, training_args: CLSGenConfig,
     model_args: ModelConfig, validation: Dataset | None = None, batch_size: int = 8,
-) -> tuple[CLSGenTrainer, float]:
-    """Steps 3-4: LoRA-train both heads; given `validation` rows, fit the decision rule (`fit_decision_rule`,
-    kept as `trainer.decision_rule`); then save the model (merged by default, with the rule in its config) and its
-    prompt template to `training_args.output_dir`. Returns the trainer and the training time in seconds."""
+) -> tuple[CLSGenTrainer, float, dict | None]:
+    """Steps 3-4: LoRA-train both heads; given `validation` rows, fit the decision rule (`fit_decision_rule`); then
+    save the model (merged by default, with the rule in its config) and its prompt template to
+    `training_args.output_dir`. Returns the trainer, the training time in seconds and the rule (`None` without
+    validation rows)."""
     _set_labels(model, template)
     started = time.time()
     trainer = CLSGenTrainer(
@@ -288,21 +287,20 @@ def train_clsgen(
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.time() - started
-    trainer.decision_rule = None
+    rule = None
     if validation is not None and trainer.is_world_process_zero():
         trainer.model.eval()
-        trainer.decision_rule = fit_decision_rule(
+        rule = fit_decision_rule(
             trainer.model, tokenizer, validation["prompt"], validation["label"], batch_size=batch_size,
             max_prompt_tokens=template.max_prompt_tokens,
         )
         logger.info("Decision rule from %d validation rows: %s calibration (temperature %.3f, bias %s), threshold %s.",
-                    len(validation), trainer.decision_rule["calibration"]["method"],
-                    trainer.decision_rule["calibration"]["temperature"], trainer.decision_rule["calibration"]["bias"],
-                    trainer.decision_rule["threshold"])
+                    len(validation), rule["calibration"].method, rule["calibration"].temperature,
+                    rule["calibration"].bias, rule["threshold"])
     trainer.save_model()
     if trainer.is_world_process_zero():
         template.to_json_file(Path(training_args.output_dir) / PROMPT_TEMPLATE_FILE)
-    return trainer, train_seconds
+    return trainer, train_seconds, rule
 
 
 def _load_data(args: ScriptArguments, tokenizer) -> tuple[Dataset, Dataset, Dataset, PromptTemplate]:
