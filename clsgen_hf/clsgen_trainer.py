@@ -23,9 +23,9 @@ from transformers import EvalPrediction
 from trl import SFTTrainer
 
 from .clsgen_config import CLSGenConfig
-from .encoding import encode_examples
 from .loading import load_model
 from .metrics import classification_report
+from .prompt_template import encode_example
 
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class CLSGenTrainer(SFTTrainer):
 
     # ------------------------------------------------------------------ data
     def _prepare_dataset(self, dataset, processing_class, args: CLSGenConfig, packing, formatting_func, dataset_name):
-        """Validate the rows and tokenize them into CLSGen features (see `encode_examples`)."""
+        """Validate the rows and tokenize them into CLSGen features (see `clsgen_hf.prompt_template.encode_example`)."""
         if not isinstance(dataset, Dataset):
             raise TypeError(f"The {dataset_name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
         if "cls_positions" in dataset.column_names:  # already prepared
@@ -172,13 +172,14 @@ class CLSGenTrainer(SFTTrainer):
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
 
         def encode(batch):
-            encoded = encode_examples(tokenizer, batch["prompt"], batch["completion"], args.max_length)
+            encoded = [encode_example(tokenizer, prompt, completion, args.max_length)
+                       for prompt, completion in zip(batch["prompt"], batch["completion"], strict=True)]
             return {
-                "input_ids": encoded.input_ids,
-                "labels": encoded.labels,
-                "cls_positions": encoded.cls_positions,
+                "input_ids": [e.input_ids for e in encoded],
+                "labels": [e.labels for e in encoded],
+                "cls_positions": [e.cls_position for e in encoded],
                 "cls_labels": batch[args.label_column],
-                "truncated": encoded.truncated,
+                "truncated": [e.truncated for e in encoded],
             }
 
         prepared = dataset.map(
@@ -191,8 +192,8 @@ class CLSGenTrainer(SFTTrainer):
         n_truncated = sum(prepared["truncated"])
         if n_truncated:
             logger.warning(
-                "%d of %d %s rows exceed max_length=%d: the middle of their prompt was cut (question and explanation "
-                "kept).", n_truncated, len(prepared), dataset_name, args.max_length,
+                "%d of %d %s rows exceed max_length=%d: the end of their explanation was cut (the prompt is kept "
+                "whole, as inference sees it).", n_truncated, len(prepared), dataset_name, args.max_length,
             )
         prepared = prepared.remove_columns("truncated")
         if args.shuffle_dataset:

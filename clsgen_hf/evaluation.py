@@ -8,12 +8,15 @@ rule: classification, calibration before and after, and the alignment of the exp
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
+from datasets import Dataset
 
 from .calibration import Calibration, fit_calibration
 from .inference import predict, tune_and_store_threshold
+from .prompt_template import PromptTemplate
 from .metrics import alignment_report, classification_report, positive_scores
 from .verdicts import VerdictFormat
 
@@ -71,4 +74,22 @@ def evaluate_predictions(
     return results
 
 
-__all__ = ["evaluate_predictions", "fit_decision_rule"]
+def evaluate_model(
+    model, tokenizer, rows: Dataset, prompt_template: PromptTemplate, *, calibration: Calibration | None = None,
+    batch_size: int = 8, max_new_tokens: int = 128,
+) -> tuple[dict, list[dict]]:
+    """Predict `rows` (probability and explanation, at the model's stored rule) and score them with
+    `evaluate_predictions`; also how long prediction took and the mean probability per class. Returns the numbers
+    and the `predict` records."""
+    started = time.time()
+    records = predict(model, tokenizer, rows["prompt"], prompt_template=prompt_template, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens)
+    threshold = getattr(model.config, "cls_threshold", None)
+    results = evaluate_predictions(records, rows["label"], verdict_format=prompt_template.verdict_format,
+                                   threshold=0.5 if threshold is None else threshold, calibration=calibration)
+    results["predict_seconds"] = round(time.time() - started, 1)
+    results["mean_probability"] = np.mean([r["probability"] for r in records], axis=0).round(4).tolist()
+    return results, records
+
+
+__all__ = ["evaluate_model", "evaluate_predictions", "fit_decision_rule"]

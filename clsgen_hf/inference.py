@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .encoding import Messages, encode_prompts
 from .loading import prepare_tokenizer
-from .metrics import tune_threshold
+from .metrics import head_labels, positive_scores, tune_threshold
 from .modeling_clsgen import CACHE_FIELD
+from .prompt_template import Messages, PromptTemplate, encode_prompts
 from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
-
-
-PROMPT_TEMPLATE_FILE = "clsgen_prompt.json"
-"""The `PromptTemplate` saved next to a trained model (`clsgen-hf train`); the pipeline and `clsgen-hf predict` use it."""
 
 ProbabilitySource = Literal["head", "verdict"]
 
@@ -42,7 +36,7 @@ def predict(
     tokenizer: PreTrainedTokenizerBase,
     inputs: Sequence[str | Messages | Mapping[str, Any]],
     *,
-    prompt_template=None,
+    prompt_template: PromptTemplate | None = None,
     verbalizers: Mapping[int, str] | None = None,
     probability_from: ProbabilitySource = "head",
     batch_size: int = 8,
@@ -58,15 +52,16 @@ def predict(
         model: a `LlamaForCLSGen` (or a PEFT model wrapping one). With `probability_from="verdict"`, any causal LM;
             with `max_new_tokens=0`, also a `*ForSequenceClassification` model.
         tokenizer: its tokenizer (see `prepare_tokenizer`).
-        inputs: prompts as text or chat messages, or rows (mappings) turned into prompts by `prompt_template`.
-        prompt_template: a `clsgen_hf.data.PromptTemplate`, needed for rows; its verdict format reads the verdicts.
+        inputs: prompts as text or chat messages, or rows (mappings) that `prompt_template` renders and fits to its
+            token budget (see `clsgen_hf.prompt_template.encode_prompts`).
+        prompt_template: needed for rows; its verdict format reads the verdicts.
         verbalizers: label id -> verdict word, in place of the template's (whose prefix stays), default
             `{0: "No", 1: "Yes"}`.
         probability_from: `"head"` (the classification head, read from the prefill) or `"verdict"` (the LM's
             next-token probabilities of the verbalizers after the explanation and the verdict prefix).
         batch_size: prompts per batch (left-padded).
         max_new_tokens: explanation budget; 0 gives probabilities only (explanation `""`, verdict -1).
-        max_prompt_tokens: longer prompts lose their middle (as in training).
+        max_prompt_tokens: the token budget rows are fitted to, in place of the template's.
         threshold: binary decision threshold; default the model's `config.cls_threshold` (0.5 if it has none).
         generate_kwargs: passed to `generate` (greedy unless `do_sample=True`).
 
@@ -75,26 +70,18 @@ def predict(
         `label` (decision at `threshold`), `explanation`, `verdict` (label read from the explanation, -1 if none)
         and `agrees` (`verdict == label`: false when the explanation states another label or none).
     """
-    prompts = [_as_prompt(item, prompt_template, position) for position, item in enumerate(inputs)]
-    if not prompts:
+    if not inputs:
         raise ValueError("Nothing to predict: `inputs` is empty.")
     predictor = _BatchPredictor(
         model, tokenizer, verdict_format=_verdict_format(prompt_template, verbalizers),
         probability_from=probability_from, max_new_tokens=max_new_tokens, threshold=threshold,
         generate_kwargs=generate_kwargs,
     )
-    ids, _ = encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    ids = encode_prompts(tokenizer, inputs, prompt_template, max_prompt_tokens)
     records = []
     for start in tqdm(range(0, len(ids), batch_size), desc="Predicting", disable=not show_progress, unit="batch"):
         records.extend(predictor(ids[start : start + batch_size]))
     return records
-
-
-def decide(probability: Sequence[float], threshold: float = 0.5) -> int:
-    """The head's label: positive-class probability against `threshold` (binary), else the most probable class."""
-    if len(probability) == 2:
-        return int(probability[1] >= threshold)
-    return int(max(range(len(probability)), key=probability.__getitem__))
 
 
 def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, labels: ArrayLike) -> float:
@@ -111,19 +98,12 @@ def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, l
     Returns:
         The threshold.
     """
-    probs = np.asarray(probabilities, dtype=float)
+    probs = positive_scores(probabilities)
     if probs.ndim == 2:
-        if probs.shape[1] != 2:
-            raise ValueError(f"Threshold tuning is for binary models; got {probs.shape[1]} classes.")
-        probs = probs[:, 1]
+        raise ValueError(f"Threshold tuning is for binary models; got {probs.shape[1]} classes.")
     threshold = tune_threshold(probs, labels)
     _unwrap(model).config.cls_threshold = threshold
     return threshold
-
-
-def strip_verdict(explanation: str, verdict_format: VerdictFormat) -> str:
-    """The reasoning of an explanation: its lines before the first verdict line (`VerdictFormat.strip`)."""
-    return verdict_format.strip(explanation)
 
 
 class _BatchPredictor:
@@ -158,8 +138,9 @@ class _BatchPredictor:
         else:
             probabilities, explanations = self._from_verdict(input_ids, attention_mask)
         records = []
-        for probability, explanation in zip(probabilities.tolist(), explanations):
-            label, verdict = decide(probability, self.threshold), self.verdict_format.read(explanation)
+        labels = head_labels(probabilities.cpu().numpy(), self.threshold).tolist()
+        for probability, label, explanation in zip(probabilities.tolist(), labels, explanations):
+            verdict = self.verdict_format.read(explanation)
             # A head and an explanation that disagree (or an explanation without a verdict) need a human look.
             records.append({"probability": probability, "label": label, "explanation": explanation, "verdict": verdict,
                             "agrees": verdict == label})
@@ -205,7 +186,7 @@ class _BatchPredictor:
                 cache.crop(-extra)  # back to the prompt alone
         continuations = []
         for explanation in explanations:
-            reasoning = strip_verdict(explanation, self.verdict_format)
+            reasoning = self.verdict_format.strip(explanation)
             continuations.append(f"{reasoning}\n{self.verdict_format.prefix}" if reasoning else self.verdict_format.prefix)
         ids = self.tokenizer(continuations, add_special_tokens=False)["input_ids"]
         tail_ids, tail_mask = left_pad(ids, self.tokenizer.pad_token_id, input_ids.device)
@@ -251,41 +232,12 @@ def _unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _as_prompt(item, prompt_template, position: int) -> str | Messages:
-    if hasattr(item, "messages"):  # the pipeline's wrapper of one conversation
-        return item.messages
-    if isinstance(item, Mapping):
-        if "prompt" in item:
-            return item["prompt"]
-        if prompt_template is None:
-            raise ValueError(
-                f"Input {position} is a row without a `prompt`; pass `prompt_template` to build prompts from its "
-                f"fields (present: {sorted(item)})."
-            )
-        missing = [name for name in prompt_template.fields if name not in item]
-        if missing:
-            raise ValueError(f"Input {position} lacks the field(s) {missing} the prompt template needs; present: {sorted(item)}.")
-        return prompt_template.to_messages(item)
-    if isinstance(item, str) and not item.strip():
-        raise ValueError(f"Input {position} is empty text.")
-    return item
-
-
 def left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """`input_ids` and `attention_mask` of token-id rows, padded on the left (as batched generation needs)."""
     width = max(map(len, rows))
     input_ids = torch.tensor([[pad_token_id] * (width - len(r)) + r for r in rows], device=device)
     attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return input_ids, attention_mask
-
-
-def load_prompt_template(model_dir: str | Path | None):
-    """The `PromptTemplate` saved in a model folder (`clsgen_prompt.json`), or `None` when there is none."""
-    if model_dir is None or not (Path(model_dir) / PROMPT_TEMPLATE_FILE).is_file():
-        return None
-    from .data import PromptTemplate
-
-    return PromptTemplate.from_json_file(Path(model_dir) / PROMPT_TEMPLATE_FILE)
 
 
 class CLSGenPipeline(Pipeline):
@@ -318,7 +270,7 @@ class CLSGenPipeline(Pipeline):
         if tokenizer.pad_token is None or tokenizer.padding_side != "left":
             tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer), model.config.eos_token_id)
         if "prompt_template" not in kwargs:
-            kwargs["prompt_template"] = load_prompt_template(getattr(model, "name_or_path", None))
+            kwargs["prompt_template"] = PromptTemplate.in_folder(getattr(model, "name_or_path", None))
         super().__init__(model, tokenizer, **kwargs)
         if self._forward_params["probability_from"] == "head" and not hasattr(_unwrap(self.model), "classify_and_generate"):
             raise TypeError(
@@ -349,9 +301,7 @@ class CLSGenPipeline(Pipeline):
         return preprocess, forward, {}
 
     def preprocess(self, item, prompt_template=None, max_prompt_tokens=None):
-        prompt = _as_prompt(item, prompt_template, position=0)
-        ids, _ = encode_prompts(self.tokenizer, [prompt], max_prompt_tokens)
-        return {"prompt_ids": ids[0]}
+        return {"prompt_ids": encode_prompts(self.tokenizer, [item], prompt_template, max_prompt_tokens)[0]}
 
     def _forward(self, model_inputs, verdict_format, max_new_tokens, threshold, probability_from, generate_kwargs):
         rows = model_inputs["prompt_ids"]
@@ -374,11 +324,7 @@ PIPELINE_REGISTRY.register_pipeline("clsgen", pipeline_class=CLSGenPipeline, pt_
 
 __all__ = [
     "CLSGenPipeline",
-    "PROMPT_TEMPLATE_FILE",
-    "decide",
     "left_pad",
-    "load_prompt_template",
     "predict",
-    "strip_verdict",
     "tune_and_store_threshold",
 ]

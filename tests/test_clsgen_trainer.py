@@ -14,7 +14,8 @@ from peft import PeftModel
 from transformers import AutoModel
 
 from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaForCLSGen
-from clsgen_hf.encoding import encode_examples, encode_prompts
+from clsgen_hf.errors import UsageError
+from clsgen_hf.prompt_template import encode_example, encode_prompts
 
 from .toy import lora_config, tiny_model_for, toy_dataset
 
@@ -33,7 +34,7 @@ def _config(tmp_path, **overrides) -> CLSGenConfig:
 
 
 def _probabilities(model, tokenizer, dataset) -> torch.Tensor:
-    ids, _ = encode_prompts(tokenizer, dataset["prompt"])
+    ids = encode_prompts(tokenizer, dataset["prompt"])
     width = max(map(len, ids))
     input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
@@ -128,19 +129,22 @@ def test_gradient_accumulation_does_not_change_results(smollm2_tokenizer, tmp_pa
     torch.testing.assert_close(score_a, score_b, atol=1e-5, rtol=1e-4)
 
 
-def test_truncation_cuts_the_prompt_middle_and_keeps_the_verdict(smollm2_tokenizer):
+def test_max_length_cuts_the_explanation_end_and_never_the_prompt(smollm2_tokenizer):
+    """The head reads the last prompt token, so a row too long for `max_length` keeps its prompt exactly as
+    inference encodes it and loses the end of its explanation (as TRL truncates); a prompt that fills `max_length`
+    alone is refused."""
     tokenizer = smollm2_tokenizer
-    long_text = "begin " + "filler " * 300 + "end question?"
-    encoded = encode_examples(tokenizer, [long_text], ["Because.\nAnswer: Yes"], max_length=64)
-    ids, labels = encoded.input_ids[0], encoded.labels[0]
-    assert len(ids) == 64 and encoded.truncated == [True]
-    text = tokenizer.decode(ids)
-    assert "Answer: Yes" in text and "question?" in text and "begin" in text
-    completion = tokenizer.decode([t for t in labels if t != -100])
-    assert completion.startswith("Because.\nAnswer: Yes")
-    assert labels[encoded.cls_positions[0]] == -100 and labels[encoded.cls_positions[0] + 1] != -100
-    prompt_ids, _ = encode_prompts(tokenizer, [long_text], max_prompt_tokens=encoded.cls_positions[0] + 1)
-    assert prompt_ids[0] == ids[: encoded.cls_positions[0] + 1]  # inference sees the same prompt tokens
+    prompt, completion = "Did the trial lower blood pressure?", "Because " + "the arms differed. " * 40 + "\nAnswer: Yes"
+    [prompt_ids] = encode_prompts(tokenizer, [prompt])
+    encoded = encode_example(tokenizer, prompt, completion, max_length=64)
+    assert len(encoded.input_ids) == 64 and encoded.truncated
+    assert encoded.input_ids[: encoded.cls_position + 1] == prompt_ids  # the prompt inference sees, whole
+    assert encoded.labels[: len(prompt_ids)] == [-100] * len(prompt_ids)
+    assert tokenizer.decode(encoded.labels[len(prompt_ids) :]).startswith("Because the arms differed.")
+    whole = encode_example(tokenizer, prompt, completion, max_length=None)
+    assert not whole.truncated and whole.input_ids[:64] == encoded.input_ids
+    with pytest.raises(UsageError, match="leaving none of max_length=8"):
+        encode_example(tokenizer, prompt, completion, max_length=8)
 
 
 class TestBadInput:

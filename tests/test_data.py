@@ -15,7 +15,6 @@ from clsgen_hf.data import (
     count_prompt_tokens,
     default_prompt_template,
     describe_dataset,
-    fit_prompt,
     fit_prompts,
     load_classification_dataset,
     load_clinifact,
@@ -123,8 +122,9 @@ def test_prompt_template_jinja_format_and_json(tmp_path):
     assert jinja.fields == plain.fields == ("body",)
     assert jinja.to_messages({"body": "ok"})[1]["content"].startswith("Review: OK\n\nQ?\n")
     assert plain.to_messages({"body": "{x}"})[1]["content"].startswith("Review: {x}")
-    jinja.to_json_file(tmp_path / "template.json")
-    assert PromptTemplate.from_json_file(tmp_path / "template.json") == jinja
+    jinja.save_pretrained(tmp_path)
+    assert PromptTemplate.from_pretrained(tmp_path) == jinja
+    assert PromptTemplate.from_pretrained(tmp_path / "clsgen_prompt.json") == jinja
     assert PromptTemplate.from_dict(json.loads(json.dumps(plain.to_dict()))) == plain
 
 
@@ -177,12 +177,12 @@ def test_long_prompts_are_cut_in_the_middle(smollm2_tokenizer, caplog):
 def test_two_long_fields_are_both_cut_when_the_longest_cannot_absorb_the_excess(smollm2_tokenizer):
     template = default_prompt_template(["claim", "body"])
     row = {"claim": "CLAIM " + "claim words. " * 120 + "CLAIM-END", "body": "BODY " + "body words. " * 150 + "BODY-END"}
-    messages, was_cut = fit_prompt(template, row, smollm2_tokenizer, 120)
+    messages, was_cut = template.fit(row, smollm2_tokenizer, 120)
     text = messages[-1]["content"]
     assert was_cut and count_prompt_tokens(smollm2_tokenizer, messages) <= 120
     assert text.count("[...]") == 2 and "CLAIM-END" in text and "BODY-END" in text
-    with pytest.raises(ValueError, match="template's own text is too long"):
-        fit_prompt(template, row, smollm2_tokenizer, 20)
+    with pytest.raises(ValueError, match="max_prompt_tokens=20 is too small"):
+        template.fit(row, smollm2_tokenizer, 20)
 
 
 def test_describe_dataset(smollm2_tokenizer):

@@ -31,27 +31,33 @@ def test_missing_data_folder_says_where_to_put_it(tmp_path):
     assert "No CliniFact data at" in result.stderr and "train.csv" in result.stderr
 
 
-def test_explanations_default_to_clinifact_registry_rationales_unless_a_teacher_is_named():
+def test_explanations_default_to_clinifact_registry_rationales_unless_a_teacher_is_named(tmp_path, capsys):
     from datasets import Dataset
 
-    from clsgen_hf.commands.train import ScriptArguments, explanation_column
+    from clsgen_hf.arguments import TeacherArguments
+    from clsgen_hf.commands.train import ScriptArguments, explanation_column, main
 
     clinifact_rows = Dataset.from_dict({"prompt": ["p"], "label": [1], "registry_rationale": ["r"]})
     user_rows = Dataset.from_dict({"prompt": ["p"], "label": [1], "why": ["r"]})
-    assert explanation_column(ScriptArguments(), clinifact_rows) == "registry_rationale"
-    assert explanation_column(ScriptArguments(teacher="self"), clinifact_rows) is None
-    assert explanation_column(ScriptArguments(), user_rows) is None  # the teacher ("self") writes them
-    assert explanation_column(ScriptArguments(explanation_column="why"), user_rows) == "why"
-    with pytest.raises(ValueError, match="--explanation_column .* or --teacher"):
-        ScriptArguments(explanation_column="why", teacher="openai:http://localhost:8000/v1")
-    with pytest.raises(ValueError, match="--train_file needs --test_file"):
-        ScriptArguments(train_file="rows.csv", text_fields=["note"])
+    assert explanation_column(ScriptArguments(), TeacherArguments(), clinifact_rows) == "registry_rationale"
+    assert explanation_column(ScriptArguments(), TeacherArguments(teacher="self"), clinifact_rows) is None
+    assert explanation_column(ScriptArguments(), TeacherArguments(), user_rows) is None  # the teacher ("self")
+    assert explanation_column(ScriptArguments(explanation_column="why"), TeacherArguments(), user_rows) == "why"
+    with pytest.raises(ValueError, match="--explanation_column 'nope': no such column"):
+        explanation_column(ScriptArguments(explanation_column="nope"), TeacherArguments(), user_rows)
+    out = ["--output_dir", str(tmp_path / "out")]
+    assert main(["--explanation_column", "why", "--teacher", "openai:http://localhost:8000/v1", *out]) == 2
+    assert "--explanation_column (rationales you have) or --teacher" in capsys.readouterr().err
+    rows = tmp_path / "rows.csv"
+    rows.write_text("note,label\na,0\nb,1\n")
+    assert main(["--train_file", str(rows), "--text_fields", "note", *out]) == 2
+    assert "--train_file needs --test_file" in capsys.readouterr().err
 
 
 def test_validation_slice_is_stratified_and_held_out():
     from datasets import Dataset
 
-    from clsgen_hf.commands.train import stratified_split
+    from clsgen_hf.data.splits import stratified_split
 
     rows = Dataset.from_dict({"label": [0] * 12 + [1] * 8, "i": list(range(20))})
     rest, held = stratified_split(rows, 0.25)
@@ -60,19 +66,19 @@ def test_validation_slice_is_stratified_and_held_out():
 
 
 def test_user_template_takes_label_names_verbalizers_question_and_prefix():
-    from clsgen_hf.commands.train import ScriptArguments, user_prompt_template
+    from clsgen_hf.arguments import PromptArguments
     from clsgen_hf.errors import UsageError
 
-    args = ScriptArguments(train_file="t.csv", test_file="u.csv", text_fields=["note"], question="Is it benign?",
+    args = PromptArguments(text_fields=["note"], question="Is it benign?", system_prompt="You read radiology notes.",
                            label2id='["benign", "unclear", "malignant"]', verdict_prefix="Finding:")
-    template = user_prompt_template(args)
+    template = args.build_template()
     assert template.verdict_format.verbalizers == {0: "benign", 1: "unclear", 2: "malignant"}
     assert template.verdict_format.line(2) == "Finding: malignant" and template.question == "Is it benign?"
-    args = ScriptArguments(train_file="t.csv", test_file="u.csv", text_fields=["note"], verbalizers=["Low", "High"])
-    assert user_prompt_template(args).verdict_format.verbalizers == {0: "Low", 1: "High"}
+    assert template.system == "You read radiology notes."
+    args = PromptArguments(text_fields=["note"], verbalizers=["Low", "High"])
+    assert args.build_template().verdict_format.verbalizers == {0: "Low", 1: "High"}
     with pytest.raises(UsageError, match="each label once"):
-        user_prompt_template(ScriptArguments(train_file="t.csv", test_file="u.csv", text_fields=["n"],
-                                             verbalizers=["A", "A"]))
+        PromptArguments(text_fields=["n"], verbalizers=["A", "A"]).build_template()
 
 
 @pytest.mark.slow

@@ -12,9 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, pipeline
 
 from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_threshold
 from clsgen_hf.commands import predict as predict_command
-from clsgen_hf.data import default_prompt_template, fit_prompt
-from clsgen_hf.encoding import encode_prompts
-from clsgen_hf.inference import PROMPT_TEMPLATE_FILE, strip_verdict
+from clsgen_hf.prompt_template import default_prompt_template, encode_prompts
 from clsgen_hf.modeling_clsgen import CACHE_FIELD
 from clsgen_hf.verdicts import VerdictFormat
 
@@ -102,10 +100,10 @@ class TestPredict:
         verdicts = VerdictFormat()
         records = predict(model, tokenizer, PROMPTS, batch_size=5, max_new_tokens=6, probability_from="verdict",
                           show_progress=False)
-        ids, _ = encode_prompts(tokenizer, PROMPTS)
+        ids = encode_prompts(tokenizer, PROMPTS)
         yes_no = [tokenizer(f"Answer: {word}", add_special_tokens=False)["input_ids"][-1] for word in ("No", "Yes")]
         for prompt_ids, record in zip(ids, records):
-            reasoning = strip_verdict(record["explanation"], verdicts)
+            reasoning = verdicts.strip(record["explanation"])
             tail = f"{reasoning}\nAnswer:" if reasoning else "Answer:"
             full = prompt_ids + tokenizer(tail, add_special_tokens=False)["input_ids"]
             with torch.no_grad():
@@ -138,7 +136,7 @@ class TestPredict:
     ],
 )
 def test_strip_verdict(explanation, reasoning):
-    assert strip_verdict(explanation, VerdictFormat()) == reasoning
+    assert VerdictFormat().strip(explanation) == reasoning
 
 
 class TestThreshold:
@@ -182,7 +180,7 @@ class TestPipeline:
         model.config.cls_threshold = 0.0  # every row is positive
         model.save_pretrained(tmp_path)
         tokenizer.save_pretrained(tmp_path)
-        default_prompt_template("note").to_json_file(tmp_path / PROMPT_TEMPLATE_FILE)
+        default_prompt_template("note").save_pretrained(tmp_path)
         classifier = pipeline("clsgen", model=str(tmp_path), device="cpu")
         records = classifier(ROWS, batch_size=2, max_new_tokens=3)
         _check_records(records, 2)
@@ -201,7 +199,7 @@ class TestCommand:
         folder = tmp_path / "model"
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        default_prompt_template("note").to_json_file(folder / PROMPT_TEMPLATE_FILE)
+        default_prompt_template("note").save_pretrained(folder)
         return folder
 
     def _run(self, *argv):
@@ -211,7 +209,7 @@ class TestCommand:
         with pytest.raises(SystemExit) as exit_info:
             self._run("--help")
         assert exit_info.value.code == 0
-        assert "--text_field" in capsys.readouterr().out
+        assert "--text_fields" in capsys.readouterr().out
 
     @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
     def test_predicts_every_row(self, model_dir, tmp_path, suffix, caplog):
@@ -241,21 +239,24 @@ class TestCommand:
     def test_long_rows_are_fitted_to_the_budget_saved_with_the_template(self, tiny, model_dir, tmp_path, capsys):
         model, tokenizer = tiny
         template = replace(default_prompt_template("note"), max_prompt_tokens=120)
-        template.to_json_file(model_dir / PROMPT_TEMPLATE_FILE)
+        template.save_pretrained(model_dir)
         row = {"note": "The start. " + "filler words in the middle. " * 60 + "The decisive end."}
         (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
         output = tmp_path / "preds.jsonl"
         assert self._run("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output,
                          "--max_new_tokens", 0) == 0
         written = json.loads(output.read_text())
-        fitted, was_cut = fit_prompt(template, row, tokenizer, 120)
+        fitted, was_cut = template.fit(row, tokenizer, 120)
         [expected] = predict(model, tokenizer, [fitted], max_new_tokens=0, show_progress=False)
-        [uncut] = predict(model, tokenizer, [row], prompt_template=template, max_new_tokens=0, show_progress=False)
+        [api] = predict(model, tokenizer, [row], prompt_template=template, max_new_tokens=0, show_progress=False)
+        [uncut] = predict(model, tokenizer, [row], prompt_template=replace(template, max_prompt_tokens=None),
+                          max_new_tokens=0, show_progress=False)
         assert was_cut and not np.allclose(uncut["probability"], expected["probability"], atol=1e-4)
+        np.testing.assert_allclose(api["probability"], expected["probability"], atol=1e-6)  # one budget, one meaning
         np.testing.assert_allclose(written["probability"], expected["probability"], atol=1e-5)
         too_small = ("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output, "--max_prompt_tokens", 20)
         assert self._run(*too_small) == 2
-        assert "--max_prompt_tokens 20" in capsys.readouterr().err
+        assert "max_prompt_tokens=20" in capsys.readouterr().err
 
     def test_missing_text_field_is_named(self, model_dir, tmp_path, capsys):
         source = tmp_path / "rows.jsonl"
@@ -264,7 +265,7 @@ class TestCommand:
         error = capsys.readouterr().err
         assert "'note'" in error and "row 1" in error
         assert self._run("--model", model_dir, "--input", source, "--output", tmp_path / "p.jsonl",
-                         "--text_field", "body") == 2
+                         "--text_fields", "body") == 2
         assert "'body'" in capsys.readouterr().err
 
     @pytest.mark.parametrize("content", ["", "\n\n", "note\n"])
@@ -286,7 +287,7 @@ class TestCommand:
         GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)).save_pretrained(gpt2)
         for folder, model_type in ((llama, "llama"), (gpt2, "gpt2")):
             assert self._run("--model", folder, "--input", source, "--output", tmp_path / "p.jsonl",
-                             "--text_field", "note") == 2
+                             "--text_fields", "note") == 2
             error = capsys.readouterr().err
             assert f"`{model_type}` model, not a CLSGen model" in error
         assert self._run("--model", tmp_path / "missing", "--input", source, "--output", tmp_path / "p.jsonl") == 2
@@ -297,7 +298,7 @@ class TestCommand:
         the Python API's on the rows as they were written."""
         model, tokenizer = tiny
         template = replace(default_prompt_template("note"), max_prompt_tokens=160)
-        template.to_json_file(model_dir / PROMPT_TEMPLATE_FILE)
+        template.save_pretrained(model_dir)
         rows = [{"note": "Patients with diabetes.\nMETHODS: a randomised trial,\r\nwith \"quotes\", commas.", "id": "a"},
                 {"note": "RESULTS " + "x" * 200_000 + " the end", "id": "b"},
                 {"note": "One line.", "id": "c"}]
@@ -310,7 +311,7 @@ class TestCommand:
         assert self._run("--model", model_dir, "--input", source, "--output", output, "--max_new_tokens", 0) == 0
         written = [json.loads(line) for line in output.read_text().splitlines()]
         assert [row["note"] for row in written] == [row["note"] for row in rows]
-        fitted = [fit_prompt(template, row, tokenizer, 160)[0] for row in rows]
+        fitted = [template.fit(row, tokenizer, 160)[0] for row in rows]
         expected = predict(model, tokenizer, fitted, max_new_tokens=0, show_progress=False)
         assert [row["probability"] for row in written] == [record["probability"] for record in expected]
 

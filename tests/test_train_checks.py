@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from clsgen_hf import training
 from clsgen_hf.cli import main as cli_main
-from clsgen_hf.commands import train
 
 from .toy import tiny_model_for
 
@@ -77,7 +77,7 @@ def _error(capsys) -> str:
                        r"has \['body'\]\)"),
     ("labels", r"Labels outside the label set \[0, 1\]: .*The labels found: 'neg' \(4 rows\), 'pos' \(4 rows\)\. "
                r".*--label2id '\{\"neg\": 0, \"pos\": 1\}'"),
-    ("empty-text", r"2 rows have an empty text field among \['note'\]: rows 1, 4 \(0-based\).*--allow-empty-text"),
+    ("empty-text", r"2 rows have an empty text field among \['note'\]: rows 1, 4 \(0-based\).*--allow_empty_text"),
     ("no-label", r"2 rows have no label \(empty, None or NaN in 'label'\): rows 2, 5 \(0-based\)"),
     ("bad-jsonl", r"train\.jsonl, line 3: not valid JSON"),
     ("missing-file", r"No such data file: .*nowhere\.csv"),
@@ -123,7 +123,7 @@ def test_bad_input_is_one_line_before_the_model_loads(models, tmp_path, capsys, 
     assert re.search(message, _error(capsys))
 
 
-@pytest.mark.parametrize("flag, rows", [("--allow-empty-text", "empty-text"), ("--allow_single_class", "single")])
+@pytest.mark.parametrize("flag, rows", [("--allow_empty_text", "empty-text"), ("--allow_single_class", "single")])
 def test_the_options_an_error_names_get_past_it(models, tmp_path, flag, rows):
     train_rows = ([{**row, "note": "" if i == 1 else row["note"]} for i, row in enumerate(_rows(8))]
                   if rows == "empty-text" else _rows(8, labels=(1,)))
@@ -149,7 +149,7 @@ def _load_train_toy():
 def test_killed_recipe_resumes_from_its_checkpoint_with_the_flag(models, tmp_path, capsys, caplog, monkeypatch):
     """SIGKILL after checkpoint 2 of 4; the rerun without the flag is refused, with it trains steps 3-4 only and ends
     with the weights of an uninterrupted run."""
-    monkeypatch.setattr(train, "CLSGenTrainer", train.CLSGenTrainer)  # restored after `recipe` replaces it
+    monkeypatch.setattr(training, "CLSGenTrainer", training.CLSGenTrainer)  # restored after `recipe` replaces it
     train_file, test_file = _csv(tmp_path / "train.csv", _rows(8)), _csv(tmp_path / "test.csv", _rows(4))
     common = ["--model_name_or_path", str(models / "tiny"), "--train_file", str(train_file), "--test_file",
               str(test_file), "--text_fields", "note", "--explanation_column", "why", "--max_prompt_tokens", "128",
@@ -173,7 +173,7 @@ def test_killed_recipe_resumes_from_its_checkpoint_with_the_flag(models, tmp_pat
 
     assert cli_main(["train", *argv]) == 2
     assert "--resume_from_checkpoint true" in _error(capsys)
-    with caplog.at_level(logging.INFO, logger="clsgen_hf.train"):
+    with caplog.at_level(logging.INFO, logger="clsgen_hf"):
         assert recipe(0.0, argv + ["--resume_from_checkpoint", "true"]) == 0
     assert "FINISHED status=0 steps_here=2" in capsys.readouterr().out  # steps 3 and 4 only
     assert "Resuming from checkpoint-2" in caplog.text
@@ -206,7 +206,7 @@ class _Teacher:
 
 def test_recipe_teacher_answers_are_cached_and_a_class_kept_by_none_fails(models, tmp_path, capsys, monkeypatch):
     teacher = _Teacher(broken=True)
-    monkeypatch.setattr(train, "make_teacher", lambda spec: teacher)
+    monkeypatch.setattr("clsgen_hf.data.teachers.make_teacher", lambda spec, **_: teacher)
     argv = ("--teacher", "openai:http://127.0.0.1:9/v1", "--explanation_column", "", "--max_steps", "1",
             "--max_new_tokens", "2", "--teacher_retries", "0")
     assert _train(models, tmp_path, *argv, model="tiny") == 1

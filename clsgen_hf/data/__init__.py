@@ -5,6 +5,7 @@
 """
 
 from .cache import AnswerCache, cache_key
+from ..prompt_template import PromptTemplate, count_prompt_tokens, default_prompt_template
 from .classification import fit_prompts, load_classification_dataset, parse_label2id, read_rows
 from .clinifact import (
     CLINIFACT_BINARY_TEMPLATE,
@@ -13,6 +14,7 @@ from .clinifact import (
     load_clinifact,
     registry_rationale,
 )
+from .explanations import rationale_completions, training_explanations
 from .stats import describe_dataset
 from .synthesis import (
     DEFAULT_TEACHER_INSTRUCTION,
@@ -23,8 +25,6 @@ from .synthesis import (
     teacher_messages,
 )
 from .teachers import OpenAITeacher, Teacher, TeacherError, TransformersTeacher, VLLMTeacher, make_teacher
-from .templates import PromptTemplate, default_prompt_template
-from .truncation import count_prompt_tokens, fit_prompt
 
 
 __all__ = [
@@ -55,5 +55,6 @@ __all__ = [
     "PromptTemplate",
     "default_prompt_template",
     "count_prompt_tokens",
-    "fit_prompt",
+    "rationale_completions",
+    "training_explanations",
 ]

@@ -19,9 +19,8 @@ from datasets import Dataset, DatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import UsageError
+from ..prompt_template import PromptTemplate, default_prompt_template
 from .stats import describe_dataset
-from .templates import PromptTemplate, default_prompt_template
-from .truncation import fit_prompt
 
 
 logger = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ def _prompts(
         return [template.to_messages(row) for row in ds.select_columns(list(template.fields))]
     prompts, cut = [], 0
     for row in ds.select_columns(list(template.fields)):
-        messages, was_cut = fit_prompt(template, row, tokenizer, max_prompt_tokens)
+        messages, was_cut = template.fit(row, tokenizer, max_prompt_tokens)
         prompts.append(messages)
         cut += was_cut
     if cut:
@@ -256,7 +255,7 @@ def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, whe
     if not allow_empty_text:
         raise UsageError(
             f"{where}{len(empty)} rows have an empty text field among {text_fields}: rows {_rows(empty)}. "
-            "Fix them, or pass allow_empty_text=True (--allow-empty-text) to skip them."
+            "Fix them, or pass allow_empty_text=True (--allow_empty_text) to skip them."
         )
     logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), _rows(empty))
     drop = set(empty)

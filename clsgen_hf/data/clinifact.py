@@ -20,7 +20,7 @@ from datasets import Dataset, DatasetDict
 from ..errors import UsageError
 from ..verdicts import VerdictFormat
 from .classification import load_classification_dataset
-from .templates import PromptTemplate
+from ..prompt_template import PromptTemplate
 
 
 CLINIFACT_TEXT_FIELDS = ("claim", "article_title", "article_abstract")

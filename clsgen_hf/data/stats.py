@@ -9,7 +9,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from .truncation import count_prompt_tokens
+from ..prompt_template import count_prompt_tokens
 
 
 def describe_dataset(ds: Dataset | DatasetDict, tokenizer: PreTrainedTokenizerBase | None = None) -> str:

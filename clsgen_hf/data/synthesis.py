@@ -22,10 +22,10 @@ from typing import Any
 from datasets import Dataset, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
+from ..prompt_template import PromptTemplate
 from ..verdicts import NO_VERDICT, VerdictFormat
 from .cache import AnswerCache, cache_key
 from .teachers import Conversation, Teacher, TeacherError
-from .templates import PromptTemplate
 
 
 logger = logging.getLogger(__name__)

@@ -35,16 +35,17 @@ class CountSteps(TrainerCallback):
 
 
 def recipe(step_delay: float, argv: list[str]) -> int:
+    from clsgen_hf import training
     from clsgen_hf.commands import train
 
     counter = CountSteps(step_delay)
 
-    class SlowTrainer(train.CLSGenTrainer):
+    class SlowTrainer(training.CLSGenTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(counter)
 
-    train.CLSGenTrainer = SlowTrainer
+    training.CLSGenTrainer = SlowTrainer
     status = train.main(argv)
     print(f"FINISHED status={status} steps_here={counter.steps}")
     return status

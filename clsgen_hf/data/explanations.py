@@ -1,0 +1,79 @@
+"""The LM head's training targets: one explanation per training row, ending in the row's gold verdict.
+
+They come from a column of rationales the user already has (human-written, or CliniFact's registry rationales), or
+from a teacher LLM told the gold label (`synthesize_explanations`). Either way only explanations that state the
+gold verdict are kept, and a class left with none fails the run: nothing would teach its explanations.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from ..errors import UsageError
+from ..prompt_template import PromptTemplate
+from ..verdicts import NO_VERDICT
+from .synthesis import synthesize_explanations
+from .teachers import Teacher
+
+
+logger = logging.getLogger(__name__)
+
+
+def training_explanations(
+    rows: Dataset,
+    prompt_template: PromptTemplate,
+    *,
+    rationale_column: str | None = None,
+    teacher: Teacher | None = None,
+    output_dir: str | Path | None = None,
+    **synthesis_kwargs: Any,
+) -> Dataset:
+    """Prompt-completion-label rows for `CLSGenTrainer`: from `rationale_column`, or written by `teacher`.
+
+    Args:
+        rows: classification rows (`prompt`, `label`), as `load_classification_dataset` builds them.
+        prompt_template: the template that built the prompts; its verdict format reads and writes verdicts.
+        rationale_column: a column of rationales; a verdict line is appended where one is missing.
+        teacher: asked when there is no `rationale_column` (see `make_teacher`); its answers are cached in
+            `output_dir/teacher_cache.jsonl` and the kept rows written to `output_dir/explanations.jsonl`.
+        synthesis_kwargs: passed to `synthesize_explanations` (retries, batch size, answer budget, ...).
+    """
+    if rationale_column:
+        return rationale_completions(rows, prompt_template, rationale_column)
+    if teacher is None:
+        raise ValueError("Give a `rationale_column` or a `teacher`.")
+    output_dir = Path(output_dir or ".")
+    return synthesize_explanations(
+        rows, teacher, prompt_template=prompt_template, cache_path=output_dir / "teacher_cache.jsonl",
+        save_to=output_dir / "explanations.jsonl", **synthesis_kwargs,
+    )
+
+
+def rationale_completions(rows: Dataset, prompt_template: PromptTemplate, column: str) -> Dataset:
+    """The rows whose `column` rationale states the gold verdict (a missing verdict line is added), as completions."""
+    if column not in rows.column_names:
+        raise UsageError(f"Rationale column {column!r}: no such column; the columns are: {rows.column_names}.")
+    verdicts = prompt_template.verdict_format
+
+    def completion(row):
+        text = (row[column] or "").strip()
+        if verdicts.read(text) == NO_VERDICT:
+            text = f"{text}\n{verdicts.line(row['label'])}"
+        return {"completion": [{"role": "assistant", "content": text}]}
+
+    kept = rows.map(completion).filter(lambda row: verdicts.read(row["completion"][0]["content"]) == row["label"])
+    logger.info("Rationales from the %r column: %d of %d rows state their gold verdict and are kept.", column,
+                len(kept), len(rows))
+    lost = sorted(set(rows["label"]) - set(kept["label"]))
+    if lost:
+        raise UsageError(f"No rationale in the {column!r} column states the gold verdict of class(es) {lost} "
+                         f"({', '.join(verdicts.verbalizers[label] for label in lost)}), so nothing teaches their "
+                         "explanations: fix the rationales, or let a teacher write them (--teacher).")
+    return kept.select_columns(["prompt", "completion", "label"])
+
+
+__all__ = ["rationale_completions", "training_explanations"]

@@ -1,0 +1,292 @@
+"""The classifier's prompt: the one path from a dataset row (or a ready prompt) to the token ids the model reads.
+
+The classification head reads the hidden state at the last prompt token, so training, synthesis, prediction and
+export must end every prompt on the same token. They all go through this module: `PromptTemplate` renders a row as
+chat messages and fits it to its token budget, `encode_prompts` turns rows or ready prompts into ids, and
+`encode_example` appends a completion for training without touching the prompt's ids. The template saves and loads
+next to a model (`save_pretrained`/`from_pretrained`, as a generation config does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from jinja2 import StrictUndefined, meta
+from jinja2.sandbox import SandboxedEnvironment
+from transformers import PreTrainedTokenizerBase
+
+from .errors import UsageError
+from .verdicts import VerdictFormat
+
+
+PROMPT_TEMPLATE_NAME = "clsgen_prompt.json"
+"""The template's file in a model folder (`save_pretrained`); `predict`, the pipeline and export read it."""
+DEFAULT_SYSTEM = "You are a careful expert. Read the text, reason briefly, then give your verdict."
+DEFAULT_QUESTION = "Classify the text above."
+CUT_MARKER = " [...] "
+
+Messages = list[dict[str, str]]
+_JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a row becomes the classifier's chat messages: a system message and one user message.
+
+    The user message is the rendered `user_template`, then the task `question`, then the `verdict_format`
+    instruction ("End with one line that is exactly ..."), so the question survives any cut of the row's text.
+
+    Args:
+        user_template: the row's text, as Jinja (`"Claim: {{ claim }}"`) or `str.format` (`"Claim: {claim}"`)
+            over the dataset's column names.
+        system: the system message.
+        question: the task question asked after the text.
+        verdict_format: how the answer ends (verbalizers per label and the verdict prefix).
+        max_prompt_tokens: the token budget of a prompt (chat template and generation prompt included). A longer
+            row loses the middle of its longest text fields (`fit`), in training and at prediction alike.
+    """
+
+    user_template: str
+    system: str = DEFAULT_SYSTEM
+    question: str = DEFAULT_QUESTION
+    verdict_format: VerdictFormat = field(default_factory=VerdictFormat)
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self):
+        if not self.fields:
+            raise UsageError(f"The prompt template names no field of the row: {self.user_template!r}.")
+
+    @cached_property
+    def fields(self) -> tuple[str, ...]:
+        """The row fields the template reads, in order of first use."""
+        if _is_jinja(self.user_template):
+            names = meta.find_undeclared_variables(_JINJA.parse(self.user_template))
+            return tuple(sorted(names, key=self.user_template.find))
+        parsed = (name for _, name, _, _ in string.Formatter().parse(self.user_template) if name)
+        return tuple(dict.fromkeys(name.split(".")[0].split("[")[0] for name in parsed))
+
+    @property
+    def labels(self) -> list[int]:
+        """The label ids this template can state."""
+        return sorted(self.verdict_format.verbalizers)
+
+    def to_messages(self, row: Mapping[str, Any]) -> Messages:
+        """The chat messages (system + user) of `row`, uncut."""
+        values = {name: "" if row[name] is None else row[name] for name in self.fields}
+        if _is_jinja(self.user_template):
+            text = _JINJA.from_string(self.user_template).render(**values)
+        else:
+            text = self.user_template.format(**values)
+        tail = "\n".join(part for part in (self.question, self.verdict_format.instruction) if part)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": f"{text.strip()}\n\n{tail}"}]
+
+    def fit(
+        self, row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int | None = None
+    ) -> tuple[Messages, bool]:
+        """The messages of `row` within `max_prompt_tokens` (default the template's budget), and whether it was cut.
+
+        The middle of the longest text field is cut first (the end of a long text, a conclusion or a result, often
+        decides the label); once it is as short as the next one, both are cut evenly.
+        """
+        budget = max_prompt_tokens or self.max_prompt_tokens
+        row = {name: row[name] for name in self.fields}
+        if budget is None:
+            return self.to_messages(row), False
+        # each cut field gains the marker, and re-tokenising the joined halves can cost a token or two more
+        margin = len(tokenizer(CUT_MARKER, add_special_tokens=False)["input_ids"]) + 2
+        for attempt in range(4):
+            messages = self.to_messages(row)
+            excess = count_prompt_tokens(tokenizer, messages) - budget
+            if excess <= 0:
+                return messages, attempt > 0
+            field_ids = {name: tokenizer(_text(row[name]), add_special_tokens=False)["input_ids"] for name in row}
+            cap = _length_cap([len(ids) for ids in field_ids.values()], excess, margin)
+            if cap is None:
+                raise UsageError(f"max_prompt_tokens={budget} is too small: with every text field cut to nothing "
+                                 "the prompt (system message, question, verdict instruction) is still longer.")
+            for name, ids in field_ids.items():
+                if len(ids) > cap:
+                    head = tokenizer.decode(ids[: cap // 2]).rstrip()
+                    tail = tokenizer.decode(ids[len(ids) - (cap - cap // 2) :]).lstrip() if cap > 1 else ""
+                    row[name] = (head + CUT_MARKER + tail).strip()
+        raise UsageError(f"Could not cut the prompt to max_prompt_tokens={budget}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_template": self.user_template,
+            "system": self.system,
+            "question": self.question,
+            "verdict_format": {
+                "verbalizers": {str(k): v for k, v in self.verdict_format.verbalizers.items()},
+                "prefix": self.verdict_format.prefix,
+            },
+            "max_prompt_tokens": self.max_prompt_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptTemplate:
+        data = dict(data)
+        verdict = data.pop("verdict_format", None) or {}
+        return cls(**data, verdict_format=VerdictFormat(**verdict))
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write the template as `clsgen_prompt.json` in `save_directory` (created if needed); returns the file."""
+        path = Path(save_directory) / PROMPT_TEMPLATE_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> PromptTemplate:
+        """The template of a model folder (its `clsgen_prompt.json`), or of a template JSON file."""
+        path = Path(path)
+        file = path / PROMPT_TEMPLATE_NAME if path.is_dir() else path
+        if not file.is_file():
+            raise UsageError(f"{path} holds no prompt template ({PROMPT_TEMPLATE_NAME}).")
+        try:
+            return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise UsageError(f"{file} is not a prompt template: {error}") from None
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike | None) -> PromptTemplate | None:
+        """The template saved in a model folder, or `None` when it has none (a plain causal LM, a Hub id)."""
+        if folder is None or not (Path(folder) / PROMPT_TEMPLATE_NAME).is_file():
+            return None
+        return cls.from_pretrained(folder)
+
+
+def default_prompt_template(
+    text_fields: str | Sequence[str],
+    *,
+    question: str | None = None,
+    verdict_format: VerdictFormat | None = None,
+    system: str | None = None,
+    max_prompt_tokens: int | None = None,
+) -> PromptTemplate:
+    """A generic template: one `Field name: value` paragraph per text field, then the question."""
+    fields = [text_fields] if isinstance(text_fields, str) else list(text_fields)
+    body = "\n\n".join(f"{name.replace('_', ' ').capitalize()}: {{{{ {name} }}}}" for name in fields)
+    return PromptTemplate(body, system=system or DEFAULT_SYSTEM, question=question or DEFAULT_QUESTION,
+                          verdict_format=verdict_format or VerdictFormat(), max_prompt_tokens=max_prompt_tokens)
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: Sequence[str | Messages | Mapping[str, Any]],
+    prompt_template: PromptTemplate | None = None,
+    max_prompt_tokens: int | None = None,
+) -> list[list[int]]:
+    """Token ids of each prompt, ending with the assistant turn's opening (the token the head reads).
+
+    Inputs are text (one user message), chat messages, a mapping with a ready `prompt`, or a row that
+    `prompt_template` renders and fits to `max_prompt_tokens` (default: the template's budget). Ready prompts are
+    used as they are: they were fitted when they were built.
+    """
+    prompts = [_prompt(item, prompt_template, position, tokenizer, max_prompt_tokens)
+               for position, item in enumerate(inputs)]
+    return tokenizer(_render(tokenizer, prompts), add_special_tokens=False)["input_ids"]
+
+
+def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) -> int:
+    """The prompt's length in tokens, as `encode_prompts` encodes it."""
+    return len(encode_prompts(tokenizer, [prompt])[0])
+
+
+class EncodedExample(NamedTuple):
+    """A training row: prompt + completion ids, LM labels (-100 on the prompt), the last prompt token's index (what
+    the head reads) and whether the completion was cut at `max_length`."""
+
+    input_ids: list[int]
+    labels: list[int]
+    cls_position: int
+    truncated: bool
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | Messages, completion: str | Messages, max_length: int | None
+) -> EncodedExample:
+    """Training ids of prompt + completion: the prompt's ids exactly as `encode_prompts` gives them, then the
+    completion's.
+
+    A row too long for `max_length` loses the end of its completion (as TRL truncates), never a prompt token; a
+    prompt that alone fills `max_length` is an error (fit it with the template's `max_prompt_tokens`).
+    """
+    prompt_text = _render(tokenizer, [prompt])[0]
+    full_text = tokenizer.apply_chat_template(_messages(prompt) + _messages(completion, "assistant"), tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ValueError("The chat template renders the prompt differently when a completion follows it, so training "
+                         f"would not see the prompt that inference sees. Prompt: {prompt_text[-200:]!r}")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+    if max_length is not None and len(prompt_ids) >= max_length:
+        raise UsageError(f"A prompt has {len(prompt_ids)} tokens, leaving none of max_length={max_length} for its "
+                         "explanation: fit prompts to fewer tokens (max_prompt_tokens) or raise max_length.")
+    cut = max_length is not None and len(prompt_ids) + len(completion_ids) > max_length
+    if cut:
+        completion_ids = completion_ids[: max_length - len(prompt_ids)]
+    return EncodedExample(prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids, len(prompt_ids) - 1,
+                          cut)
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, prompts: list[str | Messages]) -> list[str]:
+    return [tokenizer.apply_chat_template(_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+
+
+def _messages(prompt: str | Messages, role: str = "user") -> Messages:
+    return [{"role": role, "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _prompt(item, template: PromptTemplate | None, position: int, tokenizer, max_prompt_tokens) -> str | Messages:
+    if hasattr(item, "messages"):  # the pipeline's wrapper of one conversation
+        return item.messages
+    if isinstance(item, Mapping):
+        if item.get("prompt") is not None:
+            return item["prompt"]
+        if template is None:
+            raise UsageError(f"Input {position} is a row without a `prompt`; pass a prompt template to build prompts "
+                             f"from its fields (present: {sorted(item)}).")
+        missing = [name for name in template.fields if name not in item]
+        if missing:
+            raise UsageError(f"Input {position} lacks the field(s) {missing} the prompt template needs; present: "
+                             f"{sorted(item)}.")
+        return template.fit(item, tokenizer, max_prompt_tokens)[0]
+    if isinstance(item, str) and not item.strip():
+        raise UsageError(f"Input {position} is empty text.")
+    return item
+
+
+def _is_jinja(template: str) -> bool:
+    """Templates with `{{` or `{%` are Jinja; any other is a `str.format` template."""
+    return "{{" in template or "{%" in template
+
+
+def _length_cap(lengths: list[int], excess: int, margin: int) -> int | None:
+    """The largest length to cut every longer field down to that removes `excess` tokens (None if none does)."""
+    for cap in range(max(lengths), -1, -1):
+        if sum(length - cap - margin for length in lengths if length > cap) >= excess:
+            return cap
+    return None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+__all__ = [
+    "PROMPT_TEMPLATE_NAME",
+    "EncodedExample",
+    "Messages",
+    "PromptTemplate",
+    "count_prompt_tokens",
+    "default_prompt_template",
+    "encode_example",
+    "encode_prompts",
+]

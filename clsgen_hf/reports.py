@@ -1,0 +1,59 @@
+"""What a training run reports: the numbers it saves (`clsgen_results.json`) and the summary it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+
+from .evaluation import CALIBRATION_KEYS
+
+
+SUMMARY_KEYS = ("auroc", "f1", "auroc_alignment", "r_lkappa", "rli", "readability")
+
+
+def results_record(results: dict, rule: dict, train_rows: Dataset, validation_rows: Dataset, test_rows: Dataset,
+                   train_seconds: float) -> dict:
+    """`evaluate_model`'s numbers as saved: plots' curves dropped, the rule and the rows' counts and class shares added."""
+    record = {key: value for key, value in results.items() if key not in ("reliability", "before_calibration")}
+    before = results.get("before_calibration", {})
+    shares = np.bincount(train_rows["label"], minlength=len(results["mean_probability"])) / len(train_rows)
+    record.update(
+        before_calibration={key: before[key] for key in CALIBRATION_KEYS if key in before},
+        calibration=rule["calibration"].to_dict(), validation_rows=len(validation_rows), train_rows=len(train_rows),
+        test_rows=len(test_rows), train_seconds=round(train_seconds, 1), class_shares=shares.round(4).tolist(),
+    )
+    return record
+
+
+def recipe_report(results: dict, predictions: list[dict], rows: Dataset, output_dir: Path, plot_file: str) -> str:
+    """The run's summary: the decision rule, calibration before and after, alignment, and three example predictions."""
+    header = "| " + " | ".join(SUMMARY_KEYS) + " |"
+    values = "| " + " | ".join(f"{results.get(n, float('nan')):.3f}" for n in SUMMARY_KEYS) + " |"
+    calibration, before = results["calibration"], results["before_calibration"]
+    threshold = "argmax" if results["threshold"] is None else f"{results['threshold']:.3f}"
+    lines = [
+        "", f"CLSGen on {results['test_rows']} held-out rows (trained on {results['train_rows']}, calibrated and "
+        f"thresholded on {results['validation_rows']} validation rows):", "",
+        f"Decision rule stored in config.json: threshold {threshold}, {calibration['method']} calibration "
+        f"(temperature {calibration['temperature']:.3f}, bias {calibration['bias']}).",
+        "Calibration on the test rows, raw head -> calibrated: " + ", ".join(
+            f"{key} {before[key]:.3f} -> {results[key]:.3f}" for key in ("ece", "brier", "log_loss")),
+        f"Mean probability per class on the test rows: {results['mean_probability']} (class shares of the training "
+        f"rows: {results['class_shares']}).",
+        "", "Alignment at the stored threshold:", header, "|" + "---|" * len(SUMMARY_KEYS), values,
+        f"{results['disagreements']} of {results['test_rows']} explanations do not state the head's label "
+        "(`agrees` is false): review them.", "", "Example predictions:",
+    ]
+    for prediction, row in list(zip(predictions, rows))[:3]:
+        lines += [
+            f"- gold {row['label']} | P = {[round(p, 3) for p in prediction['probability']]} | head label "
+            f"{prediction['label']} | verdict {prediction['verdict']}",
+            "  " + prediction["explanation"].replace("\n", "\n  "),
+        ]
+    lines += ["", f"Saved the model, its prompt template, the results and {plot_file} to {output_dir}"]
+    return "\n".join(lines)
+
+
+__all__ = ["recipe_report", "results_record"]
