@@ -10,7 +10,7 @@ from .calibration import Calibration, fit_calibration
 from .clsgen_config import CLSGenConfig
 from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
 from .configuration_clsgen import LlamaCLSGenConfig
-from .export import ExportError, export_model
+from .export import export_model
 from .evaluation import evaluate_predictions, fit_decision_rule
 from .inference import CLSGenPipeline, predict, tune_and_store_threshold
 from .loading import default_model_path, load_model, load_model_and_tokenizer, load_tokenizer, prepare_tokenizer
@@ -56,7 +56,6 @@ __all__ = [
     "load_model_and_tokenizer",
     "prepare_tokenizer",
     "export_model",
-    "ExportError",
     "CLSGenCardData",
     "build_model_card",
 ]

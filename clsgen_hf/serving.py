@@ -34,11 +34,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from .configuration_clsgen import LlamaCLSGenConfig
-from .export import (  # the export machinery: loading, output-folder rules, staging
-    CONFIG_FILE, SERVING_FOLDERS, ExportError, _check_out_dir, _encode, _install, _load_source, _prompt_template,
-    _set_generation_tokens, _staged, _validation_prompts, inspect_source,
-)
-from .model_card import PROMPT_TEMPLATE_FILE, read_json, write_json
+from .errors import UsageError
+from .export import inspect_source, load_source, set_generation_tokens, validation_prompts
+from .output_folders import SERVING_FOLDERS, check_output_dir, install_output, staged_output
 
 
 CLSGEN_ONLY = {*LlamaCLSGenConfig.__dataclass_fields__} - {*LlamaConfig.__dataclass_fields__}
@@ -86,31 +84,30 @@ def export_serving(
     classes and compares probabilities (to `atol`) and a greedy explanation with the source's."""
     src = inspect_source(source)
     out = Path(out_dir)
-    _check_out_dir(out, src.path, overwrite)
-    prompt_template, template = _prompt_template(src)
-    model, tokenizer, _ = _load_source(src, base_model, template)
+    check_output_dir(out, src.path, overwrite)
+    model, tokenizer, template, _ = load_source(src, base_model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    prompts = [_encode(tokenizer, messages) for messages in _validation_prompts(template)]
+    prompts = validation_prompts(tokenizer, template)
     classifier, classifier_tokenizer, bias = _classifier(model, tokenizer, prompts)
     generator = _plain(LlamaForCausalLM, model, exclude=("score.",))
     generator.generation_config = copy.deepcopy(model.generation_config)
-    _set_generation_tokens(generator, tokenizer)
+    set_generation_tokens(generator, tokenizer)
 
-    with _staged(out) as staging:
+    with staged_output(out) as staging:
         for name, plain, plain_tokenizer in zip(SERVING_FOLDERS, (classifier, generator),
                                                 (classifier_tokenizer, tokenizer)):
             plain.save_pretrained(staging / name)
             plain_tokenizer.save_pretrained(staging / name)
-            if prompt_template:
-                write_json(staging / name / PROMPT_TEMPLATE_FILE, prompt_template)
+            if template is not None:
+                template.save_pretrained(staging / name)
     report = ServingReport(out, src.path, bias, classifier_tokenizer.pad_token)
     if validate:
         try:
             _validate(report, staging, model, prompts, atol)
-        except ExportError as error:
-            raise ExportError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from error
-    _install(staging, out, src.path, overwrite)
+        except UsageError as error:
+            raise UsageError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from None
+    install_output(staging, out, src.path, overwrite)
     return report
 
 
@@ -155,20 +152,21 @@ def _pooling_pad(tokenizer, last_tokens: set[int]) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
         if candidate is not None and candidate not in last_tokens:
             return candidate
-    raise ExportError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the sequence "
+    raise UsageError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the sequence "
                       "classifier could not find the last prompt token in a padded batch.")
 
 
 @torch.no_grad()
 def _validate(report: ServingReport, folder: Path, model, prompts: list[list[int]], atol: float) -> None:
     """Reload both folders as an engine user would (plain Auto classes, no remote code) and compare with `model`."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     for name in SERVING_FOLDERS:
-        config = read_json(folder / name / CONFIG_FILE)
+        config = AutoConfig.from_pretrained(folder / name)
         code = sorted(p.name for p in (folder / name).glob("*.py"))
-        if "auto_map" in config or code or config.get("model_type") != "llama":
-            raise ExportError(f"{folder / name} needs remote code (auto_map: {config.get('auto_map')}, files: {code}).")
+        if getattr(config, "auto_map", None) or code or config.model_type != "llama":
+            raise UsageError(f"{folder / name} needs remote code (auto_map: {getattr(config, 'auto_map', None)}, "
+                             f"files: {code}).")
     model = model.float()  # both sides in float32: what is compared is the fold and the pooled token
     load = dict(dtype=torch.float32, device_map=model.device)
     classifier = AutoModelForSequenceClassification.from_pretrained(folder / "classifier", **load).eval()
@@ -182,7 +180,7 @@ def _validate(report: ServingReport, folder: Path, model, prompts: list[list[int
         probabilities = (classifier(**inputs).logits + bias).softmax(-1)
         worst = max(worst, float((probabilities - model(**inputs).cls_probabilities).abs().max()))
     if not worst <= atol:
-        raise ExportError(f"The exported classifier's probabilities differ from the source's by up to {worst:.2e} "
+        raise UsageError(f"The exported classifier's probabilities differ from the source's by up to {worst:.2e} "
                           f"(tolerance {atol:.0e}).")
     generator = AutoModelForCausalLM.from_pretrained(folder / "generator", **load).eval()
     ids = torch.tensor([prompts[0]], device=model.device)
@@ -190,7 +188,7 @@ def _validate(report: ServingReport, folder: Path, model, prompts: list[list[int
     expected = model.classify_and_generate(ids, **greedy).sequences
     generated = generator.generate(ids, **greedy)
     if not torch.equal(generated, expected):
-        raise ExportError(f"The exported generator's greedy tokens {generated[0, ids.shape[1]:].tolist()} differ from "
+        raise UsageError(f"The exported generator's greedy tokens {generated[0, ids.shape[1]:].tolist()} differ from "
                           f"the source's {expected[0, ids.shape[1]:].tolist()}.")
     report.explanation = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
     report.max_abs_diff, report.n_prompts, report.validated = worst, len(prompts), True

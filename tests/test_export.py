@@ -3,8 +3,11 @@
 import copy
 import json
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,8 +33,9 @@ import clsgen_hf
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.configuration_clsgen import MODELING_VERSION
 from clsgen_hf.data import PromptTemplate
-from clsgen_hf.encoding import encode_prompts
-from clsgen_hf.export import ExportError, export_model
+from clsgen_hf.errors import UsageError
+from clsgen_hf.export import export_model
+from clsgen_hf.prompt_template import encode_prompts
 from clsgen_hf.model_card import build_model_card
 
 from .toy import tiny_config
@@ -66,7 +70,7 @@ def run(tmp_path_factory, _smollm2_tokenizer):
     results = {k: v for k, v in classification_report(probabilities, rows["label"]).items() if k != "reliability"}
     results.update(alignment_report(probabilities, [p["explanation"] for p in predictions]), train_rows=12, test_rows=6)
     (output_dir / "clsgen_results.json").write_text(json.dumps(results))
-    TOY_TEMPLATE.to_json_file(output_dir / "clsgen_prompt.json")
+    TOY_TEMPLATE.save_pretrained(output_dir)
     return SimpleNamespace(root=root, trainer=trainer, tokenizer=tokenizer, checkpoint=output_dir / "checkpoint-3",
                            results=results, rows=rows, probabilities=probabilities)
 
@@ -83,7 +87,7 @@ def _assert_card_has_results(card: ModelCard, results: dict) -> None:
             assert "n/a" in card.text
 
 
-def test_merged_export_loads_without_clsgen_hf(run, tmp_path):
+def test_merged_export(run, tmp_path):
     out = tmp_path / "merged"
     report = export_model(run.checkpoint, out, repo_id="me/toy-clsgen")
 
@@ -96,12 +100,9 @@ def test_merged_export_loads_without_clsgen_hf(run, tmp_path):
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
     assert config["id2label"] == {"0": "No", "1": "Yes"} and config["cls_threshold"] == 0.5
 
-    # reloaded by a process without clsgen_hf, through trust_remote_code: same class-head logits
+    # reloaded with AutoModel: same class-head logits (without clsgen_hf: test_merged_export_loads_without_clsgen_hf)
     assert report.validated and report.max_abs_diff <= 1e-5 and report.n_prompts == 3
     assert report.loaded_class.endswith("modeling_clsgen.LlamaForCLSGen")
-    assert not report.loaded_class.startswith("clsgen_hf")
-    # ... where the card's usage snippet also ran as written, on the exported folder
-    assert re.search(r"P\(Yes\) = \d\.\d{3} -> (Yes|No)", report.snippet_output), report.snippet_output
 
     card = ModelCard.load(out / "README.md")
     data = card.data.to_dict()
@@ -116,6 +117,47 @@ def test_merged_export_loads_without_clsgen_hf(run, tmp_path):
     assert report.evaluation_table in card.text and report.evaluation_table in str(report)
 
 
+# Runs in a fresh interpreter where `import clsgen_hf` fails: the merged export as a user without the package loads it.
+CLSGEN_FREE_SCRIPT = r'''
+import contextlib, io, json, re, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "clsgen_hf":
+            raise ImportError("clsgen_hf is blocked in this process")
+sys.meta_path.insert(0, Block())
+import torch
+from transformers import AutoModel
+folder, prompts = sys.argv[1], json.loads(sys.argv[2])
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+with torch.no_grad():
+    logits = [model(input_ids=torch.tensor([ids])).cls_logits[0].tolist() for ids in prompts]
+snippet = re.search(r"```python\n(.*?)```", open(folder + "/README.md").read(), re.S).group(1)
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):  # the card's usage snippet, as written but for the repo it loads
+    exec(snippet.replace('repo = "me/toy-clsgen"', "repo = " + json.dumps(folder), 1), {"__name__": "__snippet__"})
+cls = type(model)
+print("RESULT " + json.dumps({"class": f"{cls.__module__}.{cls.__name__}", "cls_logits": logits,
+                              "printed": printed.getvalue()}))
+'''
+
+
+def test_merged_export_loads_without_clsgen_hf(run, tmp_path):
+    out = tmp_path / "merged"
+    export_model(run.checkpoint, out, repo_id="me/toy-clsgen", validate=False)
+    prompts = encode_prompts(run.tokenizer, [TOY_TEMPLATE.to_messages({"text": t}) for t in ("better", "no change")])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    done = subprocess.run([sys.executable, "-c", CLSGEN_FREE_SCRIPT, str(out), json.dumps(prompts)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["class"].endswith("modeling_clsgen.LlamaForCLSGen") and not result["class"].startswith("clsgen_hf")
+    with torch.no_grad():
+        expected = [run.trainer.model(torch.tensor([ids])).cls_logits[0].tolist() for ids in prompts]
+    torch.testing.assert_close(torch.tensor(result["cls_logits"]), torch.tensor(expected), atol=1e-5, rtol=0)
+    assert re.search(r"P\(Yes\) = \d\.\d{3} -> (Yes|No)", result["printed"]), result["printed"]
+
+
 def test_adapter_export_loads_with_peft(run, tmp_path, capsys):
     # an adapter whose config names no base model: found only with --base_model
     adapter = tmp_path / "adapter-without-base"
@@ -123,7 +165,7 @@ def test_adapter_export_loads_with_peft(run, tmp_path, capsys):
     shutil.copy(run.checkpoint.parent / "clsgen_prompt.json", adapter)  # gives the labels their names
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": ""}))
-    with pytest.raises(ExportError, match="names no base model.*--base_model"):
+    with pytest.raises(UsageError, match="names no base model.*--base_model"):
         export_model(adapter, tmp_path / "nope", merge=False)
 
     out = tmp_path / "adapter"
@@ -142,7 +184,7 @@ def test_adapter_export_loads_with_peft(run, tmp_path, capsys):
     snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
     exec(snippet, {"__name__": "__snippet__"})
     printed = float(re.search(r"P\(Yes\) = (\d\.\d{3})", capsys.readouterr().out).group(1))
-    ids, _ = encode_prompts(run.tokenizer, [TOY_TEMPLATE.to_messages({"text": "<text>"})])
+    ids = encode_prompts(run.tokenizer, [TOY_TEMPLATE.to_messages({"text": "<text>"})])
     with torch.no_grad():
         expected = run.trainer.model(torch.tensor(ids)).cls_logits.softmax(-1)[0, 1].item()
     assert printed == pytest.approx(expected, abs=6e-4)
@@ -155,7 +197,7 @@ def test_trainer_writes_a_clsgen_card(run):
     assert card.data.clsgen_versions == {"clsgen_hf": clsgen_hf.__version__, "transformers": transformers.__version__,
                                          "peft": peft.__version__, "trl": trl.__version__, "torch": torch.__version__,
                                          "clsgen_modeling_version": MODELING_VERSION}
-    assert (output_dir / "clsgen_training.json").is_file() and "| r | 8 |" in card.text
+    assert "clsgen" in card.data and "| r | 8 |" in card.text  # the run's facts, in the card's metadata
 
     run.trainer.create_model_card()  # now that clsgen_results.json is there
     card = ModelCard.load(output_dir / "README.md")
@@ -242,12 +284,12 @@ def _adapter_without_score(path):
     [
         (None, "does not exist"),
         (_empty, "not a CLSGen checkpoint, adapter or model folder.*holds: nothing"),
-        (_gpt2, r"holds a `gpt2` model \(GPT2LMHeadModel\), not a CLSGen model"),
+        (_gpt2, r"holds no CLSGen model: .* is a `gpt2` checkpoint, but CLSGen models are built on the Llama"),
         (_config_only, "has a config.json but no weights"),
         (_pickled_only, r"pickled weights only \(pytorch_model.bin\)"),
         (_plain_llama, "without a `score` head"),
-        (_truncated, r"model.safetensors is truncated: its header describes \d+ bytes of tensors, the file holds \d+"),
-        (_corrupted_header, "model.safetensors (has a corrupted safetensors header|is not a valid safetensors file)"),
+        (_truncated, r"model.safetensors is truncated or corrupted \(safetensors: .*incomplete metadata"),
+        (_corrupted_header, r"model.safetensors is truncated or corrupted \(safetensors: .*header"),
         (_adapter_without_score, "holds no `score` head"),
     ],
     ids=["missing", "empty", "gpt2", "no-weights", "pickled", "plain-llama", "truncated", "corrupted", "adapter-no-score"],
@@ -256,7 +298,7 @@ def test_bad_sources_fail_with_a_clear_error(tmp_path, capsys, make, message):
     source = tmp_path / "source"
     if make is not None:
         make(source)
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(UsageError, match=message):
         export_model(source, tmp_path / "out")
     assert cli_main(["export", str(source), str(tmp_path / "out")]) == 2
     assert re.search(message, capsys.readouterr().err)
@@ -267,7 +309,7 @@ def test_export_help_exits_0(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["export", "--help"])
     assert exit_.value.code == 0
-    assert "--no-merge" in capsys.readouterr().out
+    assert "--format {merged,adapter,serving}" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------------- output folder
@@ -328,7 +370,7 @@ def test_export_never_removes_a_file_it_did_not_write(model_folder, tmp_path, ca
     source, out, exported = _layout(layout, root, model_folder)
     before = _snapshot(root)
     capsys.readouterr()
-    argv = ["export", source, out, "--no-validate"] + (["--overwrite"] if overwrite else [])
+    argv = ["export", source, out, "--no_validate"] + (["--overwrite"] if overwrite else [])
     status = cli_main(argv)
     err = capsys.readouterr().err
     assert status == LAYOUTS[layout][overwrite], err
@@ -348,7 +390,7 @@ def test_export_refuses_an_output_around_the_source_whatever_the_flags(model_fol
     shutil.copytree(model_folder, source)
     for out, message in ((source.parent, "contains the source folder"), (source, "is the source folder"),
                          (source / "sub", "lies inside the source folder")):
-        assert cli_main(["export", str(source), str(out), "--overwrite", "--no-validate"]) == 2
+        assert cli_main(["export", str(source), str(out), "--overwrite", "--no_validate"]) == 2
         assert message in capsys.readouterr().err
     assert (source / "model.safetensors").is_file()
 
@@ -360,13 +402,13 @@ def test_overwrite_replaces_an_earlier_export_only(model_folder, tmp_path, capsy
     export_model(model_folder, out, validate=False, overwrite=True)
     assert (out / "README.md").read_text() != "old card"
     (out / "mine.txt").write_text("mine")
-    with pytest.raises(ExportError, match=r"--overwrite replaces only a folder written by an export.*mine\.txt"):
+    with pytest.raises(UsageError, match=r"--overwrite replaces only a folder written by an export.*mine\.txt"):
         export_model(model_folder, out, validate=False, overwrite=True)
     assert (out / "mine.txt").read_text() == "mine"
-    with pytest.raises(ExportError, match="exists and is not empty.*--overwrite"):
+    with pytest.raises(UsageError, match="exists and is not empty.*--overwrite"):
         export_model(model_folder, tmp_path / "exp", validate=False)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ExportError, match="is a file"):
+    with pytest.raises(UsageError, match="is a file"):
         export_model(model_folder, tmp_path / "file", validate=False, overwrite=True)
 
 

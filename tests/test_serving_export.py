@@ -17,7 +17,7 @@ from transformers import (
 from clsgen_hf import LlamaForCLSGen
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.data import PromptTemplate
-from clsgen_hf.encoding import encode_prompts
+from clsgen_hf.prompt_template import encode_prompts
 
 from .toy import tiny_model_for
 
@@ -39,7 +39,7 @@ def _source(folder: Path, tokenizer, calibration: str = "platt", **overrides) ->
         model.score.bias.copy_(torch.randn(2) if random_bias else torch.zeros(2))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    TEMPLATE.to_json_file(folder / "clsgen_prompt.json")
+    TEMPLATE.save_pretrained(folder)
     return model.eval()
 
 
@@ -53,7 +53,7 @@ def _load(folder: Path, auto_class=AutoModelForSequenceClassification):
 
 
 def _prompts(tokenizer) -> list[list[int]]:
-    return encode_prompts(tokenizer, [TEMPLATE.to_messages({"text": text}) for text in TEXTS])[0]
+    return encode_prompts(tokenizer, [TEMPLATE.to_messages({"text": text}) for text in TEXTS])
 
 
 def _batch(tokenizer, ids: list[list[int]], side: str = "left"):
@@ -171,10 +171,10 @@ def test_a_pad_token_that_ends_the_prompts_is_replaced_for_pooling(tmp_path, smo
 def test_overwrite_replaces_a_serving_export_only(tmp_path, smollm2_tokenizer, capsys):
     _source(tmp_path / "src", smollm2_tokenizer)
     dest = tmp_path / "dest"
-    _export(tmp_path / "src", dest, "--no-validate")
-    argv = ["export", str(tmp_path / "src"), str(dest), "--format", "serving", "--no-validate"]
+    _export(tmp_path / "src", dest, "--no_validate")
+    argv = ["export", str(tmp_path / "src"), str(dest), "--format", "serving", "--no_validate"]
     assert cli_main(argv) == 2 and "--overwrite" in capsys.readouterr().err
-    _export(tmp_path / "src", dest, "--no-validate", "--overwrite")
+    _export(tmp_path / "src", dest, "--no_validate", "--overwrite")
     (dest / "generator" / "notes.txt").write_text("mine")
     assert cli_main(argv + ["--overwrite"]) == 2
     assert "generator/, which holds notes.txt" in capsys.readouterr().err
@@ -195,7 +195,7 @@ def test_embedded_model_classifier_gives_the_calibrated_probabilities(tmp_path, 
     finally:
         model.config.cls_logit_scale, model.config.cls_logit_bias = saved
     tokenizer.save_pretrained(tmp_path / "src")
-    _export(tmp_path / "src", tmp_path / "dest", "--no-validate")
+    _export(tmp_path / "src", tmp_path / "dest", "--no_validate")
     classifier, served_tokenizer = _load(tmp_path / "dest" / "classifier")
     assert _prompts(served_tokenizer)[:2] == ids
     probabilities = _served_probabilities(classifier, _batch(served_tokenizer, ids))

@@ -1,32 +1,39 @@
-"""`clsgen-hf refresh-code FOLDER`: give a saved CLSGen model folder this release's remote code, weights untouched.
+"""`clsgen-hf refresh-code FOLDER ...`: give saved CLSGen model folders this release's remote code, weights untouched.
 
 Folders carry the `modeling_clsgen.py`/`configuration_clsgen.py` of the release that wrote them, which is what
-`AutoModel.from_pretrained(folder, trust_remote_code=True)` runs. When a transformers release breaks old code
-(transformers 5.24 renamed `past_key_values` to `cache` in model outputs), this rewrites the two files and
-`config.json` in place; the weights and every other file stay as they are.
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` runs. When a transformers release breaks old code, this
+rewrites the two files and `config.json` in place; the weights and every other file stay as they are.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from trl import TrlParser
+
+from ..errors import UsageError, report_usage_error
+
+
+@dataclass
+class RefreshCodeArguments:
+    """No options: the folders are given on the command line."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clsgen-hf refresh-code", description=__doc__.split("\n\n")[0])
+    parser = TrlParser(RefreshCodeArguments, prog="clsgen-hf refresh-code", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="saved CLSGen model folder(s)")
-    args = parser.parse_args(argv)
+    _, args = parser.parse_args_and_config(argv)
     from ..remote_code import MODELING_VERSION, refresh_code
 
     for folder in args.folders:
         if not (folder / "config.json").is_file():
-            print(f"clsgen-hf refresh-code: error: {folder}: no config.json, so not a saved model folder.", file=sys.stderr)
-            return 2
+            return report_usage_error("refresh-code", UsageError(f"{folder}: no config.json, so not a saved model folder."))
         try:
             previous = refresh_code(folder)
-        except ValueError as error:
-            print(f"clsgen-hf refresh-code: error: {folder}: {error}", file=sys.stderr)
-            return 2
+        except ValueError as error:  # a config.json that is not a CLSGen one
+            return report_usage_error("refresh-code", UsageError(f"{folder}: {error}"))
         print(f"{folder}: code {previous or 'unversioned (0.1.0)'} -> {MODELING_VERSION}")
     return 0

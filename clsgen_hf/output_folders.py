@@ -1,0 +1,103 @@
+"""The output-folder rules of `clsgen-hf export` (all formats): an export never deletes what it did not write.
+
+It writes into a fresh staging folder next to the output (`staged_output`), and only a checked output folder
+(`check_output_dir`: not the source, not around or inside it, empty, or an earlier export with `overwrite`) is
+replaced by it (`install_output`).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UsageError
+from .model_card import read_json
+
+
+SERVING_FOLDERS = ("classifier", "generator")  # what `clsgen_hf.serving.export_serving` writes
+# Every name an export writes: `--overwrite` replaces only a folder that holds nothing else.
+_EXPORTED_NAMES = re.compile(
+    r"(config|generation_config|adapter_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab"
+    r"|clsgen_\w+|model\.safetensors\.index)\.json|(model|adapter_model|model-\d+-of-\d+)\.safetensors"
+    r"|(modeling|configuration)_clsgen\.py|README\.md|chat_template\.jinja|merges\.txt|tokenizer\.model"
+)
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A new folder next to `out`, ours alone, to write the export into; deleted if the writing fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def install_output(staging: Path, out: Path, source: Path, overwrite: bool) -> None:
+    """`staging` (written, validated) becomes `out`, after checking `out` again: it may have changed meanwhile. A
+    previous `out` is deleted only once `staging` is in place."""
+    try:
+        check_output_dir(out, source, overwrite)
+    except UsageError as error:
+        raise UsageError(f"{error}\nThe export was left in {staging}.") from None
+    old = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".old", dir=out.parent))
+    if out.exists():
+        out.rename(old / out.name)
+    staging.rename(out)
+    shutil.rmtree(old)
+
+
+def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output folder whose replacement could delete what the export did not write: the source, a folder
+    around or inside it (symbolic links resolved, whatever `overwrite` says), a file, a link, a non-empty folder
+    without `overwrite`, and with it any folder holding more than an earlier export wrote."""
+    target, src = out.resolve(), source.resolve()
+    if target == src:
+        raise UsageError(f"{out} is the source folder {source}: write the export to another folder.")
+    if src in target.parents:
+        raise UsageError(f"{out} lies inside the source folder {source}: write the export outside it.")
+    if target in src.parents:
+        raise UsageError(f"{out} contains the source folder {source}: replacing it would delete the source; write "
+                         "the export to a folder outside it (--overwrite does not change this).")
+    if out.is_symlink():
+        raise UsageError(f"{out} is a symbolic link: give the folder itself.")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise UsageError(f"{out} is a file: choose a folder.")
+    if not overwrite:
+        raise UsageError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
+    what = _not_an_export(out)
+    if what:
+        raise UsageError(f"--overwrite replaces only a folder written by an export, and {out} {what}: move what you "
+                         "want to keep, or choose another folder.")
+
+
+def _not_an_export(folder: Path, model_type: str = "llama_clsgen") -> str | None:
+    """What in `folder` an export did not write (`None`: nothing): a merged or adapter export holds only exported
+    names and a `model_type` config; a serving export holds `SERVING_FOLDERS`, each such a folder of a plain Llama."""
+    entries = sorted(folder.iterdir())
+    if model_type == "llama_clsgen" and [p.name for p in entries] == sorted(SERVING_FOLDERS) and all(
+        p.is_dir() and not p.is_symlink() for p in entries
+    ):
+        return next((f"has {p.name}/, which {why}" for p in entries if (why := _not_an_export(p, "llama"))), None)
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in entries
+                     if p.is_symlink() or not p.is_file() or not _EXPORTED_NAMES.fullmatch(p.name))
+    if foreign:
+        return f"holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}"
+    try:
+        config = read_json(folder / "config.json")
+    except UsageError:  # not JSON: not an export either
+        config = None
+    if not isinstance(config, dict) or config.get("model_type") != model_type:
+        return f"has no {'CLSGen' if model_type == 'llama_clsgen' else 'Llama'} config.json"
+    return None
+
+
+__all__ = ["SERVING_FOLDERS", "check_output_dir", "install_output", "staged_output"]
