@@ -120,11 +120,11 @@ def test_cli_help_exits_0():
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "offline" in done.stdout and "--cache-dir" in done.stdout and "--spaces" in done.stdout
+    assert "offline" in done.stdout and "--cache_dir" in done.stdout and "--spaces" in done.stdout
 
 
 def test_cli_installs_and_prepares(tmp_path, capsys):
-    assert install_metrics_main(["--cache-dir", str(tmp_path / "modules")]) == 0
+    assert install_metrics_main(["--cache_dir", str(tmp_path / "modules")]) == 0
     out = capsys.readouterr().out
     assert out.count(f"installed {tmp_path / 'modules'}") == len(METRIC_NAMES)
     assert 'evaluate.load("clsgen/' in out
@@ -132,7 +132,7 @@ def test_cli_installs_and_prepares(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "spaces").iterdir()) == sorted(METRIC_NAMES)
 
 
-def test_cli_push_needs_spaces():
-    with pytest.raises(SystemExit) as exit_:
-        install_metrics_main(["--push", "someone"])
-    assert exit_.value.code == 2
+def test_cli_push_needs_spaces(capsys):
+    assert install_metrics_main(["--push", "someone"]) == 2
+    assert capsys.readouterr().err.strip() == ("clsgen-hf install-metrics: error: --push uploads the folders written "
+                                               "by --spaces: give both.")

@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
+from trl import TrlParser
+
+from ..errors import UsageError, report_usage_error
 from ..metric_modules import METRIC_NAMES, NAMESPACE, install_metrics, prepare_spaces, push_spaces
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clsgen-hf install-metrics",
-        description=(
-            f"Install the CLSGen alignment metrics ({', '.join(METRIC_NAMES)}) into evaluate's modules cache, so "
-            f'that evaluate.load("{NAMESPACE}/<name>") works offline (HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1). '
-            "With --spaces, write Hugging Face Space folders instead; add --push to upload them."
-        ),
-    )
-    parser.add_argument(
-        "--cache-dir",
-        help="evaluate's modules cache to install into (default: $HF_MODULES_CACHE, else ~/.cache/huggingface/modules).",
-    )
-    parser.add_argument("--spaces", metavar="OUT_DIR", help="Write one Space folder per metric under OUT_DIR.")
-    parser.add_argument(
-        "--push",
-        metavar="NAMESPACE",
-        help="With --spaces: prepare the Spaces for NAMESPACE and upload them to NAMESPACE/<name> (needs a Hub token).",
-    )
-    return parser
+@dataclass
+class InstallMetricsArguments:
+    """Install the CLSGen alignment metrics into evaluate's modules cache, so that `evaluate.load("clsgen/<name>")`
+    works offline (HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1); with --spaces, write Hugging Face Space folders instead,
+    and with --push upload them."""
+
+    cache_dir: str | None = field(default=None, metadata={"help": "evaluate's modules cache to install into "
+                                  "(default: $HF_MODULES_CACHE, else ~/.cache/huggingface/modules)."})
+    spaces: str | None = field(default=None, metadata={"help": "Write one Space folder per metric under this folder."})
+    push: str | None = field(default=None, metadata={"help": "With --spaces: prepare the Spaces for this namespace and "
+                             "upload them to <namespace>/<name> (needs a Hub token)."})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser = TrlParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
+                       description=InstallMetricsArguments.__doc__)
+    (args,) = parser.parse_args_and_config(argv)
     if args.push and not args.spaces:
-        parser.error("--push uploads the folders written by --spaces OUT_DIR: give both.")
+        return report_usage_error("install-metrics", UsageError("--push uploads the folders written by --spaces: "
+                                                                "give both."))
     if args.spaces and args.cache_dir:
-        parser.error("--cache-dir is for installing; --spaces writes Space folders instead.")
+        return report_usage_error("install-metrics", UsageError("--cache_dir is for installing; --spaces writes Space "
+                                                                "folders instead."))
 
     if not args.spaces:
         for path in install_metrics(args.cache_dir):
