@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors import SafetensorError
 from trl import TrlParser
 
 from ..errors import UsageError, report_usage_error
@@ -69,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: PredictArguments) -> list[dict]:
     """Check the inputs (before loading any weights), predict, write `args.output`; returns the output rows."""
     from ..data import read_rows
+    from ..export import inspect_source
     from ..inference import predict
     from ..loading import load_model_and_tokenizer
     from ..prompt_template import PromptTemplate, default_prompt_template
 
     model_dir, output = Path(args.model), Path(args.output)
-    _check_clsgen_folder(model_dir)
+    try:
+        inspect_source(model_dir)  # a CLSGen model with a trained head and readable weights, before any weight loads
+    except UsageError as error:
+        raise UsageError(f"--model {args.model}: {error}") from None
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise UsageError(f"--output must end in {' or '.join(OUTPUT_FORMATS)}, got {output}.")
     if args.prompt_template:
@@ -122,34 +125,6 @@ def write_rows(rows: list[dict], path: Path, num_labels: int) -> None:
         writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for row in flat for key in row)))
         writer.writeheader()
         writer.writerows(flat)
-
-
-def _check_clsgen_folder(folder: Path) -> None:
-    """A CLSGen model folder with readable weights, checked before any weight loads: anything else has no trained
-    classification head, or would fail minutes later."""
-    from safetensors import safe_open
-
-    from ..configuration_clsgen import LlamaCLSGenConfig
-
-    if not (folder / "config.json").is_file():
-        raise UsageError(f"--model {folder}: no such folder, or no config.json in it (not a saved model folder).")
-    try:
-        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as error:
-        raise UsageError(f"--model {folder}: config.json is not valid JSON ({error}).") from None
-    if model_type != LlamaCLSGenConfig.model_type:
-        raise UsageError(f"--model {folder} holds a `{model_type}` model, not a CLSGen model (model_type "
-                         f"`{LlamaCLSGenConfig.model_type}`): it has no trained classification head. Train one with "
-                         "`clsgen-hf train` and pass its output folder.")
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise UsageError(f"--model {folder} has a config.json but no weights (model.safetensors).")
-    for file in weights:
-        try:
-            with safe_open(file, framework="pt"):
-                pass
-        except (OSError, SafetensorError) as error:
-            raise UsageError(f"--model {folder}: {file.name} is truncated or damaged ({error}).") from None
 
 
 def _prediction_input(row: dict, template, path: str, number: int) -> dict:
