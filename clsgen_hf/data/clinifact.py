@@ -5,8 +5,7 @@ Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information. The CLSGen paper
 
 Each row also gets a `registry_rationale`: two sentences written from its trial-registry fields (arms, outcome) and
 its gold label. They are label-conditioned explanations that cost nothing to make, for runs with no capable teacher
-at hand: the embedded SmolLM2-135M, asked as a teacher, states the gold verdict for none of 48 training rows at the
-first try (measured), so the CPU recipe trains on these instead.
+at hand (the embedded SmolLM2-135M is no usable teacher; README: Training), so the CPU recipe trains on these.
 """
 
 from __future__ import annotations
