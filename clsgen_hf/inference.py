@@ -138,7 +138,7 @@ class _BatchPredictor:
         else:
             probabilities, explanations = self._from_verdict(input_ids, attention_mask)
         records = []
-        labels = head_labels(probabilities.cpu().numpy(), self.threshold).tolist()
+        labels = head_labels(positive_scores(probabilities.cpu().numpy()), self.threshold).tolist()
         for probability, label, explanation in zip(probabilities.tolist(), labels, explanations):
             verdict = self.verdict_format.read(explanation)
             # A head and an explanation that disagree (or an explanation without a verdict) need a human look.

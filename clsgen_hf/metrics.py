@@ -70,10 +70,9 @@ def positive_scores(probabilities: ArrayLike) -> np.ndarray:
 
 
 def head_labels(probabilities: ArrayLike, threshold: float = 0.5) -> np.ndarray:
-    """The classification head's label: positive-class probability `>= threshold` (binary: `(n,)` or `(n, 2)`), or
-    the argmax (N classes)."""
-    scores = positive_scores(probabilities)
-    return scores.argmax(axis=1) if scores.ndim == 2 else (scores >= threshold).astype(int)
+    """The classification head's label: `probability >= threshold` (binary) or the argmax (N classes)."""
+    probs = np.asarray(probabilities, dtype=float)
+    return probs.argmax(axis=1) if probs.ndim == 2 else (probs >= threshold).astype(int)
 
 
 def _one_vs_rest(metric: Callable, name: str, targets: np.ndarray, scores: np.ndarray) -> float:
