@@ -23,6 +23,7 @@ from transformers import EvalPrediction
 from trl import SFTTrainer
 
 from .clsgen_config import CLSGenConfig
+from .errors import UsageError
 from .loading import load_model
 from .metrics import classification_report
 from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
@@ -128,8 +129,37 @@ class CLSGenTrainer(SFTTrainer):
         )
         self._class_weights = None if args.class_weights is None else torch.tensor(args.class_weights)
         self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
+        self._check_sharding()
         self.model_card_data = CLSGenCardData(tags=list(self._tag_names))  # filled by the callback as training goes
         self.add_callback(ModelCardCallback(self))
+
+    def _check_sharding(self) -> None:
+        """Refuse the sharded setups that would train `score` other than in float32, or not shard at all."""
+        import os
+
+        requested = bool(self.args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        if requested and not self.is_fsdp_enabled:
+            raise UsageError(
+                f"FSDP was requested but accelerate runs this job as {self.accelerator.distributed_type.value} "
+                "(accelerate shards with FSDP on GPUs only): on CPU launch with "
+                "examples/accelerate_configs/cpu_2proc.yaml, or drop `fsdp`."
+            )
+        if not self.is_fsdp_enabled:
+            return
+        plugin = self.accelerator.state.fsdp_plugin
+        if plugin.fsdp_version != 2:
+            raise UsageError(
+                "FSDP1 flattens `score` (float32) with the backbone into one FlatParameter of one dtype: set "
+                "`fsdp_version: 2` in the accelerate config (examples/accelerate_configs/fsdp2.yaml)."
+            )
+        policy = plugin.mixed_precision_policy
+        if policy is not None and policy.param_dtype not in (None, torch.float32):
+            raise UsageError(
+                f"FSDP2 with mixed_precision={self.accelerator.mixed_precision!r} computes every unit, `score` "
+                "included, in that dtype: train with `--bf16 false` (and `mixed_precision: 'no'` in the accelerate "
+                "config) and load the backbone in bfloat16 (`--dtype bfloat16`); FSDP2 then keeps each parameter's "
+                "dtype and `score` stays float32."
+            )
 
     def create_optimizer(self, model=None):
         """Trainer's optimizer, with the classification head in groups of its own at `args.head_learning_rate`."""
@@ -278,8 +308,9 @@ class CLSGenTrainer(SFTTrainer):
         if _internal_call or not self.args.save_merged or not isinstance(model, PeftModel):
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
+        state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None  # every rank
         if self.args.should_save:
-            merged = copy.deepcopy(model).merge_and_unload()
+            merged = (copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)).merge_and_unload()
             merged.save_pretrained(output_dir)
             self.processing_class.save_pretrained(output_dir)
             logger.info("Saved the merged model to %s", output_dir)
@@ -308,6 +339,28 @@ class CLSGenTrainer(SFTTrainer):
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), outputs.cls_logits.detach(), outputs.cls_labels
+
+
+def _unsharded_copy(model: PeftModel, state_dict: dict[str, torch.Tensor]) -> PeftModel:
+    """A plain (unsharded) copy of an FSDP2-sharded PEFT model built from its full state dict: FSDP modules cannot be
+    deep-copied, and merging must not touch the sharded model that training goes on with."""
+    from peft import get_peft_model
+
+    base = model.get_base_model()
+    with torch.device("meta"):
+        copy_ = get_peft_model(type(base)(base.config), copy.deepcopy(model.peft_config[model.active_adapter]))
+    missing, unexpected = copy_.load_state_dict(state_dict, strict=False, assign=True)
+    tied = set(getattr(base, "all_tied_weights_keys", None) or {})
+    missing = [key for key in missing if key.removeprefix("base_model.model.") not in tied]
+    if missing or unexpected:
+        raise RuntimeError(f"The gathered FSDP state dict does not fit the model: missing {missing}, unexpected {unexpected}.")
+    new_base = copy_.get_base_model()
+    for name, buffer in base.named_buffers():  # non-persistent buffers (rotary frequencies) are in no state dict
+        owner, _, leaf = name.rpartition(".")
+        if new_base.get_buffer(name).is_meta:
+            new_base.get_submodule(owner).register_buffer(leaf, buffer.detach().cpu(), persistent=False)
+    new_base.tie_weights()
+    return copy_
 
 
 def _is_head(parameter_name: str) -> bool:
