@@ -24,8 +24,8 @@ from trl import SFTTrainer
 
 from .clsgen_config import CLSGenConfig
 from .errors import UsageError
+from .evaluation import evaluate_predictions
 from .loading import load_model
-from .metrics import classification_report
 from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
 from .prompt_template import encode_example
 
@@ -61,13 +61,11 @@ class DataCollatorForCLSGen:
 
 
 def class_head_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
-    """AUROC, F1 and log-loss of the classification head on the eval set (no generation needed)."""
+    """AUROC, F1 and log-loss of the classification head on the eval set (no generation needed), scored by
+    `evaluate_predictions` as the recipe and the benchmark score their test rows."""
     probabilities = torch.from_numpy(np.asarray(eval_pred.predictions, dtype=np.float32)).softmax(-1).numpy()
-    labels = np.asarray(eval_pred.label_ids)
-    if probabilities.shape[1] == 2:
-        probabilities = probabilities[:, 1]
-    report = classification_report(probabilities, labels)
-    return {key: report[key] for key in ("auroc", "f1", "log_loss")}
+    results = evaluate_predictions([{"probability": row} for row in probabilities], np.asarray(eval_pred.label_ids))
+    return {key: results[key] for key in ("auroc", "f1", "log_loss")}
 
 
 class CLSGenTrainer(SFTTrainer):

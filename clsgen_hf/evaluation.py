@@ -17,7 +17,7 @@ from datasets import Dataset
 from .calibration import Calibration, fit_calibration
 from .inference import predict, tune_and_store_threshold
 from .prompt_template import PromptTemplate
-from .metrics import alignment_report, classification_report, positive_scores
+from .metrics import alignment_report, classification_report, head_labels, positive_scores
 from .verdicts import VerdictFormat
 
 
@@ -50,12 +50,14 @@ def evaluate_predictions(
     records: Sequence[dict], labels: Sequence[int], *, verdict_format: VerdictFormat | None = None,
     threshold: float = 0.5, calibration: Calibration | None = None,
 ) -> dict:
-    """Numbers of `predict` records against gold labels, at the decision `threshold` the model uses.
+    """Numbers of `predict` records against gold labels, at the decision `threshold` the model uses: the one scoring
+    of the recipe, the benchmark and the trainer's `compute_metrics`.
 
-    Returns AUROC, AUPRC, F1 (at `threshold`; macro argmax for N classes), Brier, ECE, log-loss and `reliability`,
-    the alignment metrics (AUROC-Alignment, R-LKappa, RLI, readability) at the same threshold, `disagreements` (rows
-    whose explanation does not state the head's label) and, given the `calibration` the records went through,
-    `before_calibration` (the raw head's Brier, ECE, log-loss and reliability).
+    A record needs `probability` (one per class) and, for a model that explains, `explanation`. Returns AUROC,
+    AUPRC, F1 (at `threshold`; macro argmax for N classes), Brier, ECE, log-loss and `reliability`; when every record
+    has an explanation, the alignment metrics (AUROC-Alignment, R-LKappa, RLI, readability) at the same threshold and
+    `disagreements` (rows whose explanation does not state the head's label); given the `calibration` the records
+    went through, `before_calibration` (the raw head's Brier, ECE, log-loss and reliability).
     """
     probabilities = np.array([record["probability"] for record in records])
     scores = positive_scores(probabilities)
@@ -64,9 +66,11 @@ def evaluate_predictions(
     results = {key: report[key] for key in CLASSIFICATION_KEYS}
     results["f1"] = report["f1_at_threshold"] if binary else report["f1"]
     results["threshold"] = threshold if binary else None
-    results.update(alignment_report(scores, [r["explanation"] for r in records], verdict_format=verdict_format,
-                                    threshold=threshold))
-    results["disagreements"] = sum(not record["agrees"] for record in records)
+    explanations = [record.get("explanation") for record in records]
+    if None not in explanations:
+        results.update(alignment_report(scores, explanations, verdict_format=verdict_format, threshold=threshold))
+        stated = [(verdict_format or VerdictFormat()).read(text) for text in explanations]
+        results["disagreements"] = int(np.sum(np.array(stated) != head_labels(scores, threshold)))
     results["reliability"] = report["reliability"]
     if calibration is not None:
         raw = classification_report(positive_scores(calibration.uncalibrated(probabilities)), labels)

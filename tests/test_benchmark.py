@@ -1,5 +1,6 @@
 """examples/benchmark_clinifact.py: the table's bookkeeping (fast) and the smoke-size run end to end (slow)."""
 
+import importlib
 import importlib.util
 import json
 import math
@@ -24,6 +25,12 @@ def benchmark():
     del sys.modules[spec.name]
 
 
+@pytest.fixture(scope="module")
+def report(benchmark):
+    """`examples/benchmark/report.py`, the table and README half of the benchmark (on the path once it is loaded)."""
+    return importlib.import_module("benchmark.report")
+
+
 def _table(markdown: str) -> dict[str, dict[str, str]]:
     """Method -> column header -> cell, from the Markdown table."""
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
@@ -36,13 +43,17 @@ def _table(markdown: str) -> dict[str, dict[str, str]]:
 
 
 def _fake_result(benchmark, explanations, perplexity=2.0):
+    def records(positives, texts):
+        return [{"probability": [1 - p, p], **({} if texts is None else {"explanation": text})}
+                for p, text in zip(positives, texts or positives)]
+
     return benchmark.MethodResult(
-        validation_probabilities=[0.2, 0.7, 0.4, 0.9], test_probabilities=[0.1, 0.8, 0.3, 0.75],
-        explanations=explanations, train_seconds=1.0, predict_seconds=0.5, lm_perplexity=perplexity,
+        validation=records([0.2, 0.7, 0.4, 0.9], None), test=records([0.1, 0.8, 0.3, 0.75], explanations),
+        train_seconds=1.0, predict_seconds=0.5, lm_perplexity=perplexity,
     )
 
 
-def test_evaluate_separates_not_applicable_from_undefined(benchmark):
+def test_evaluate_separates_not_applicable_from_undefined(benchmark, report):
     labels = [0, 1, 0, 1]
     # Every readable verdict says "Yes": AUROC-Alignment is undefined; the head still disagrees with some.
     with_text = benchmark.evaluate(_fake_result(benchmark, ["Answer: Yes"] * 4), labels, labels, None, 1.0)
@@ -53,8 +64,8 @@ def test_evaluate_separates_not_applicable_from_undefined(benchmark):
     assert set(without["not_applicable"]) == {*benchmark.ALIGNMENT_KEYS, "lm_perplexity", "language_retention"}
     assert without["undefined"] == {} and without["auroc"] == 1.0 and without["f1_tuned"] == 1.0
 
-    table = _table(benchmark.markdown_table({"sft": with_text, "tfidf": without}))
-    headers = [header for _, header, _ in benchmark.COLUMNS]
+    table = _table(report.markdown_table({"sft": with_text, "tfidf": without}))
+    headers = [header for _, header, _ in report.COLUMNS]
     assert list(table) == [benchmark.METHODS["sft"], benchmark.METHODS["tfidf"]]
     assert all(list(row) == headers for row in table.values())
     assert table[benchmark.METHODS["sft"]]["AUROC-Align"] == "NaN"
@@ -111,7 +122,7 @@ def test_stratified_subset_keeps_both_classes(benchmark):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (CLINIFACT / "train.csv").is_file(), reason="needs the CliniFact CSV files")
-def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
+def test_smoke_benchmark_fills_the_table(benchmark, report, tmp_path):
     """The CPU smoke size end to end: every method, every column, a number wherever the metric is defined."""
     output_dir = tmp_path / "out"
     payload = benchmark.main(["--output_dir", str(output_dir), "--data_dir", str(CLINIFACT)])
@@ -120,7 +131,7 @@ def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
 
     table = _table((output_dir / "benchmark_results.md").read_text())
     assert list(table) == list(benchmark.METHODS.values())
-    headers = [header for _, header, _ in benchmark.COLUMNS]
+    headers = [header for _, header, _ in report.COLUMNS]
     saved = json.loads((output_dir / "benchmark_results.json").read_text())["results"]
     for method, name in benchmark.METHODS.items():
         assert list(table[name]) == headers
@@ -129,7 +140,7 @@ def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
         if method == "tfidf":
             expected_na = {*benchmark.ALIGNMENT_KEYS, "lm_perplexity", "language_retention"}
         assert set(row["not_applicable"]) == expected_na
-        for key, header, _ in benchmark.COLUMNS:
+        for key, header, _ in report.COLUMNS:
             cell = table[name][header]
             if key in expected_na:
                 assert cell == "n/a" and row[key] is None
@@ -137,7 +148,7 @@ def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
                 assert cell == "NaN" and row[key] is None and "is undefined" in row["undefined"][key]
                 assert key in ("auroc_alignment", "r_lkappa", "rli")
             else:
-                assert math.isfinite(row[key]) and cell == format(row[key], _fmt(benchmark, key))
+                assert math.isfinite(row[key]) and cell == format(row[key], _fmt(report, key))
     assert saved["prompting"]["language_retention"] == pytest.approx(1.0)
     assert payload["config"]["rows"] | {"positives": None} == {
         "train_asked": 16, "train": 16, "validation": 8, "test": 8, "positives": None}
@@ -145,5 +156,5 @@ def test_smoke_benchmark_fills_the_table(benchmark, tmp_path):
     assert {"roc_curves.png", "reliability_diagrams.png"} <= {p.name for p in output_dir.iterdir()}
 
 
-def _fmt(benchmark, key):
-    return next(fmt for k, _, fmt in benchmark.COLUMNS if k == key)
+def _fmt(report, key):
+    return next(fmt for k, _, fmt in report.COLUMNS if k == key)
