@@ -1,14 +1,14 @@
-"""Explanation synthesis: verdict filtering, retries, the answer cache, teachers (a real local OpenAI-compatible
-HTTP server, the embedded SmolLM2) and the `clsgen-hf synthesize` command, resumed after a kill."""
+"""Explanation synthesis: verdict filtering, retries, the answer cache, teachers and the `clsgen-hf synthesize` command.
+
+A scripted teacher and a small HTTP server stand in where answers must be chosen on demand (the gold verdict, none, a
+wrong one) or the endpoint must fail (HTTP 5xx/429/400, a body that is not JSON, a hang); a real `transformers serve`
+endpoint is exercised in `test_teacher_server.py`.
+"""
 
 import importlib.util
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -46,13 +46,11 @@ GOOD_REASON = f"Explanation: {BECAUSE}"
 
 
 class ChatServer(ThreadingHTTPServer):
-    """A real OpenAI-compatible endpoint on 127.0.0.1 that reads the gold answer out of the teacher prompt.
+    """An OpenAI-compatible endpoint on 127.0.0.1 answering as `scripted_answer`, with faults on demand.
 
-    How it answers depends on a marker in the row text: none -> the gold verdict; "[retry]" -> the wrong verdict
-    when greedy (temperature 0), the gold one when sampling; "[late]" -> no verdict, the gold one when asked for it;
-    "[never]" -> no verdict even when asked. `fail_after` makes it answer 503 after that many answers; `broken`
-    makes it answer every question with an apology (no verdict), `invalid_json` with an HTML page. Every answered
-    user message is logged.
+    `fail_after` makes it answer `fail_status` (503) after that many answers; `broken` makes it answer every question
+    with an apology (no verdict), `invalid_json` with an HTML page; `delay` holds every reply. Every answered user
+    message is logged, and counted per API key (per client run).
     """
 
     daemon_threads = True
@@ -61,7 +59,8 @@ class ChatServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answered: list[str] = []
         self.answered_per_key: Counter = Counter()  # per API key, i.e. per client run
-        self.fail_after, self.failures, self.delay = None, 0, 0.0
+        self.fail_after, self.fail_status, self.failures, self.delay = None, 503, 0, 0.0
+        self.requests = 0
         self.broken = self.invalid_json = False
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -76,16 +75,41 @@ class ChatServer(ThreadingHTTPServer):
     def reply(self, payload: dict) -> str:
         if self.broken:
             return "Sorry, the service is overloaded; please try again later."
-        first, last = payload["messages"][1]["content"], payload["messages"][-1]["content"]
-        gold = re.search(r'answer is "(\w+)"', first).group(1)
-        if last.startswith("What is your final answer"):  # the verdict follow-up
-            return "I do not know." if "[never]" in first else f"Answer: {gold}"
-        if "[never]" in first or "[late]" in first:
-            return "The abstract reports the outcome that the trial measured in all of its patients, at every visit, " \
-                "for two years."
-        if "[retry]" in first and payload["temperature"] == 0:
-            return f"Explanation: the abstract reports no such result.\nAnswer: {'No' if gold == 'Yes' else 'Yes'}"
-        return f"{GOOD_REASON}\nAnswer: {gold}\nHope this helps!"
+        return scripted_answer(payload["messages"], payload["temperature"])
+
+
+def scripted_answer(messages: list[dict], temperature: float) -> str:
+    """How the scripted teachers answer, by a marker in the row text: none -> the gold verdict; "[retry]" -> the wrong
+    verdict when greedy (temperature 0), the gold one when sampling; "[late]" -> no verdict, the gold one when asked
+    for it; "[never]" -> no verdict even when asked."""
+    first, last = messages[1]["content"], messages[-1]["content"]
+    gold = re.search(r'answer is "(\w+)"', first).group(1)
+    if last.startswith("What is your final answer"):  # the verdict follow-up
+        return "I do not know." if "[never]" in first else f"Answer: {gold}"
+    if "[never]" in first or "[late]" in first:
+        return "The abstract reports the outcome that the trial measured in all of its patients, at every visit, " \
+            "for two years."
+    if "[retry]" in first and temperature == 0:
+        return f"Explanation: the abstract reports no such result.\nAnswer: {'No' if gold == 'Yes' else 'Yes'}"
+    return f"{GOOD_REASON}\nAnswer: {gold}\nHope this helps!"
+
+
+class ScriptedTeacher:
+    """A `Teacher` answering as `scripted_answer`, in this process; with `concurrency` above 1 the synthesizer calls it
+    from that many threads, as it does a server teacher."""
+
+    def __init__(self, concurrency: int = 1):
+        self.name, self.generated_tokens, self.concurrency = "scripted", 0, concurrency
+        self.asked: list[str] = []
+        self.lock = threading.Lock()
+
+    def generate(self, conversations, *, do_sample=False, temperature=1.0, max_new_tokens=256):
+        time.sleep(0.01 * (len(self.asked) % 3))  # answers come back out of order
+        texts = [scripted_answer(messages, temperature if do_sample else 0.0) for messages in conversations]
+        with self.lock:
+            self.asked += [messages[-1]["content"] for messages in conversations]
+            self.generated_tokens += sum(len(text.split()) for text in texts)
+        return texts
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -98,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if status >= 400:
+            self.send_header("retry-after-ms", "10")  # the client honours it: quick retries
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -107,12 +133,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        time.sleep(self.server.delay)
         server = self.server
+        with server.lock:
+            server.requests += 1
+        time.sleep(server.delay)
         with server.lock:
             if server.fail_after is not None and len(server.answered) >= server.fail_after:
                 server.failures += 1
-                return self._send(503, {"error": "overloaded"})
+                return self._send(server.fail_status, {"error": f"HTTP {server.fail_status} on demand"})
             server.answered.append(payload["messages"][-1]["content"])
             server.answered_per_key[self.headers.get("Authorization")] += 1
         if server.invalid_json:
@@ -212,20 +240,40 @@ def test_cache_survives_a_line_cut_short(tmp_path):
 
 
 def test_openai_teacher_happy_path_and_retries(server):
-    teacher = OpenAITeacher(server.url, backoff=0.01)
+    teacher = OpenAITeacher(server.url, max_retries=2, concurrency=2)
     convs = [teacher_messages(p, 1, FMT) for p in _rows("always", "always")["prompt"]]
     answers = teacher.generate(convs, max_new_tokens=16)
     assert answers == [f"{GOOD_REASON}\nAnswer: Yes\nHope this helps!"] * 2
     assert teacher.model == "tiny-teacher" and teacher.generated_tokens > 0
-    server.fail_after, teacher.max_retries = 2, 2  # every further request fails: three tries, then a clear error
-    with pytest.raises(TeacherError, match=re.escape(server.url) + r".*3 attempts.*HTTP 503"):
+    server.fail_after = 2  # every further request fails: three tries, then a clear error
+    with pytest.raises(TeacherError, match=re.escape(server.url) + r".*after 3 attempts.*HTTP 503"):
         teacher.generate(convs[:1], max_new_tokens=16)
     assert server.failures == 3
 
 
-def test_synthesis_filters_retries_and_reports(server, tmp_path):
+@pytest.mark.parametrize("status, retried", [(429, True), (500, True), (400, False), (404, False)])
+def test_openai_teacher_retries_rate_limits_and_server_errors_only(server, status, retried):
+    teacher = OpenAITeacher(server.url, model="m", max_retries=2)
+    server.fail_after, server.fail_status = 0, status
+    with pytest.raises(TeacherError, match=f"HTTP {status}") as error:
+        teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+    assert server.requests == (3 if retried else 1)
+    assert ("after 3 attempts" if retried else "refused the request") in str(error.value)
+
+
+def test_openai_teacher_gives_up_on_a_hanging_endpoint(server):
+    server.delay = 3.0
+    teacher = OpenAITeacher(server.url, model="m", timeout=0.3, max_retries=1)
+    start = time.monotonic()
+    with pytest.raises(TeacherError, match=r"did not answer within 0\.3 s, 2 attempts"):
+        teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+    assert server.requests == 2 and time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_synthesis_filters_retries_and_reports(tmp_path, concurrency):
     dataset = _rows("always", "retry", "never", "late", "retry")
-    teacher = make_teacher(f"openai:{server.url}", backoff=0.01)
+    teacher = ScriptedTeacher(concurrency)
     out = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=1,
                                   batch_size=2, cache_path=tmp_path / "cache.jsonl", save_to=tmp_path / "out.jsonl",
                                   show_progress=False)
@@ -241,68 +289,47 @@ def test_synthesis_filters_retries_and_reports(server, tmp_path):
     assert report.follow_ups == 1 and "first try" in str(report)
     assert report.generated == 5 + 2 + 3 + 1  # answers, follow-ups (never, late), retries, follow-up (never)
     meta = json.loads((tmp_path / "out.meta.json").read_text())
-    assert meta["teacher"] == f"openai:{server.url}" and meta["prompt_template"] == CLINIFACT_BINARY_TEMPLATE.to_dict()
+    assert meta["teacher"] == "scripted" and meta["prompt_template"] == CLINIFACT_BINARY_TEMPLATE.to_dict()
     assert len(Dataset.from_json(str(tmp_path / "out.jsonl"))) == 4
+    assert len(_json_lines(tmp_path / "cache.jsonl")) == 11
     # Same arguments again: everything comes from the cache.
     again = synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, max_retries=1,
                                     cache_path=tmp_path / "cache.jsonl", show_progress=False)
-    assert len(server.answered) == 11 and again["completion"] == out["completion"]
+    assert len(teacher.asked) == 11 and again["completion"] == out["completion"]
     assert SynthesisReport.from_dataset(again).reused == 11
 
 
 def test_endpoint_down_fails_clearly_and_keeps_the_cache(server, tmp_path):
+    """Two requests in flight at once: the answers that came back stay cached, nothing new is sent after the failure,
+    and the rerun asks only for the rest."""
     cache = tmp_path / "cache.jsonl"
-    dataset = _rows("always", "always", "always", "always")
-    server.fail_after = 2  # the first batch is answered, then the server goes down
-    teacher = OpenAITeacher(server.url, backoff=0.01, max_retries=1)
+    dataset = _rows("always", "always", "always", "always", "always", "always")
+    server.fail_after = 2  # two answers, then the server goes down
+    teacher = OpenAITeacher(server.url, max_retries=1, concurrency=2)
     with pytest.raises(TeacherError, match=re.escape(server.url)):
-        synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, batch_size=2,
-                                cache_path=cache, show_progress=False)
+        synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, cache_path=cache,
+                                show_progress=False)
     assert len(AnswerCache(cache)) == 2
-    closed = OpenAITeacher(f"http://127.0.0.1:{_free_port()}/v1", model="m", backoff=0.01, max_retries=1)
-    with pytest.raises(TeacherError, match=r"127\.0\.0\.1.*2 attempts.*ConnectionError"):
+    assert server.failures <= 2 * 2  # the requests in flight when it failed, each tried twice; no new ones
+    closed = OpenAITeacher(f"http://127.0.0.1:{_free_port()}/v1", model="m", max_retries=1)
+    with pytest.raises(TeacherError, match=r"127\.0\.0\.1.*could not be reached after 2 attempts"):
         closed.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
     server.fail_after = None
-    synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, batch_size=2,
-                            cache_path=cache, show_progress=False)
-    assert len(server.answered) == 4  # the two cached answers were not asked for again
+    synthesize_explanations(dataset, teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE, cache_path=cache,
+                            show_progress=False)
+    assert len(server.answered) == 6  # the two cached answers were not asked for again
 
 
 def test_make_teacher_specs():
     bare = make_teacher("openai:http://127.0.0.1:8000", model="m")
     assert bare.url == "http://127.0.0.1:8000/v1/chat/completions" and bare.name == "openai:http://127.0.0.1:8000/v1#m"
     assert OpenAITeacher("http://h/api/chat/completions").url == "http://h/api/chat/completions"
+    assert make_teacher("openai:http://h/v1", concurrency=6).concurrency == 6
     with pytest.raises(ValueError, match="Unknown teacher"):
         make_teacher("bard:x")
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(TeacherError, match="pip install vllm"):
             make_teacher("vllm:some/model")
-
-
-def test_command_resumes_after_kill(server, tmp_path):
-    """Kill `clsgen-hf synthesize` once answers are cached; the rerun asks only for the missing ones."""
-    server.delay = 0.5
-    output, cache = tmp_path / "out.jsonl", tmp_path / "out.cache.jsonl"
-    argv = [sys.executable, "-m", "clsgen_hf.cli", "synthesize", f"clinifact:{CLINIFACT_DIR}", "--split", "validation",
-            "--max-rows", "8", "--batch-size", "2", "--max-retries", "0", "--teacher", f"openai:{server.url}",
-            "--output", str(output), "--no-progress"]
-    env = lambda run: {**os.environ, "OPENAI_API_KEY": run}  # noqa: E731 - tells the server which run asks
-    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env("first"))
-    deadline = time.monotonic() + 120
-    while not (cache.is_file() and len(cache.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    cached = len(AnswerCache(cache))
-    assert 2 <= cached < 8, "the first run was not interrupted mid-way"
-    server.delay = 0.0
-    second = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env("second"))
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert f"({cached} reused from the cache)" in second.stderr + second.stdout
-    assert server.answered_per_key["Bearer second"] == 8 - cached
-    keys = [record["key"] for record in _json_lines(cache)]
-    assert len(keys) == len(set(keys)) == 8  # one answer per row, none asked for twice
-    assert output.is_file()
 
 
 @pytest.mark.slow
@@ -335,8 +362,9 @@ def _synthesize(server, tmp_path, *extra) -> int:
     if not source.exists():
         Dataset.from_dict({"claim": [f"Claim {i} about a trial." for i in range(4)], "label": [0, 1, 0, 1]}).to_csv(
             source, index=False)
-    return cli_main(["synthesize", str(source), "--text-fields", "claim", "--teacher", f"openai:{server.url}",
-                     "--output", str(tmp_path / "out.jsonl"), "--max-retries", "0", "--no-progress", *extra])
+    return cli_main(["synthesize", "--input", str(source), "--text_fields", "claim", "--teacher",
+                     f"openai:{server.url}", "--output", str(tmp_path / "out.jsonl"), "--teacher_retries", "0",
+                     "--no_progress", *extra])
 
 
 def test_answers_not_kept_fail_the_run_and_are_asked_again_on_request(server, tmp_path, capsys):
@@ -358,15 +386,15 @@ def test_answers_not_kept_fail_the_run_and_are_asked_again_on_request(server, tm
 
 def test_changed_generation_settings_are_asked_afresh(server, tmp_path):
     assert _synthesize(server, tmp_path) == 0 and len(server.answered) == 4
-    assert _synthesize(server, tmp_path, "--max-new-tokens", "64") == 0 and len(server.answered) == 8
-    assert _synthesize(server, tmp_path, "--temperature", "0.3") == 0
+    assert _synthesize(server, tmp_path, "--teacher_max_new_tokens", "64") == 0 and len(server.answered) == 8
+    assert _synthesize(server, tmp_path, "--teacher_temperature", "0.3") == 0
     assert len(server.answered) == 8  # first tries are greedy: the temperature of retries does not change them
-    assert _synthesize(server, tmp_path, "--teacher-instruction", 'Say why the answer is "{answer}". {text}') == 0
+    assert _synthesize(server, tmp_path, "--teacher_instruction", 'Say why the answer is "{answer}". {text}') == 0
     assert len(server.answered) == 12
 
 
-def test_a_class_without_kept_explanations_fails(server, tmp_path):
-    teacher = OpenAITeacher(server.url, backoff=0.01)
+def test_a_class_without_kept_explanations_fails(tmp_path):
+    teacher = ScriptedTeacher()
     with pytest.raises(TeacherError, match=r"class\(es\) 0;.*0 \(No\) 0 of 1, 1 \(Yes\) 1 of 1"):
         synthesize_explanations(_rows("always", "never"), teacher, prompt_template=CLINIFACT_BINARY_TEMPLATE,
                                 max_retries=0, cache_path=tmp_path / "cache.jsonl", save_to=tmp_path / "out.jsonl",
@@ -380,9 +408,41 @@ def test_a_class_without_kept_explanations_fails(server, tmp_path):
 
 def test_an_endpoint_answering_no_json_is_named_with_its_body(server, tmp_path, capsys):
     server.invalid_json = True
-    teacher = OpenAITeacher(server.url, model="m", backoff=0.01)
-    with pytest.raises(TeacherError, match=re.escape(f"{server.url}/chat/completions answered HTTP 200 with a body "
-                                                     "that is not JSON") + r".*begins: '<html><body>502 Bad Gateway"):
+    teacher = OpenAITeacher(server.url, model="m")
+    with pytest.raises(TeacherError, match=re.escape(f"{server.url}/chat/completions answered with a body that is not "
+                                                     "JSON") + r".*begins: '<html><body>502 Bad Gateway"):
         teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
     assert _synthesize(server, tmp_path) == 1
     assert "not JSON" in capsys.readouterr().err
+
+
+def test_command_reports_bad_options_and_input_in_one_line(server, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    Dataset.from_dict({"claim": ["c"], "label": [0]}).to_csv(source, index=False)
+    capsys.readouterr()
+    common = ["synthesize", "--output", str(tmp_path / "out.jsonl")]
+    for argv, message in [
+        ([*common, "--input", str(source)], "--text_fields is required"),
+        ([*common, "--input", str(tmp_path / "missing.csv"), "--text_fields", "claim"], "no such file"),
+        ([*common, "--input", f"clinifact:{tmp_path}"], "CliniFact files missing"),
+        ([*common, "--input", str(source), "--text_fields", "claim", "--teacher", "self"], "--teacher self"),
+        ([*common, "--input", str(source), "--teacher", "bard:x"], "--teacher 'bard:x'"),
+        ([*common, "--input", str(source), "--teacher_concurrency", "0"], "--teacher_concurrency must be"),
+        ([*common, "--input", "clinifact:x", "--clinifact_view", "both"], "--clinifact_view must be"),
+    ]:
+        assert cli_main(argv) == 2, argv
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("clsgen-hf synthesize: error: ") and message in error and "\n" not in error
+    assert server.requests == 0
+
+
+def test_command_reads_a_config_file(server, tmp_path):
+    """`--config` holds any option (lists as YAML lists); the command line overrides it."""
+    Dataset.from_dict({"title": ["T0", "T1"], "claim": [f"Claim {i}." for i in range(2)], "label": [0, 1]}).to_csv(
+        tmp_path / "rows.csv", index=False)
+    config = tmp_path / "synthesize.yaml"
+    config.write_text(f"input: {tmp_path / 'rows.csv'}\noutput: {tmp_path / 'out.jsonl'}\ntext_fields: [title, claim]\n"
+                      f"teacher: openai:{server.url}\nteacher_retries: 0\nteacher_concurrency: 2\nprogress: false\n")
+    assert cli_main(["synthesize", "--config", str(config), "--max_rows", "1"]) == 0
+    assert len(server.answered) == 1 and len(_json_lines(tmp_path / "out.jsonl")) == 1
+    assert "Title: T0" in _json_lines(tmp_path / "out.jsonl")[0]["prompt"][1]["content"]

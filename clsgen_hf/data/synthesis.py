@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +191,8 @@ def synthesize_explanations(
         prompt_template: the template that built `prompt`; its `verdict_format` reads and writes verdicts.
         cache_path: JSON Lines file of every teacher answer; a rerun with the same arguments reuses it.
         max_retries: sampled re-asks for rows whose answer was not kept (the first ask is greedy).
-        batch_size: conversations per `teacher.generate` call (and per cache flush).
+        batch_size: conversations per `teacher.generate` call (and per cache flush) of a local teacher; a server
+            (a teacher whose `concurrency` is above 1) gets one row per request, that many requests at once.
         max_new_tokens: the teacher's answer budget.
         temperature: sampling temperature of the retries.
         teacher_instruction: the teacher's user message (`{text}`, `{answer}`, `{verdict_line}`).
@@ -314,8 +317,8 @@ def check_every_class_kept(report: SynthesisReport, cache_path: str | Path) -> N
 
 @dataclass
 class _Asker:
-    """Gets answers from the cache or, in batches cached as soon as they return, from the teacher; rows in `fresh`
-    are asked again whatever the cache holds."""
+    """Gets answers from the cache or from the teacher, caching each as soon as it returns; rows in `fresh` are asked
+    again whatever the cache holds."""
 
     teacher: Teacher
     cache: AnswerCache
@@ -334,16 +337,55 @@ class _Asker:
         if todo:
             tokens_before, start = self.teacher.generated_tokens, time.perf_counter()
             with tqdm(total=len(todo), desc=desc, unit="row", disable=not self.show_progress) as bar:
-                for begin in range(0, len(todo), self.batch_size):
-                    batch = todo[begin : begin + self.batch_size]
-                    texts = self.teacher.generate([conversations[i] for i in batch], do_sample=attempt > 0,
-                                                  temperature=self.temperature, max_new_tokens=max_new_tokens)
+                def generate(batch: list[int]) -> list[str]:
+                    return self.teacher.generate([conversations[i] for i in batch], do_sample=attempt > 0,
+                                                 temperature=self.temperature, max_new_tokens=max_new_tokens)
+
+                def record(batch: list[int], texts: list[str]) -> None:
                     self.cache.extend([{"key": keys[i], "attempt": attempt, "text": t} for i, t in zip(batch, texts)])
                     bar.update(len(batch))
+
+                concurrency = getattr(self.teacher, "concurrency", 1)
+                if concurrency > 1:
+                    _in_flight(generate, record, todo, concurrency)
+                else:
+                    for begin in range(0, len(todo), self.batch_size):
+                        batch = todo[begin : begin + self.batch_size]
+                        record(batch, generate(batch))
             report.generated += len(todo)
             report.generated_tokens += self.teacher.generated_tokens - tokens_before
             report.seconds += time.perf_counter() - start
         return {i: self.cache[keys[i]]["text"] for i in conversations}
+
+
+def _in_flight(generate, record, rows: list[int], concurrency: int) -> None:
+    """`generate([row])` for every row, `concurrency` at a time, `record`ing each answer (in this thread) as soon as it
+    returns, so that the server never waits for a slow row and a kill loses only the requests in flight. After a
+    failure nothing new is sent; the answers of the requests already in flight are still recorded, then it raises."""
+    stop = threading.Event()
+
+    def ask(row: int) -> list[str] | None:
+        if stop.is_set():
+            return None  # not asked
+        try:
+            return generate([row])
+        except BaseException:
+            stop.set()
+            raise
+
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = {pool.submit(ask, row): row for row in rows}
+        try:
+            for future in as_completed(futures):
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                elif (texts := future.result()) is not None:
+                    record([futures[future]], texts)
+        finally:  # an interrupt (Ctrl-C) sends nothing more either
+            stop.set()
+    if failure is not None:
+        raise failure
 
 
 __all__ = ["DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "check_every_class_kept",

@@ -1,20 +1,21 @@
 """Teachers: the LLMs that write explanations, behind one `Teacher` interface.
 
-A local causal LM (`TransformersTeacher`), an OpenAI-compatible server (`OpenAITeacher`: vLLM, TGI, llama.cpp,
-Ollama) and vLLM's offline engine (`VLLMTeacher`) all take a batch of chat conversations and return one answer
-each, so the synthesizer does not care where answers come from. `make_teacher("kind:target")` picks one by name.
+A local causal LM (`TransformersTeacher`), an OpenAI-compatible server (`OpenAITeacher`: vLLM, TGI,
+`transformers serve`, hosted APIs) and vLLM's offline engine (`VLLMTeacher`) all take a batch of chat conversations
+and return one answer each, so the synthesizer does not care where answers come from. `make_teacher("kind:target")`
+picks one by name.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-import requests
 import torch
 
 from ..loading import default_model_path, load_model, load_tokenizer
@@ -34,7 +35,9 @@ class Teacher(Protocol):
     """Anything that answers a batch of chat conversations.
 
     `name` identifies the teacher in cache keys and metadata: two teachers with one name are assumed to answer
-    alike. `generated_tokens` counts the tokens generated so far (for throughput reports).
+    alike. `generated_tokens` counts the tokens generated so far (for throughput reports). A teacher with a
+    `concurrency` attribute above 1 (a server) is called from that many threads at once, one conversation per call,
+    so that it always has that many requests in flight; the others get batches of `batch_size`, one at a time.
     """
 
     name: str
@@ -102,20 +105,21 @@ def _until_eos(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
 
 
 class OpenAITeacher:
-    """A model behind an OpenAI-compatible `/chat/completions` endpoint, queried from a thread pool.
+    """A model behind an OpenAI-compatible `/chat/completions` endpoint (vLLM, TGI, `transformers serve`, llama.cpp,
+    Ollama, hosted APIs), asked through the `openai` client.
 
-    Connection errors, timeouts, 429 and 5xx replies are retried with exponential backoff; after `max_retries`
-    retries a `TeacherError` names the URL.
+    The client retries connection errors, timeouts, 408/409/429 and 5xx replies with jittered exponential backoff
+    (honouring `Retry-After`), and never retries another 4xx; after `max_retries` retries a `TeacherError` names
+    the URL. The teacher is thread-safe: the synthesizer keeps `concurrency` one-row requests in flight at once.
 
     Args:
         base_url: e.g. `http://localhost:8000/v1` (a bare `http://host:port` gets `/v1`; a full
-            `.../chat/completions` URL is used as is).
+            `.../chat/completions` URL loses that suffix, which the client adds).
         model: the served model name; `None` asks the server's `/models` for its first one.
-        api_key: sent as a bearer token when given.
+        api_key: sent as a bearer token (local servers need none).
         concurrency: requests in flight at once.
         timeout: seconds per request.
         max_retries: retries per request after the first try.
-        backoff: seconds before the first retry, doubled after each.
     """
 
     def __init__(
@@ -124,60 +128,83 @@ class OpenAITeacher:
         model: str | None = None,
         *,
         api_key: str | None = None,
-        concurrency: int = 8,
-        timeout: float = 120.0,
+        concurrency: int = 4,
+        timeout: float = 300.0,
         max_retries: int = 3,
-        backoff: float = 1.0,
     ):
-        url = base_url.rstrip("/")
-        if not url.endswith("/chat/completions"):
-            url = (url if urlsplit(url).path else url + "/v1") + "/chat/completions"
-        self.url, self.models_url = url, url.removesuffix("/chat/completions") + "/models"
-        self.model, self.concurrency, self.timeout = model, concurrency, timeout
+        import openai
+
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}.")
+        url = base_url.rstrip("/").removesuffix("/chat/completions")
+        self.base_url = url if urlsplit(url).path else url + "/v1"
+        self.url = self.base_url + "/chat/completions"
+        self.model, self.concurrency, self.timeout, self.max_retries = model, concurrency, timeout, max_retries
         # Named as configured (not after `/models` is asked), so that cache keys are known before any request.
-        self.name = f"openai:{self.url.removesuffix('/chat/completions')}" + (f"#{model}" if model else "")
-        self.max_retries, self.backoff = max_retries, backoff
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.name = f"openai:{self.base_url}" + (f"#{model}" if model else "")
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "none", timeout=timeout,
+                                    max_retries=max_retries)
+        self._openai = openai
+        self._lock = threading.Lock()
         self.generated_tokens = 0
 
     def generate(
         self, conversations: list[Conversation], *, do_sample: bool = False, temperature: float = 1.0,
         max_new_tokens: int = 256,
     ) -> list[str]:
-        if self.model is None:
-            self.model = self._request("GET", self.models_url)["data"][0]["id"]
-        payload = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature if do_sample else 0.0}
+        """One request per conversation, `concurrency` at a time; answers in input order."""
+        ask = functools.partial(self._answer, temperature=temperature if do_sample else 0.0,
+                                max_new_tokens=max_new_tokens)
+        if len(conversations) == 1 or self.concurrency == 1:
+            return [ask(messages) for messages in conversations]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            replies = list(pool.map(lambda messages: self._request("POST", self.url, {**payload, "messages": messages}),
-                                    conversations))
-        self.generated_tokens += sum((reply.get("usage") or {}).get("completion_tokens", 0) for reply in replies)
-        try:
-            return [(reply["choices"][0]["message"]["content"] or "").strip() for reply in replies]
-        except (KeyError, IndexError, TypeError) as error:
-            raise TeacherError(f"{self.url} answered without choices[0].message.content: {replies[0]!r}") from error
+            return list(pool.map(ask, conversations))
 
-    def _request(self, method: str, url: str, payload: dict | None = None) -> dict:
-        """One JSON request, retried with backoff on errors worth retrying."""
-        last: str = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = requests.request(method, url, json=payload, headers=self.headers, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                last = f"{type(error).__name__}: {error}"
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code >= 400:
-                raise TeacherError(f"{url} refused the request: HTTP {response.status_code}: {response.text[:500]}")
-            try:
-                return response.json()
-            except requests.JSONDecodeError as error:
-                raise TeacherError(f"{url} answered HTTP {response.status_code} with a body that is not JSON ({error}); "
-                                   f"it begins: {response.text[:200]!r}") from None
-        raise TeacherError(f"{url} did not answer after {self.max_retries + 1} attempts; last error: {last}")
+    def served_model(self) -> str:
+        """The model name sent with each request: the configured one, else the server's first (asked once)."""
+        with self._lock:
+            if self.model is None:
+                models = self._call(lambda: self.client.models.list().data, self.base_url + "/models")
+                if not models:
+                    raise TeacherError(f"{self.base_url}/models lists no model; name one with --teacher_model.")
+                self.model = models[0].id
+            return self.model
+
+    def _answer(self, messages: Conversation, *, temperature: float, max_new_tokens: int) -> str:
+        model = self.served_model()
+        reply = self._call(lambda: self.client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_new_tokens, temperature=temperature), self.url)
+        try:
+            text = reply.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError) as error:
+            raise TeacherError(f"{self.url} answered without choices[0].message.content: {reply!r:.300}") from error
+        with self._lock:
+            self.generated_tokens += getattr(reply.usage, "completion_tokens", 0) or 0
+        return text.strip()
+
+    def _call(self, request, url: str):
+        """`request()`, its errors (the client's retries spent) turned into one-line `TeacherError`s naming `url`."""
+        openai, attempts = self._openai, self.max_retries + 1
+        try:
+            reply = request()
+        except openai.APITimeoutError:
+            raise TeacherError(f"{url} did not answer within {self.timeout:g} s, {attempts} attempts") from None
+        except openai.APIConnectionError as error:
+            cause = error.__cause__ or error
+            raise TeacherError(f"{url} could not be reached after {attempts} attempts: "
+                               f"{type(cause).__name__}: {cause}") from None
+        except openai.APIStatusError as error:
+            body = error.response.text[:300]
+            if error.status_code in (408, 409, 429) or error.status_code >= 500:
+                raise TeacherError(f"{url} did not answer after {attempts} attempts; last reply: HTTP "
+                                   f"{error.status_code}: {body}") from None
+            raise TeacherError(f"{url} refused the request: HTTP {error.status_code}: {body}") from None
+        except openai.APIResponseValidationError as error:
+            raise TeacherError(f"{url} answered HTTP {error.status_code} with a body that is not a chat completion; it "
+                               f"begins: {error.response.text[:200]!r}") from None
+        if isinstance(reply, str):  # the client hands back a body that is not JSON as text
+            raise TeacherError(f"{url} answered with a body that is not JSON; it begins: {reply[:200]!r}")
+        return reply
 
 
 class VLLMTeacher:
