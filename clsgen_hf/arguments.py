@@ -61,7 +61,16 @@ class PromptArguments:
         elif not self.text_fields:
             raise UsageError("--text_fields is required: name the column(s) holding the text to classify.")
         else:
-            template = default_prompt_template(self.text_fields, verdict_format=self._verdict_format())
+            return self._override(default_prompt_template(self.text_fields, verdict_format=self._verdict_format()))
+        if self.verbalizers or self.verdict_prefix != DEFAULT_VERDICT_PREFIX:  # a ready template's verdict, changed
+            words = self.verbalizers or [template.verdict_format.verbalizers[label] for label in template.labels]
+            if len(words) != len(template.labels):
+                raise UsageError(f"--verbalizers names {len(words)} labels; the template has {len(template.labels)} "
+                                 f"({template.verdict_format.verbalizers}).")
+            template = replace(template, verdict_format=VerdictFormat(dict(enumerate(words)), self.verdict_prefix))
+        return self._override(template)
+
+    def _override(self, template: PromptTemplate) -> PromptTemplate:
         overrides = {"question": self.question, "system": self.system_prompt, "max_prompt_tokens":
                      self.max_prompt_tokens}
         return replace(template, **{name: value for name, value in overrides.items() if value is not None})

@@ -79,6 +79,14 @@ def test_user_template_takes_label_names_verbalizers_question_and_prefix():
     assert args.build_template().verdict_format.verbalizers == {0: "Low", 1: "High"}
     with pytest.raises(UsageError, match="each label once"):
         PromptArguments(text_fields=["n"], verbalizers=["A", "A"]).build_template()
+    from clsgen_hf.data import CLINIFACT_BINARY_TEMPLATE
+
+    clinifact = PromptArguments(verbalizers=["False", "True"], verdict_prefix="Verdict:", question="Supported?")
+    template = clinifact.build_template(CLINIFACT_BINARY_TEMPLATE)  # a dataset's own template, the user's verdict
+    assert template.verdict_format.line(1) == "Verdict: True" and template.question == "Supported?"
+    assert template.user_template == CLINIFACT_BINARY_TEMPLATE.user_template
+    with pytest.raises(UsageError, match="names 3 labels; the template has 2"):
+        PromptArguments(verbalizers=["A", "B", "C"]).build_template(CLINIFACT_BINARY_TEMPLATE)
 
 
 @pytest.mark.slow
