@@ -95,17 +95,22 @@ class PromptTemplate:
         The middle of the longest text field is cut first (the end of a long text, a conclusion or a result, often
         decides the label); once it is as short as the next one, both are cut evenly.
         """
-        budget = max_prompt_tokens or self.max_prompt_tokens
+        messages, _, cut = self._fit(row, tokenizer, max_prompt_tokens or self.max_prompt_tokens)
+        return messages, cut
+
+    def _fit(self, row, tokenizer, budget: int | None) -> tuple[Messages, list[int] | None, bool]:
+        """`fit`, also returning the fitted prompt's ids (counted on the way; `None` without a budget)."""
         row = {name: row[name] for name in self.fields}
         if budget is None:
-            return self.to_messages(row), False
-        # each cut field gains the marker, and re-tokenising the joined halves can cost a token or two more
-        margin = len(tokenizer(CUT_MARKER, add_special_tokens=False)["input_ids"]) + 2
+            return self.to_messages(row), None, False
         for attempt in range(4):
             messages = self.to_messages(row)
-            excess = count_prompt_tokens(tokenizer, messages) - budget
+            [ids] = _tokenize(tokenizer, [messages])
+            excess = len(ids) - budget
             if excess <= 0:
-                return messages, attempt > 0
+                return messages, ids, attempt > 0
+            # each cut field gains the marker, and re-tokenising the joined halves can cost a token or two more
+            margin = len(tokenizer(CUT_MARKER, add_special_tokens=False)["input_ids"]) + 2
             field_ids = {name: tokenizer(_text(row[name]), add_special_tokens=False)["input_ids"] for name in row}
             cap = _length_cap([len(ids) for ids in field_ids.values()], excess, margin)
             if cap is None:
@@ -190,14 +195,16 @@ def encode_prompts(
     `prompt_template` renders and fits to `max_prompt_tokens` (default: the template's budget). Ready prompts are
     used as they are: they were fitted when they were built.
     """
-    prompts = [_prompt(item, prompt_template, position, tokenizer, max_prompt_tokens)
-               for position, item in enumerate(inputs)]
-    return tokenizer(_render(tokenizer, prompts), add_special_tokens=False)["input_ids"]
+    prompts, ids = zip(*(_prompt(item, prompt_template, position, tokenizer, max_prompt_tokens)
+                         for position, item in enumerate(inputs))) if inputs else ((), ())
+    ready = [position for position, known in enumerate(ids) if known is None]  # fitted rows come encoded already
+    encoded = dict(zip(ready, _tokenize(tokenizer, [prompts[position] for position in ready])))
+    return [encoded[position] if known is None else known for position, known in enumerate(ids)]
 
 
 def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) -> int:
     """The prompt's length in tokens, as `encode_prompts` encodes it."""
-    return len(encode_prompts(tokenizer, [prompt])[0])
+    return len(_tokenize(tokenizer, [prompt])[0])
 
 
 class EncodedExample(NamedTuple):
@@ -236,6 +243,10 @@ def encode_example(
                           cut)
 
 
+def _tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str | Messages]) -> list[list[int]]:
+    return tokenizer(_render(tokenizer, prompts), add_special_tokens=False)["input_ids"] if prompts else []
+
+
 def _render(tokenizer: PreTrainedTokenizerBase, prompts: list[str | Messages]) -> list[str]:
     return [tokenizer.apply_chat_template(_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
 
@@ -244,12 +255,13 @@ def _messages(prompt: str | Messages, role: str = "user") -> Messages:
     return [{"role": role, "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
-def _prompt(item, template: PromptTemplate | None, position: int, tokenizer, max_prompt_tokens) -> str | Messages:
+def _prompt(item, template: PromptTemplate | None, position: int, tokenizer, max_prompt_tokens):
+    """(the prompt of `item`, its ids when fitting a row already encoded it, else `None`)."""
     if hasattr(item, "messages"):  # the pipeline's wrapper of one conversation
-        return item.messages
+        return item.messages, None
     if isinstance(item, Mapping):
         if item.get("prompt") is not None:
-            return item["prompt"]
+            return item["prompt"], None
         if template is None:
             raise UsageError(f"Input {position} is a row without a `prompt`; pass a prompt template to build prompts "
                              f"from its fields (present: {sorted(item)}).")
@@ -257,10 +269,11 @@ def _prompt(item, template: PromptTemplate | None, position: int, tokenizer, max
         if missing:
             raise UsageError(f"Input {position} lacks the field(s) {missing} the prompt template needs; present: "
                              f"{sorted(item)}.")
-        return template.fit(item, tokenizer, max_prompt_tokens)[0]
+        messages, ids, _ = template._fit(item, tokenizer, max_prompt_tokens or template.max_prompt_tokens)
+        return messages, ids
     if isinstance(item, str) and not item.strip():
         raise UsageError(f"Input {position} is empty text.")
-    return item
+    return item, None
 
 
 def _is_jinja(template: str) -> bool:
