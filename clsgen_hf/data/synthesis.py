@@ -1,12 +1,8 @@
-"""Label-conditioned explanations: a teacher is told the gold label of each row and asked to explain it.
+"""Label-conditioned explanations (CLSGen's LM-head targets): a teacher is told each row's gold label and explains it.
 
-The explanations become the LM-head targets of CLSGen. Only answers whose verdict (read by `VerdictFormat.read`, as
-everywhere else) equals the gold label are kept; the others are asked again with sampling, up to `max_retries`
-times. Every answer goes to a JSON Lines cache as soon as it arrives, so a restarted run asks only for what is
-missing. An answer is cached under its question: the row, the teacher, the template, the instruction and the
-generation settings (answer budget, and the temperature of sampled retries), so changing any of them asks afresh;
-`retry_rejected=True` also asks again for the rows none of whose cached answers was kept (after a teacher is fixed).
-A class for which no explanation is kept fails the run (`TeacherError`) instead of leaving it out silently.
+Answers whose verdict differs from the gold label are asked again with sampling, then dropped. Every answer is cached
+under its question (row, teacher, template, instruction, generation settings) as it arrives, so a rerun asks only for
+what the cache lacks.
 """
 
 from __future__ import annotations
@@ -36,19 +32,13 @@ DEFAULT_TEACHER_INSTRUCTION = (
     'The correct answer to the question below is "{answer}". Explain why in two or three sentences, then end your '
     'reply with the line "{verdict_line}".\n\n{text}\n\nExplain in two or three sentences why the answer is "{answer}".'
 )
-"""The teacher's user message: `{text}` is the classifier's user message (its either/or verdict instruction
-removed), `{answer}` the gold verbalizer, `{verdict_line}` the exact line to end with.
-
-Written for small teachers too: the gold answer comes before and after a long text (an instruction only before it
-is forgotten, only after it ignored), and the last words ask for reasons only, because SmolLM2-135M told there to
-"end with the line ..." answers with that line alone. A teacher that still omits the line is asked for its final
-answer by the verdict follow-up."""
+"""The teacher's user message: `{text}` is the classifier's user message without its verdict instruction. The answer
+stands before and after a long text because small teachers forget an instruction given only before it, and the last
+words ask for reasons only because SmolLM2-135M answers "end with the line ..." with that line alone."""
 VERDICT_FOLLOW_UP = "What is your final answer? Reply with one line only: {options}."
-"""Asked when an answer states no verdict; `{options}` lists every verdict line."""
 FOLLOW_UP_TOKENS = 16
 MIN_WORDS = 20
-"""Kept explanations have at least this many words besides their verdict lines (about two short sentences): "The
-answer to the question is: the answer is No." explains nothing."""
+"""Words a kept explanation has besides its verdict lines: "The answer is: the answer is No." explains nothing."""
 
 _MESSAGE = List({"role": Value("string"), "content": Value("string")})
 FEATURES = Features({"prompt": _MESSAGE, "completion": _MESSAGE, "label": Value("int64")})
@@ -56,8 +46,8 @@ FEATURES = Features({"prompt": _MESSAGE, "completion": _MESSAGE, "label": Value(
 
 @dataclass
 class SynthesisReport:
-    """Per class: rows asked for, kept at the first (greedy) try, kept after a sampled retry, dropped; then how many
-    answers came from the cache and how fast the others were generated (follow-up questions included)."""
+    """Per class: rows asked for, kept at the first (greedy) try, kept after a sampled retry, dropped; then the answers
+    reused from the cache and the speed at which the others were generated."""
 
     verbalizers: dict[int, str]
     rows: dict[int, int] = field(default_factory=dict)
@@ -105,23 +95,19 @@ class SynthesisReport:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SynthesisReport:
-        """Inverse of `to_dict` (JSON turns the integer keys into strings; they are turned back)."""
-        data = {k: ({int(label): v for label, v in val.items()} if isinstance(val, dict) else val)
-                for k, val in data.items()}
-        return cls(**data)
-
-    @classmethod
     def from_dataset(cls, dataset: Dataset) -> SynthesisReport:
         """The report stored in the metadata of a dataset returned by `synthesize_explanations`."""
-        return cls.from_dict(json.loads(dataset.info.description)["report"])
+        data = json.loads(dataset.info.description)["report"]
+        # JSON turned the integer class keys into strings.
+        return cls(**{k: {int(label): v for label, v in value.items()} if isinstance(value, dict) else value
+                      for k, value in data.items()})
 
 
 def teacher_messages(
     prompt: Conversation, label: int, verdict_format: VerdictFormat, instruction: str = DEFAULT_TEACHER_INSTRUCTION
 ) -> Conversation:
-    """The classifier's prompt told the gold label: its user message, without the either/or verdict instruction
-    (which confuses small teachers), goes into `instruction` (see `DEFAULT_TEACHER_INSTRUCTION`)."""
+    """The classifier's prompt told the gold label; its either/or verdict instruction, which confuses small teachers,
+    is removed."""
     messages = [dict(message) for message in prompt]
     text = messages[-1]["content"].replace(verdict_format.instruction, "").rstrip()
     messages[-1]["content"] = instruction.format(
@@ -131,7 +117,7 @@ def teacher_messages(
 
 
 def follow_up_messages(conversation: Conversation, answer: str, verdict_format: VerdictFormat) -> Conversation:
-    """`conversation` and its verdict-less `answer`, then the question for a final answer (every label offered, so
+    """`conversation`, its verdict-less `answer`, then the question for a final answer (every label offered, so that
     the teacher, not the synthesizer, picks the verdict)."""
     options = " or ".join(f'"{verdict_format.line(label)}"' for label in sorted(verdict_format.verbalizers))
     question = VERDICT_FOLLOW_UP.format(options=options)
@@ -143,11 +129,9 @@ def accept_answer(
 ) -> str | None:
     """The explanation to keep from a teacher answer, or `None` when it does not state `label`.
 
-    The explanation ends on the teacher's verdict: its last verdict line stating `label` becomes the canonical
-    `verdict_format.line(label)` (`**Answer:** yes, as shown` -> `Answer: Yes`), so that every target ends alike,
-    and what follows it (chatter) is cut. An answer stating no verdict is kept only when the teacher's `follow_up`
-    reply (see `follow_up_messages`) states `label`; the canonical line then stands for that reply. Answers with
-    fewer than `min_words` words besides their verdict lines explain nothing and are not kept.
+    The explanation ends on its last verdict line stating `label`, made canonical (`**Answer:** yes` -> `Answer: Yes`)
+    so that every target ends alike; what follows is cut. An answer stating no verdict is kept when the teacher's
+    `follow_up` reply states `label`. Fewer than `min_words` words besides the verdict lines: not kept.
     """
     canonical = verdict_format.line(label)
     text = text.strip()
@@ -186,29 +170,22 @@ def synthesize_explanations(
     """Ask `teacher` to explain the gold label of each row and keep the answers whose verdict matches it.
 
     Args:
-        dataset: rows with `prompt` (the classifier's messages) and `label`, as `load_classification_dataset` builds.
-        teacher: see `make_teacher`.
+        dataset: rows with `prompt` and `label`, as `load_classification_dataset` builds them.
         prompt_template: the template that built `prompt`; its `verdict_format` reads and writes verdicts.
         cache_path: JSON Lines file of every teacher answer; a rerun with the same arguments reuses it.
         max_retries: sampled re-asks for rows whose answer was not kept (the first ask is greedy).
-        batch_size: conversations per `teacher.generate` call (and per cache flush) of a local teacher; a server
-            (a teacher whose `concurrency` is above 1) gets one row per request, that many requests at once.
-        max_new_tokens: the teacher's answer budget.
-        temperature: sampling temperature of the retries.
+        batch_size: conversations per `teacher.generate` call of a local teacher; a server (`concurrency` above 1)
+            gets one row per request, `concurrency` requests at once.
         teacher_instruction: the teacher's user message (`{text}`, `{answer}`, `{verdict_line}`).
-        verdict_follow_up: when an answer states no verdict, ask the teacher for its final answer in the same
-            conversation (one short extra turn) rather than dropping it; small teachers often omit the line.
-        min_words: fewer words besides the verdict lines and an answer is not kept (see `accept_answer`).
-        retry_rejected: ask again for the rows none of whose cached answers is kept (instead of reusing those
-            answers), e.g. once a teacher that answered nonsense is fixed.
-        require_every_class: raise a `TeacherError` when a class keeps no explanation (nothing to learn its
-            explanations from); the cache keeps every answer, and nothing is saved.
-        save_to: also write the result as JSON Lines there, and its metadata next to it (`<stem>.meta.json`).
-        show_progress: show a tqdm bar per round of questions.
+        verdict_follow_up: ask a teacher whose answer states no verdict for its final answer (one short extra turn).
+        min_words: see `accept_answer`.
+        retry_rejected: ask again for the rows none of whose cached answers was kept (once a teacher is fixed).
+        require_every_class: raise a `TeacherError` (saving nothing) when a class keeps no explanation.
+        save_to: also write the result as JSON Lines there, and its metadata to `<stem>.meta.json`.
 
     Returns:
-        A `Dataset` with `prompt`, `completion` (`[{"role": "assistant", "content": explanation}]`) and `label`,
-        in input order; `info.description` holds the metadata (teacher, template, settings, report) as JSON.
+        A `Dataset` with `prompt`, `completion` (`[{"role": "assistant", "content": explanation}]`) and `label`, in
+        input order; `info.description` holds the metadata (teacher, template, settings, report) as JSON.
     """
     for column in ("prompt", "label"):
         if column not in dataset.column_names:
@@ -224,6 +201,7 @@ def synthesize_explanations(
     report = SynthesisReport(verdict_format.verbalizers, rows=dict(sorted(Counter(labels).items())))
     settings = {"teacher": teacher.name, "prompt_template": prompt_template.to_dict(),
                 "teacher_instruction": teacher_instruction}
+    concurrency = getattr(teacher, "concurrency", 1)
 
     def answer_key(i: int, attempt: int) -> str:  # greedy first tries do not depend on the temperature
         generation = {"max_new_tokens": max_new_tokens, **({"temperature": temperature} if attempt else {})}
@@ -240,31 +218,45 @@ def synthesize_explanations(
             if (key := answer_key(i, attempt)) not in cache:
                 return False
             answer = cache[key]["text"]
-            follow_up = cache.records.get(follow_up_key(key, answer), {}).get("text")
-            if accepted(i, answer, follow_up) is not None:
+            if accepted(i, answer, cache.get(follow_up_key(key, answer), {}).get("text")) is not None:
                 return True
         return False
 
     fresh = {i for i in range(len(labels)) if not kept_from_cache(i)} if retry_rejected else set()
     if fresh:
         logger.info("Asking again for the %d rows whose cached answers were not kept (retry_rejected).", len(fresh))
-    asker = _Asker(teacher, cache, batch_size, temperature, show_progress, fresh)
+
+    def ask(conversations: dict[int, Conversation], keys: dict[int, str], desc: str, **generation) -> dict[int, str]:
+        """Row -> answer, from the cache or else the teacher (each answer cached as soon as it returns)."""
+        todo = [i for i in conversations if keys[i] not in cache or i in fresh]
+        report.reused += len(conversations) - len(todo)
+        tokens_before, start = teacher.generated_tokens, time.perf_counter()
+        size = 1 if concurrency > 1 else batch_size
+        batches = [todo[begin : begin + size] for begin in range(0, len(todo), size)]
+        with tqdm(total=len(todo), desc=desc, unit="row", disable=not show_progress or not todo) as bar:
+            generate = lambda rows: teacher.generate([conversations[i] for i in rows], **generation)  # noqa: E731
+            for rows, texts in _in_flight(generate, batches, concurrency):
+                cache.extend([{"key": keys[i], "text": text} for i, text in zip(rows, texts)])
+                bar.update(len(rows))
+        report.generated += len(todo)
+        report.generated_tokens += teacher.generated_tokens - tokens_before
+        report.seconds += time.perf_counter() - start if todo else 0.0
+        return {i: cache[keys[i]]["text"] for i in conversations}
+
     kept: dict[int, str] = {}
     pending = list(range(len(labels)))
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        conversations = {
-            i: teacher_messages(prompts[i], labels[i], verdict_format, teacher_instruction) for i in pending
-        }
+        sampling = {"do_sample": attempt > 0, "temperature": temperature}
+        conversations = {i: teacher_messages(prompts[i], labels[i], verdict_format, teacher_instruction)
+                         for i in pending}
         keys = {i: answer_key(i, attempt) for i in pending}
-        answers = asker.ask(conversations, keys, attempt, max_new_tokens, report, f"try {attempt + 1}")
+        answers = ask(conversations, keys, f"try {attempt + 1}", max_new_tokens=max_new_tokens, **sampling)
         silent = [i for i in pending if verdict_follow_up and verdict_format.read(answers[i]) == NO_VERDICT]
-        follow_ups = asker.ask(
-            {i: follow_up_messages(conversations[i], answers[i], verdict_format) for i in silent},
-            {i: follow_up_key(keys[i], answers[i]) for i in silent}, attempt, FOLLOW_UP_TOKENS, report,
-            f"try {attempt + 1}, verdict follow-ups",
-        )
+        follow_ups = ask({i: follow_up_messages(conversations[i], answers[i], verdict_format) for i in silent},
+                         {i: follow_up_key(keys[i], answers[i]) for i in silent},
+                         f"try {attempt + 1}, verdict follow-ups", max_new_tokens=FOLLOW_UP_TOKENS, **sampling)
         still = []
         for i in pending:
             explanation = accepted(i, answers[i], follow_ups.get(i))
@@ -278,8 +270,17 @@ def synthesize_explanations(
         pending = still
     report.dropped = dict(sorted(Counter(labels[i] for i in pending).items()))
     logger.info("Teacher throughput: %s", report.throughput)
-    if require_every_class:
-        check_every_class_kept(report, cache_path)
+    kept_per_class = Counter(labels[i] for i in kept)
+    empty = [label for label in report.rows if not kept_per_class[label]]
+    if require_every_class and empty:
+        per_class = ", ".join(f"{label} ({report.verbalizers[label]}) {kept_per_class[label]} of {n}"
+                              for label, n in report.rows.items())
+        raise TeacherError(
+            f"No explanation stated the gold verdict for class(es) {', '.join(map(str, empty))}; kept per class: "
+            f"{per_class}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
+            "teacher or change its settings (a changed answer budget, temperature or instruction is asked afresh), "
+            "then rerun with --retry_rejected to ask again for the rows not kept."
+        )
 
     metadata = {**settings, "max_retries": max_retries, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "verdict_follow_up": verdict_follow_up, "min_words": min_words,
@@ -300,93 +301,38 @@ def synthesize_explanations(
     return result
 
 
-def check_every_class_kept(report: SynthesisReport, cache_path: str | Path) -> None:
-    """A `TeacherError` when some class asked for kept no explanation (a broken endpoint, a budget too short ...)."""
-    kept = {label: report.first_try.get(label, 0) + report.after_retries.get(label, 0) for label in report.rows}
-    empty = [label for label, n in report.rows.items() if n and not kept[label]]
-    if not empty:
+def _in_flight(generate, batches: list[list[int]], concurrency: int):
+    """Yields `(batch, generate(batch))` for every batch, `concurrency` at a time, each as soon as it returns: a server
+    never waits for a slow row and a kill loses only the requests in flight. After a failure nothing new is sent; the
+    answers already in flight are still yielded, then it raises."""
+    if concurrency == 1:
+        yield from ((batch, generate(batch)) for batch in batches)
         return
-    per_class = ", ".join(f"{label} ({report.verbalizers[label]}) {kept[label]} of {n}" for label, n in report.rows.items())
-    raise TeacherError(
-        f"No explanation stated the gold verdict for class(es) {', '.join(map(str, empty))}; kept per class: "
-        f"{per_class}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
-        "teacher or change its settings (a changed answer budget, temperature or instruction is asked afresh), then "
-        "rerun with --retry_rejected to ask again for the rows not kept."
-    )
-
-
-@dataclass
-class _Asker:
-    """Gets answers from the cache or from the teacher, caching each as soon as it returns; rows in `fresh` are asked
-    again whatever the cache holds."""
-
-    teacher: Teacher
-    cache: AnswerCache
-    batch_size: int
-    temperature: float
-    show_progress: bool
-    fresh: set[int] = field(default_factory=set)
-
-    def ask(
-        self, conversations: dict[int, Conversation], keys: dict[int, str], attempt: int, max_new_tokens: int,
-        report: SynthesisReport, desc: str,
-    ) -> dict[int, str]:
-        """Row index -> answer text, for the rows of `conversations` (the first attempt greedy, later ones sampled)."""
-        todo = [i for i in conversations if keys[i] not in self.cache or i in self.fresh]
-        report.reused += len(conversations) - len(todo)
-        if todo:
-            tokens_before, start = self.teacher.generated_tokens, time.perf_counter()
-            with tqdm(total=len(todo), desc=desc, unit="row", disable=not self.show_progress) as bar:
-                def generate(batch: list[int]) -> list[str]:
-                    return self.teacher.generate([conversations[i] for i in batch], do_sample=attempt > 0,
-                                                 temperature=self.temperature, max_new_tokens=max_new_tokens)
-
-                def record(batch: list[int], texts: list[str]) -> None:
-                    self.cache.extend([{"key": keys[i], "attempt": attempt, "text": t} for i, t in zip(batch, texts)])
-                    bar.update(len(batch))
-
-                concurrency = getattr(self.teacher, "concurrency", 1)
-                if concurrency > 1:
-                    _in_flight(generate, record, todo, concurrency)
-                else:
-                    for begin in range(0, len(todo), self.batch_size):
-                        batch = todo[begin : begin + self.batch_size]
-                        record(batch, generate(batch))
-            report.generated += len(todo)
-            report.generated_tokens += self.teacher.generated_tokens - tokens_before
-            report.seconds += time.perf_counter() - start
-        return {i: self.cache[keys[i]]["text"] for i in conversations}
-
-
-def _in_flight(generate, record, rows: list[int], concurrency: int) -> None:
-    """`generate([row])` for every row, `concurrency` at a time, `record`ing each answer (in this thread) as soon as it
-    returns, so that the server never waits for a slow row and a kill loses only the requests in flight. After a
-    failure nothing new is sent; the answers of the requests already in flight are still recorded, then it raises."""
     stop = threading.Event()
 
-    def ask(row: int) -> list[str] | None:
+    def ask(batch: list[int]) -> list[str] | None:
         if stop.is_set():
             return None  # not asked
         try:
-            return generate([row])
+            return generate(batch)
         except BaseException:
             stop.set()
             raise
 
     failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(ask, row): row for row in rows}
+        futures = {pool.submit(ask, batch): batch for batch in batches}
         try:
             for future in as_completed(futures):
                 if future.exception() is not None:
                     failure = failure or future.exception()
                 elif (texts := future.result()) is not None:
-                    record([futures[future]], texts)
+                    yield futures[future], texts
         finally:  # an interrupt (Ctrl-C) sends nothing more either
             stop.set()
     if failure is not None:
         raise failure
 
 
-__all__ = ["DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "check_every_class_kept",
-           "follow_up_messages", "synthesize_explanations", "teacher_messages"]
+__all__ = ["DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "follow_up_messages",
+           "synthesize_explanations", "teacher_messages"]

@@ -1,19 +1,12 @@
-"""Teachers: the LLMs that write explanations, behind one `Teacher` interface.
-
-A local causal LM (`TransformersTeacher`), an OpenAI-compatible server (`OpenAITeacher`: vLLM, TGI,
-`transformers serve`, hosted APIs) and vLLM's offline engine (`VLLMTeacher`) all take a batch of chat conversations
-and return one answer each, so the synthesizer does not care where answers come from. `make_teacher("kind:target")`
-picks one by name.
-"""
+"""Teachers, the LLMs that write explanations: a local causal LM, an OpenAI-compatible server or vLLM's offline
+engine, behind one `Teacher` interface; `make_teacher("kind:target")` picks one."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import torch
@@ -30,14 +23,12 @@ class TeacherError(RuntimeError):
     """A teacher could not answer (endpoint down, bad reply, missing backend)."""
 
 
-@runtime_checkable
 class Teacher(Protocol):
     """Anything that answers a batch of chat conversations.
 
-    `name` identifies the teacher in cache keys and metadata: two teachers with one name are assumed to answer
-    alike. `generated_tokens` counts the tokens generated so far (for throughput reports). A teacher with a
-    `concurrency` attribute above 1 (a server) is called from that many threads at once, one conversation per call,
-    so that it always has that many requests in flight; the others get batches of `batch_size`, one at a time.
+    `name` identifies the teacher in cache keys (one name, one way of answering); `generated_tokens` counts the tokens
+    generated so far. A teacher with a `concurrency` above 1 (a server) is called from that many threads at once,
+    one conversation per call.
     """
 
     name: str
@@ -94,23 +85,18 @@ class TransformersTeacher:
             eos_token_id=self.tokenizer.eos_token_id, **sampling,
         )
         new = output[:, inputs["input_ids"].shape[1] :]  # (B, T_new)
-        self.generated_tokens += int(_until_eos(new, self.tokenizer.eos_token_id).sum())
+        is_eos = new == self.tokenizer.eos_token_id  # count each row up to and including its first eos
+        self.generated_tokens += int(torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.shape[1]).sum())
         return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-
-
-def _until_eos(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Per row, the number of generated tokens up to and including the first eos."""
-    is_eos = tokens == eos_token_id
-    return torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, tokens.shape[1])
 
 
 class OpenAITeacher:
     """A model behind an OpenAI-compatible `/chat/completions` endpoint (vLLM, TGI, `transformers serve`, llama.cpp,
     Ollama, hosted APIs), asked through the `openai` client.
 
-    The client retries connection errors, timeouts, 408/409/429 and 5xx replies with jittered exponential backoff
-    (honouring `Retry-After`), and never retries another 4xx; after `max_retries` retries a `TeacherError` names
-    the URL. The teacher is thread-safe: the synthesizer keeps `concurrency` one-row requests in flight at once.
+    The client retries connection errors, timeouts, 408/409/429 and 5xx with backoff (honouring `Retry-After`), never
+    another 4xx; then a `TeacherError` names the URL. Thread-safe: the synthesizer keeps `concurrency` requests in
+    flight.
 
     Args:
         base_url: e.g. `http://localhost:8000/v1` (a bare `http://host:port` gets `/v1`; a full
@@ -118,7 +104,6 @@ class OpenAITeacher:
         model: the served model name; `None` asks the server's `/models` for its first one.
         api_key: sent as a bearer token (local servers need none).
         concurrency: requests in flight at once.
-        timeout: seconds per request.
         max_retries: retries per request after the first try.
     """
 
@@ -144,7 +129,6 @@ class OpenAITeacher:
         self.name = f"openai:{self.base_url}" + (f"#{model}" if model else "")
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "none", timeout=timeout,
                                     max_retries=max_retries)
-        self._openai = openai
         self._lock = threading.Lock()
         self.generated_tokens = 0
 
@@ -152,13 +136,9 @@ class OpenAITeacher:
         self, conversations: list[Conversation], *, do_sample: bool = False, temperature: float = 1.0,
         max_new_tokens: int = 256,
     ) -> list[str]:
-        """One request per conversation, `concurrency` at a time; answers in input order."""
-        ask = functools.partial(self._answer, temperature=temperature if do_sample else 0.0,
-                                max_new_tokens=max_new_tokens)
-        if len(conversations) == 1 or self.concurrency == 1:
-            return [ask(messages) for messages in conversations]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(ask, conversations))
+        """One request per conversation, in turn (concurrent requests are the synthesizer's, from its threads)."""
+        temperature = temperature if do_sample else 0.0
+        return [self._answer(messages, temperature, max_new_tokens) for messages in conversations]
 
     def served_model(self) -> str:
         """The model name sent with each request: the configured one, else the server's first (asked once)."""
@@ -170,7 +150,7 @@ class OpenAITeacher:
                 self.model = models[0].id
             return self.model
 
-    def _answer(self, messages: Conversation, *, temperature: float, max_new_tokens: int) -> str:
+    def _answer(self, messages: Conversation, temperature: float, max_new_tokens: int) -> str:
         model = self.served_model()
         reply = self._call(lambda: self.client.chat.completions.create(
             model=model, messages=messages, max_tokens=max_new_tokens, temperature=temperature), self.url)
@@ -184,7 +164,9 @@ class OpenAITeacher:
 
     def _call(self, request, url: str):
         """`request()`, its errors (the client's retries spent) turned into one-line `TeacherError`s naming `url`."""
-        openai, attempts = self._openai, self.max_retries + 1
+        import openai
+
+        attempts = self.max_retries + 1
         try:
             reply = request()
         except openai.APITimeoutError:
@@ -239,12 +221,8 @@ class VLLMTeacher:
 
 
 def make_teacher(spec: str | None = None, **kwargs) -> Teacher:
-    """A teacher from a spec string.
-
-    - `"transformers"` or `None`: the embedded SmolLM2-135M-Instruct; `"transformers:<id, folder or .gguf>"`.
-    - `"openai:<url>"`, e.g. `"openai:http://localhost:8000/v1"` (pass `model=`, `api_key=` ... as kwargs).
-    - `"vllm:<model>"`.
-    """
+    """A teacher from a spec: `"transformers[:<id, folder or .gguf>]"` (default: the embedded SmolLM2-135M-Instruct),
+    `"openai:<url>"` (`model=`, `api_key=` ... as kwargs) or `"vllm:<model>"`."""
     kind, _, target = (spec or "transformers").partition(":")
     if kind == "transformers":
         return TransformersTeacher(target or None, **kwargs)
