@@ -1,15 +1,8 @@
-"""How good a CLSGen model is: its classification head alone, and the head against its own explanations.
+"""How good a CLSGen model is: its head against gold labels (`classification_report`), and against the verdicts its
+own explanations state (`alignment_report`: AUROC-Alignment, R-LKappa, RLI, readability; arXiv 2604.11801).
 
-`classification_report` scores the head's probabilities against gold labels (AUROC, AUPRC, F1, calibration).
-`alignment_report` scores them against the verdicts the explanations state (AUROC-Alignment, R-LKappa, RLI,
-Readability; CLSGen, arXiv 2604.11801): a model whose explanation says "No" while its head says 0.9 has
-explanations that do not explain it.
-
-The alignment math lives here once. The `evaluate` modules in `evaluate_metrics/` cannot import this package (the
-Hub loads them alone), so they repeat the same few scikit-learn calls; `tests/test_metrics.py` checks that both agree.
-
-Probabilities are the positive-class probability per example (binary), or one row of N class probabilities per
-example (N classes). A binary head says 1 when `probability >= threshold`; an N-class head says its argmax.
+Probabilities are the positive-class probability per example (binary, decided at `probability >= threshold`) or
+one row of N class probabilities (decided by argmax). `evaluate_metrics/` repeats the alignment math standalone.
 """
 
 from __future__ import annotations
@@ -22,6 +15,7 @@ from numpy.typing import ArrayLike
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     average_precision_score,
+    brier_score_loss,
     cohen_kappa_score,
     f1_score,
     log_loss,
@@ -32,14 +26,8 @@ from sklearn.metrics import (
 from .verdicts import NO_VERDICT, VerdictFormat
 
 
-# --------------------------------------------------------------------------------------------------- validation
-
-
 def _validated(probabilities: ArrayLike, targets: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays of probabilities (n,) or (n, N) and integer `name` (n,), or a ValueError that says what is wrong.
-
-    `verdicts` may also be `NO_VERDICT` (an explanation without a readable verdict); `labels` may not.
-    """
+    """Probabilities (n,) or (n, N) and integer `name` (n,); `verdicts` may also be `NO_VERDICT`, `labels` not."""
     probs = np.asarray(probabilities, dtype=float)
     values = np.asarray(targets)
     if probs.ndim not in (1, 2) or (probs.ndim == 2 and probs.shape[1] < 2):
@@ -76,11 +64,7 @@ def head_labels(probabilities: ArrayLike, threshold: float = 0.5) -> np.ndarray:
 
 
 def _one_vs_rest(metric: Callable, name: str, targets: np.ndarray, scores: np.ndarray) -> float:
-    """`metric` (AUROC or AP) of `scores` against `targets`; for N classes the macro mean of one-vs-rest scores.
-
-    A class never seen in `targets` has no one-vs-rest score, so the macro mean runs over the classes present
-    (with a warning); fewer than two classes present leaves the metric undefined.
-    """
+    """`metric` (AUROC or AP) of `scores`; for N classes the macro mean over the classes present in `targets`."""
     classes = np.unique(targets)
     if len(classes) < 2:
         return _undefined(name, f"only {classes.tolist()} present among {len(targets)} examples")
@@ -91,18 +75,12 @@ def _one_vs_rest(metric: Callable, name: str, targets: np.ndarray, scores: np.nd
     return float(metric((targets[:, None] == classes).astype(int), scores[:, classes], average="macro"))
 
 
-# --------------------------------------------------------------------------------------------------- alignment
-
-
 def _counts(readable: np.ndarray) -> dict[str, int]:
     return {"n": len(readable), "n_unreadable": int((~readable).sum())}
 
 
 def auroc_alignment(probabilities: ArrayLike, verdicts: ArrayLike) -> dict[str, float | int]:
-    """ROC AUC of the head's probabilities scored against the explanations' verdicts (not the gold labels).
-
-    Only examples with a readable verdict (not `NO_VERDICT`) count; N classes give the one-vs-rest macro AUROC.
-    """
+    """ROC AUC of the head's probabilities against the explanations' readable verdicts (not the gold labels)."""
     probs, verdicts = _validated(probabilities, verdicts, "verdicts")
     readable = verdicts != NO_VERDICT
     score = _one_vs_rest(roc_auc_score, "AUROC-Alignment", verdicts[readable], probs[readable])
@@ -122,8 +100,8 @@ def r_lkappa(probabilities: ArrayLike, verdicts: ArrayLike, *, threshold: float 
 
 
 def rli(probabilities: ArrayLike, verdicts: ArrayLike, *, threshold: float = 0.5) -> dict[str, float | int]:
-    """Reasoning-label inconsistency (share of readable examples whose verdict differs from the head's label) and
-    readability (share of examples with a readable verdict)."""
+    """Reasoning-label inconsistency (share of readable verdicts that differ from the head's label) and readability
+    (share of examples with a readable verdict)."""
     probs, verdicts = _validated(probabilities, verdicts, "verdicts")
     readable = verdicts != NO_VERDICT
     if readable.any():
@@ -140,11 +118,10 @@ def alignment_report(
     verdict_format: VerdictFormat | None = None,
     threshold: float = 0.5,
 ) -> dict[str, float | int]:
-    """The four alignment numbers of the CLSGen paper from raw explanations, read with `verdict_format.read`.
+    """`auroc_alignment`, `r_lkappa`, `rli` and `readability` (with `n`, `n_unreadable`) from raw explanations.
 
-    `verdict_format` is the prompt template's (`template.verdict_format`: its verbalizers and its prefix), by default
-    `"Answer: No"` / `"Answer: Yes"`. Returns `auroc_alignment`, `r_lkappa`, `rli`, `readability`, `n` and
-    `n_unreadable`.
+    Args:
+        verdict_format: reads each explanation's verdict (the prompt template's; default `"Answer: No"`/`"Yes"`).
     """
     verdict_format = verdict_format or VerdictFormat()
     verdicts = [verdict_format.read(text) for text in explanations]
@@ -155,14 +132,8 @@ def alignment_report(
     }
 
 
-# --------------------------------------------------------------------------------------------------- classification
-
-
 def tune_threshold(probabilities: ArrayLike, labels: ArrayLike) -> float:
-    """The threshold `t` maximising F1 of `probability >= t` on these (validation) examples.
-
-    Candidates are the probabilities themselves; ties go to the lowest threshold.
-    """
+    """The threshold `t` maximising F1 of `probability >= t` on these (validation) examples; ties go to the lowest."""
     probs, labels = _validated(probabilities, labels, "labels")
     if probs.ndim != 1:
         raise ValueError("Threshold tuning is for binary probabilities of shape (n,).")
@@ -170,47 +141,38 @@ def tune_threshold(probabilities: ArrayLike, labels: ArrayLike) -> float:
         raise ValueError("Threshold tuning needs both classes among the labels.")
     precision, recall, thresholds = precision_recall_curve(labels, probs, drop_intermediate=False)
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)
     return float(thresholds[int(np.argmax(f1))])
 
 
-def _confidence_and_outcome(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Binary: positive-class probability vs "is positive"; N classes: top-class probability vs "is correct"."""
-    if probs.ndim == 1:
-        return probs, (labels == 1).astype(float)
-    return probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
-
-
 def reliability_curve(probabilities: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> list[dict[str, float]]:
-    """One row per equal-width confidence bin: `bin_lower`, `bin_upper`, `count`, mean `confidence`, observed
-    `frequency` (NaN for empty bins). Bins are right-closed, as in `sklearn.calibration.calibration_curve`."""
+    """One row per equal-width bin: `bin_lower`, `bin_upper`, `count`, mean `confidence`, observed `frequency` (NaN
+    for empty bins), binned as `sklearn.calibration.calibration_curve` does. N classes: top-class confidence vs
+    "is correct"."""
     probs, labels = _validated(probabilities, labels, "labels")
-    confidence, outcome = _confidence_and_outcome(probs, labels)
+    if probs.ndim == 1:
+        confidence, outcome = probs, (labels == 1).astype(float)
+    else:
+        confidence, outcome = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.searchsorted(edges[1:-1], confidence)
-    rows = []
-    for b in range(n_bins):
-        members = bins == b
-        count = int(members.sum())
-        rows.append({
-            "bin_lower": float(edges[b]),
-            "bin_upper": float(edges[b + 1]),
-            "count": count,
-            "confidence": float(confidence[members].mean()) if count else float("nan"),
-            "frequency": float(outcome[members].mean()) if count else float("nan"),
-        })
-    return rows
-
-
-def _ece(curve: list[dict[str, float]]) -> float:
-    n = sum(row["count"] for row in curve)
-    return float(sum(row["count"] / n * abs(row["frequency"] - row["confidence"]) for row in curve if row["count"]))
+    bins = np.searchsorted(edges[1:-1], confidence)  # right-closed bins
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore"):
+        mean_confidence = np.bincount(bins, confidence, minlength=n_bins) / counts
+        frequency = np.bincount(bins, outcome, minlength=n_bins) / counts
+    return [
+        {"bin_lower": float(edges[b]), "bin_upper": float(edges[b + 1]), "count": int(counts[b]),
+         "confidence": float(mean_confidence[b]), "frequency": float(frequency[b])}
+        for b in range(n_bins)
+    ]
 
 
 def expected_calibration_error(probabilities: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> float:
-    """ECE = sum over bins of (bin size / n) * |observed frequency - mean confidence| (see `reliability_curve`)."""
-    return _ece(reliability_curve(probabilities, labels, n_bins=n_bins))
+    """ECE: |observed frequency - mean confidence| over the bins of `reliability_curve`, weighted by bin size."""
+    rows = [row for row in reliability_curve(probabilities, labels, n_bins=n_bins) if row["count"]]
+    n = sum(row["count"] for row in rows)
+    return float(sum(row["count"] / n * abs(row["frequency"] - row["confidence"]) for row in rows))
 
 
 def classification_report(
@@ -222,11 +184,11 @@ def classification_report(
     validation_labels: ArrayLike | None = None,
     n_bins: int = 10,
 ) -> dict:
-    """How well the classification head's probabilities match the gold labels.
+    """`auroc`, `auprc`, `f1` (at 0.5; macro argmax for N classes), `brier`, `ece`, `log_loss`, `n` and `reliability`
+    of the head's probabilities against gold labels.
 
-    Returns `auroc`, `auprc` (average precision), `f1` (at 0.5, or argmax for N classes; macro for N classes),
-    `brier`, `ece`, `log_loss`, `n` and `reliability` (the `reliability_curve` table). Binary only: with a
-    `threshold`, or with validation data to tune one (`tune_threshold`), also `threshold` and `f1_at_threshold`.
+    Binary only: given a `threshold`, or validation data to tune one (`tune_threshold`), also `threshold` and
+    `f1_at_threshold`.
     """
     probs, labels = _validated(probabilities, labels, "labels")
     tuning = validation_probabilities is not None or validation_labels is not None
@@ -238,20 +200,16 @@ def classification_report(
         if validation_probabilities is None or validation_labels is None:
             raise ValueError("Threshold tuning needs both `validation_probabilities` and `validation_labels`.")
         threshold = tune_threshold(validation_probabilities, validation_labels)
-
-    n_classes = 2 if probs.ndim == 1 else probs.shape[1]
-    onehot = np.eye(n_classes)[labels]
-    curve = reliability_curve(probs, labels, n_bins=n_bins)
+    classes = list(range(2 if probs.ndim == 1 else probs.shape[1]))
     report = {
         "auroc": _one_vs_rest(roc_auc_score, "AUROC", labels, probs),
         "auprc": _one_vs_rest(average_precision_score, "AUPRC", labels, probs),
         "f1": float(f1_score(labels, head_labels(probs), average="binary" if probs.ndim == 1 else "macro")),
-        # Binary: mean (p - y)^2; N classes: mean over examples of the summed squared error over classes.
-        "brier": float(np.mean((probs - labels) ** 2) if probs.ndim == 1 else np.mean(((probs - onehot) ** 2).sum(1))),
-        "ece": _ece(curve),
-        "log_loss": float(log_loss(labels, probs, labels=list(range(n_classes)))),
+        "brier": float(brier_score_loss(labels, probs, labels=classes)),
+        "ece": expected_calibration_error(probs, labels, n_bins=n_bins),
+        "log_loss": float(log_loss(labels, probs, labels=classes)),
         "n": len(labels),
-        "reliability": curve,
+        "reliability": reliability_curve(probs, labels, n_bins=n_bins),
     }
     if threshold is not None:
         report["threshold"] = float(threshold)
