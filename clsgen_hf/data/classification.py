@@ -1,8 +1,6 @@
-"""Loading a text classification dataset (CSV, JSON Lines, Parquet or `datasets` objects) into classifier prompts.
+"""Text classification rows (CSV, JSON Lines, Parquet or `datasets` objects) -> classifier prompts and label ids.
 
-Every row leaves with `prompt` (the classifier's chat messages, built by a `PromptTemplate`) and an integer `label`;
-its original columns stay. Bad input fails here, as a `UsageError` naming the offending file, line, columns, labels
-or rows, rather than as a shape error deep inside training. `read_rows` reads a file the same way for prediction.
+Bad input fails here, as a `UsageError` naming the file, line, columns, labels or rows, not deep inside training.
 """
 
 from __future__ import annotations
@@ -46,16 +44,14 @@ def load_classification_dataset(
 
     Args:
         source: a `.csv`, `.jsonl`/`.json` or `.parquet` file, a dict split -> file, or a `Dataset`/`DatasetDict`.
-        text_fields: the column(s) holding the text; they must exist and be non-empty.
-        label_field: the column holding the label.
-        label2id: raw label value -> label id (strings, or ints to remap, e.g. `{0: 0, 1: 1, 2: 0}`; see
-            `parse_label2id` for the command-line form); without it labels must be integers. When it remaps the `label` column itself, the raw value is kept as
-            `original_label`.
-        prompt_template: how rows become messages; default `default_prompt_template(text_fields)` (labels 0/1).
+        text_fields: the column(s) holding the text; they must be non-empty.
+        label2id: raw label -> label id (strings, or ints to remap such as `{0: 0, 1: 1, 2: 0}`); without it labels
+            must be integers. A remapped `label` column keeps its raw values as `original_label`.
+        prompt_template: default `default_prompt_template(text_fields)` (labels 0/1).
         split: return this split only, as a `Dataset`.
         allow_empty_text: drop rows with an empty text field (logged) instead of raising.
         tokenizer: counts prompt tokens, for `max_prompt_tokens` and the length statistics logged on load.
-        max_prompt_tokens: cut the middle of the longest text field of longer prompts (counted and logged).
+        max_prompt_tokens: cut the middle of the longest text field of longer prompts.
 
     Returns:
         A `Dataset` for a single file, a `Dataset` or `split`, else a `DatasetDict`.
@@ -64,30 +60,35 @@ def load_classification_dataset(
         raise ValueError("`max_prompt_tokens` needs a `tokenizer` to count tokens.")
     text_fields = [text_fields] if isinstance(text_fields, str) else list(text_fields)
     template = prompt_template or default_prompt_template(text_fields)
+    text_fields = list(dict.fromkeys([*text_fields, *template.fields]))
     ds = _load_source(source, split)
+    if isinstance(ds, DatasetDict) and len(ds) > 1:
+        _check_split_columns(ds, [*text_fields, label_field])
+
+    def prepare(ds: Dataset, where: str) -> Dataset:
+        for name in [*text_fields, label_field]:
+            if name not in ds.column_names:
+                raise UsageError(f"{where}Field {name!r} does not exist; the columns are: {ds.column_names}.")
+        ds, rows = _drop_empty(ds, text_fields, allow_empty_text, where)
+        labels = _map_labels(list(ds[label_field]), label2id, template.labels, where, rows, label_field)
+        prompts = _prompts(ds, template, tokenizer, max_prompt_tokens, where)
+        if label_field == "label" and label2id is not None:
+            ds = ds.remove_columns([c for c in ["original_label"] if c in ds.column_names])
+            ds = ds.rename_column("label", "original_label")
+        ds = ds.remove_columns([c for c in ["prompt", "label"] if c in ds.column_names])
+        return ds.add_column("prompt", prompts).add_column("label", labels)
+
     if isinstance(ds, DatasetDict):
-        _check_split_columns(ds, [*text_fields, *template.fields, label_field])
-    kwargs = dict(
-        template=template,
-        text_fields=list(dict.fromkeys([*text_fields, *template.fields])),
-        label_field=label_field,
-        label2id=label2id,
-        allow_empty_text=allow_empty_text,
-        tokenizer=tokenizer,
-        max_prompt_tokens=max_prompt_tokens,
-    )
-    if isinstance(ds, DatasetDict):
-        ds = DatasetDict({name: _prepare(part, where=f"[{name}] ", **kwargs) for name, part in ds.items()})
+        ds = DatasetDict({name: prepare(part, f"[{name}] ") for name, part in ds.items()})
     else:
-        ds = _prepare(ds, where="", **kwargs)
+        ds = prepare(ds, "")
     logger.info("Loaded classification dataset:\n%s", describe_dataset(ds, tokenizer))
     return ds
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of one CSV, JSON Lines or Parquet file, read as `load_classification_dataset` reads them (line
-    breaks inside quoted cells and cells of any length kept; a malformed JSON line named by its number)."""
-    return _load_source(path, None).to_list()
+    """The rows of one CSV, JSON Lines or Parquet file, read and checked as `load_classification_dataset` does."""
+    return _load_file(Path(path)).to_list()
 
 
 def parse_label2id(text: str) -> dict[str, int]:
@@ -109,30 +110,28 @@ def parse_label2id(text: str) -> dict[str, int]:
 
 
 def _load_source(source: Source, split: str | None) -> Dataset | DatasetDict:
-    if isinstance(source, (Dataset, DatasetDict)):
-        ds = source
-    else:
-        files = dict(source) if isinstance(source, Mapping) else {"train": source}
-        if split is not None and isinstance(source, Mapping):
-            if split not in files:
-                raise UsageError(f"Split {split!r} is not among the files given: {sorted(files)}.")
-            files = {split: files[split]}
-        builder = _builder(files.values())
+    if isinstance(source, (str, Path)):
+        return _load_file(Path(source))
+    if isinstance(source, Dataset):
+        return source
+    if split is not None and split not in source:
+        raise UsageError(f"Split {split!r} is not among the splits given: {list(source)}.")
+    if not isinstance(source, DatasetDict):  # split -> file
         # One split at a time: files whose columns differ are then reported by name, not as a cast error.
-        ds = DatasetDict({name: _load_file(builder, Path(path)) for name, path in files.items()})
-        if not isinstance(source, Mapping):
-            return ds["train"]
-    if split is not None and isinstance(ds, DatasetDict):
-        if split not in ds:
-            raise UsageError(f"Split {split!r} is not in the dataset; it has {list(ds)}.")
-        return ds[split]
-    return ds
+        source = DatasetDict({name: _load_file(Path(path)) for name, path in source.items() if split in (None, name)})
+    return source if split is None else source[split]
 
 
-def _load_file(builder: str, path: Path) -> Dataset:
+def _load_file(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UsageError(f"No such data file: {path}")
+    builder = _BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise UsageError(f"{path}: unknown format; use one of {', '.join(_BUILDERS)}.")
     if path.suffix.lower() == ".jsonl":
         _check_json_lines(path)
-    empty = UsageError(f"{path} holds no rows (the file is empty{' or has only a header' if builder == 'csv' else ''}).")
+    header = " or has only a header" if builder == "csv" else ""
+    empty = UsageError(f"{path} holds no rows (the file is empty{header}).")
     if path.stat().st_size == 0:
         raise empty
     try:
@@ -150,7 +149,7 @@ def _load_file(builder: str, path: Path) -> Dataset:
 
 
 def _check_json_lines(path: Path) -> None:
-    """Every non-empty line of `path` is one JSON object, or a `UsageError` names the first line that is not."""
+    """Names the first line of `path` that is not one JSON object (datasets' own error names none)."""
     with path.open(encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():
@@ -158,64 +157,22 @@ def _check_json_lines(path: Path) -> None:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise UsageError(f"{path}, line {number}: not valid JSON ({error.msg}, column {error.colno}).") from None
+                message = f"not valid JSON ({error.msg}, column {error.colno})"
+                raise UsageError(f"{path}, line {number}: {message}.") from None
             if not isinstance(row, dict):
                 raise UsageError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
-
-
-def _builder(paths) -> str:
-    """The `datasets` builder ("csv", "json", "parquet") shared by all `paths`."""
-    builders = set()
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise UsageError(f"No such data file: {path}")
-        if path.suffix.lower() not in _BUILDERS:
-            raise UsageError(f"{path}: unknown format; use one of {', '.join(_BUILDERS)}.")
-        builders.add(_BUILDERS[path.suffix.lower()])
-    if len(builders) != 1:
-        raise UsageError(f"All splits must share one file format, got {sorted(builders)}.")
-    return builders.pop()
 
 
 def _check_split_columns(ds: DatasetDict, needed: list[str]) -> None:
     """Splits may differ in extra columns, not in the ones the prompt and label need: name the difference."""
     columns = {name: set(part.column_names) for name, part in ds.items()}
-    if len(ds) < 2:
-        return
     every, anywhere = set.intersection(*columns.values()), set.union(*columns.values())
-    needed = [c for c in dict.fromkeys(needed) if c in anywhere - every]  # missing everywhere: `_prepare` says so
-    lacking = {name: [c for c in needed if c not in have] for name, have in columns.items()}
-    if not any(lacking.values()):
-        return
-    only = "; ".join(f"{name} alone has {sorted(have - every)}" for name, have in columns.items() if have - every)
-    missing = "; ".join(f"{name} lacks {cols}" for name, cols in lacking.items() if cols)
-    raise UsageError(f"The splits' columns differ: {missing} ({only}). Give every split the same columns.")
-
-
-def _prepare(
-    ds: Dataset,
-    *,
-    where: str,
-    template: PromptTemplate,
-    text_fields: list[str],
-    label_field: str,
-    label2id: Mapping[Any, int] | None,
-    allow_empty_text: bool,
-    tokenizer: PreTrainedTokenizerBase | None,
-    max_prompt_tokens: int | None,
-) -> Dataset:
-    for name in [*text_fields, label_field]:
-        if name not in ds.column_names:
-            raise UsageError(f"{where}Field {name!r} does not exist; the columns are: {ds.column_names}.")
-    ds, rows = _drop_empty(ds, text_fields, allow_empty_text, where)
-    labels = _map_labels(list(ds[label_field]), label2id, template.labels, where, rows, label_field)
-
-    prompts = _prompts(ds, template, tokenizer, max_prompt_tokens, where)
-    if label_field == "label" and label2id is not None:
-        ds = ds.remove_columns([c for c in ["original_label"] if c in ds.column_names])
-        ds = ds.rename_column("label", "original_label")
-    ds = ds.remove_columns([c for c in ["prompt", "label"] if c in ds.column_names])
-    return ds.add_column("prompt", prompts).add_column("label", labels)
+    # A column missing everywhere is `_prepare`'s to report.
+    lacking = {name: [c for c in needed if c in anywhere - have] for name, have in columns.items()}
+    if any(lacking.values()):
+        only = "; ".join(f"{name} alone has {sorted(have - every)}" for name, have in columns.items() if have - every)
+        missing = "; ".join(f"{name} lacks {cols}" for name, cols in lacking.items() if cols)
+        raise UsageError(f"The splits' columns differ: {missing} ({only}). Give every split the same columns.")
 
 
 def fit_prompts(
@@ -231,19 +188,16 @@ def _prompts(
     ds: Dataset, template: PromptTemplate, tokenizer: PreTrainedTokenizerBase | None, max_prompt_tokens: int | None,
     where: str,
 ) -> list[list[dict[str, str]]]:
+    rows = ds.select_columns(list(template.fields))
     if max_prompt_tokens is None:
-        return [template.to_messages(row) for row in ds.select_columns(list(template.fields))]
-    prompts, cut = [], 0
-    for row in ds.select_columns(list(template.fields)):
-        messages, was_cut = template.fit(row, tokenizer, max_prompt_tokens)
-        prompts.append(messages)
-        cut += was_cut
-    if cut:
+        return [template.to_messages(row) for row in rows]
+    fitted = [template.fit(row, tokenizer, max_prompt_tokens) for row in rows]
+    if cut := sum(was_cut for _, was_cut in fitted):
         logger.warning(
             "%sCut the middle of the longest text field(s) in %d of %d prompts to fit max_prompt_tokens=%d.",
             where, cut, len(ds), max_prompt_tokens,
         )
-    return prompts
+    return [messages for messages, _ in fitted]
 
 
 def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, where: str) -> tuple[Dataset, list[int]]:
@@ -258,8 +212,7 @@ def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, whe
             "Fix them, or pass allow_empty_text=True (--allow_empty_text) to skip them."
         )
     logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), _rows(empty))
-    drop = set(empty)
-    kept = [i for i in range(len(ds)) if i not in drop]
+    kept = sorted(set(range(len(ds))) - set(empty))
     return ds.select(kept), kept
 
 
@@ -304,9 +257,8 @@ def _rows(indices: list[int]) -> str:
 def _label_id(value: Any, label2id: Mapping[Any, int] | None) -> int | None:
     """`value` as a label id: through `label2id` (tried as is, then as text), else as an integer."""
     if label2id is not None:
-        if value in label2id:
-            return int(label2id[value])
-        return int(label2id[str(value)]) if str(value) in label2id else None
+        label = label2id.get(value, label2id.get(str(value)))
+        return None if label is None else int(label)
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float):

@@ -1,11 +1,7 @@
 """CliniFact (Zhang et al., Sci. Data 2025): does a trial publication's abstract support a clinical claim?
 
-Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information. The CLSGen paper evaluates the binary view
-(evidence vs the rest); the original 3-class view is available on request.
-
-Each row also gets a `registry_rationale`: two sentences written from its trial-registry fields (arms, outcome) and
-its gold label. They are label-conditioned explanations that cost nothing to make, for runs with no capable teacher
-at hand (the embedded SmolLM2-135M is no usable teacher; README: Training), so the CPU recipe trains on these.
+Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information; the CLSGen paper evaluates the binary view (evidence
+vs the rest). `registry_rationale` writes free label-conditioned explanations, for runs with no capable teacher.
 """
 
 from __future__ import annotations
@@ -18,8 +14,8 @@ from datasets import Dataset, DatasetDict
 
 from ..errors import UsageError
 from ..verdicts import VerdictFormat
-from .classification import load_classification_dataset
 from ..prompt_template import PromptTemplate
+from .classification import load_classification_dataset
 
 
 CLINIFACT_TEXT_FIELDS = ("claim", "article_title", "article_abstract")
@@ -57,8 +53,8 @@ _FINDINGS = {  # by raw label
 
 
 def registry_rationale(row: Mapping[str, Any]) -> str:
-    """Two sentences from a CliniFact row's registry fields and its raw gold label (`original_label` in the binary
-    view, `label` in the 3-class one); the verdict line is the trainer's to add."""
+    """Two sentences from a CliniFact row's registry fields (arms, outcome) and its raw gold label (`original_label`
+    in the binary view); the verdict line is the trainer's to add."""
     outcome = (row["outcome_title"] or "").strip() or "the claimed outcome"
     raw_label = int(row["original_label"] if "original_label" in row else row["label"])
     return (f"The claim compares {(row['intervention_group_title'] or '').strip()} with "
@@ -74,15 +70,13 @@ def load_clinifact(
     prompt_template: PromptTemplate | None = None,
     **kwargs,
 ) -> Dataset | DatasetDict:
-    """Load CliniFact's `<split>.csv` files from `data_dir` as classifier prompts (claim + title + abstract), with
-    each row's `registry_rationale` (see the module docstring).
+    """CliniFact's `<split>.csv` files in `data_dir` as classifier prompts (claim, title, abstract), each row with its
+    `registry_rationale`.
 
     Args:
-        data_dir: the folder holding `train.csv`, `validation.csv`, `test.csv`.
-        view: `"binary"` (evidence vs inconclusive/no information; the raw label kept as `original_label`) or
-            `"multiclass"` (the three original labels).
+        view: `"binary"` (the raw label kept as `original_label`) or `"multiclass"` (the three original labels).
         splits: one split name (returns a `Dataset`) or several (a `DatasetDict`).
-        prompt_template: overrides the view's default template (its verbalizers must cover the view's labels).
+        prompt_template: overrides the view's template (its verbalizers must cover the view's labels).
         **kwargs: passed to `load_classification_dataset` (`tokenizer`, `max_prompt_tokens`, `allow_empty_text`).
     """
     if view not in ("binary", "multiclass"):

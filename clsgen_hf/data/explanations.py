@@ -1,9 +1,5 @@
-"""The LM head's training targets: one explanation per training row, ending in the row's gold verdict.
-
-They come from a column of rationales the user already has (human-written, or CliniFact's registry rationales), or
-from a teacher LLM told the gold label (`synthesize_explanations`). Either way only explanations that state the
-gold verdict are kept, and a class left with none fails the run: nothing would teach its explanations.
-"""
+"""The LM head's training targets: one explanation per row ending in its gold verdict, from a column of rationales or
+from a teacher; a class left with none fails the run, since nothing would teach its explanations."""
 
 from __future__ import annotations
 
@@ -35,12 +31,10 @@ def training_explanations(
     """Prompt-completion-label rows for `CLSGenTrainer`: from `rationale_column`, or written by `teacher`.
 
     Args:
-        rows: classification rows (`prompt`, `label`), as `load_classification_dataset` builds them.
-        prompt_template: the template that built the prompts; its verdict format reads and writes verdicts.
         rationale_column: a column of rationales; a verdict line is appended where one is missing.
-        teacher: asked when there is no `rationale_column` (see `make_teacher`); its answers are cached in
+        teacher: asked when there is no `rationale_column`; its answers are cached in
             `output_dir/teacher_cache.jsonl` and the kept rows written to `output_dir/explanations.jsonl`.
-        synthesis_kwargs: passed to `synthesize_explanations` (retries, batch size, answer budget, ...).
+        synthesis_kwargs: passed to `synthesize_explanations`.
     """
     if rationale_column:
         return rationale_completions(rows, prompt_template, rationale_column)

@@ -1,4 +1,4 @@
-"""Choosing the rows a run uses: reproducible subsets, a stratified validation slice, and a refusal of one-class data."""
+"""Choosing the rows a run uses: reproducible subsets, a stratified validation slice, a refusal of one-class data."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A short text summary of a classification dataset, printed on load so that class imbalance and overlong prompts
-are seen before any training time is spent."""
+"""A summary of a classification dataset, printed on load: class imbalance and overlong prompts show before training."""
 
 from __future__ import annotations
 
