@@ -1,14 +1,14 @@
 """examples/benchmark_clinifact.py: the table's bookkeeping (fast) and the smoke-size run end to end (slow)."""
 
 import importlib
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 from datasets import Dataset
+
+from .helpers import example_module
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,12 +17,8 @@ CLINIFACT = REPO.parent / "shared" / "data" / "clinifact"
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_clinifact", REPO / "examples" / "benchmark_clinifact.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with example_module("benchmark_clinifact") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

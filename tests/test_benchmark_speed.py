@@ -1,13 +1,13 @@
 """examples/benchmark_speed.py: the tiny preset end to end (every figure in the JSON), and the README's Speed table."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from .helpers import example_module
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,12 +16,8 @@ COMMITTED = REPO / "examples" / "benchmark_results"
 
 @pytest.fixture(scope="module")
 def speed():
-    spec = importlib.util.spec_from_file_location("benchmark_speed", REPO / "examples" / "benchmark_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with example_module("benchmark_speed") as module:
+        yield module
 
 
 def _finite(value) -> bool:

@@ -1,10 +1,8 @@
 """CLSGenTrainer: learning, LoRA + `score`, accumulation invariance, saving, DDP, resume, bad input."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaForCLSGen
 from clsgen_hf.errors import UsageError
 from clsgen_hf.prompt_template import encode_example, encode_prompts
 
+from .helpers import kill_after_first_checkpoint
 from .toy import lora_config, tiny_model_for, toy_dataset
 
 
@@ -192,16 +191,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(TRAIN_TOY), str(out), "--max_steps", "8", "--save_steps", "2"]
-    process = subprocess.Popen(cmd + ["--step_delay", "1.0"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "checkpoint-2" / "trainer_state.json").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.5)
-    time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    last_step = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    last_step = kill_after_first_checkpoint(cmd + ["--step_delay", "1.0"], out)
     assert 2 <= last_step < 8
 
     resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -1,27 +1,26 @@
 """FSDP2 on two CPU processes (gloo): the float32 head trains, saves whole, matches one process, resumes.
 
-accelerate 1.15 shards with FSDP only on accelerators; `tests/scripts/train_fsdp2.py --fsdp` lets it pick FSDP over
+accelerate 1.15 shards with FSDP only on accelerators; `tests/scripts/train_toy.py --fsdp` lets it pick FSDP over
 gloo on CPU (see its docstring), so what runs here is accelerate's and torch's FSDP2 code path with our trainer.
 The same path on a GPU, unmodified, is `examples/gpu/check_fsdp2.sh`.
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from clsgen_hf import LlamaForCLSGen
 
+from .helpers import kill_after_first_checkpoint
+
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_FSDP2 = REPO / "tests" / "scripts" / "train_fsdp2.py"
+TRAIN_TOY = REPO / "tests" / "scripts" / "train_toy.py"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -40,11 +39,11 @@ def _run(cmd, timeout=600):
 @pytest.mark.slow
 def test_fsdp2_two_processes_save_what_one_process_saves(tmp_path):
     sharded, single = tmp_path / "fsdp2", tmp_path / "single"
-    out = _run(TORCHRUN + [str(TRAIN_FSDP2), str(sharded), "--fsdp", "--save_steps", "4"])
+    out = _run(TORCHRUN + [str(TRAIN_TOY), str(sharded), "--fsdp", "--save_steps", "4"])
     assert out.count("FINISHED global_step=4 steps_here=4 fsdp=True head_dtypes=torch.float32 head_params=DTensor") == 2
     checkpoint = sharded / "checkpoint-4" / "pytorch_model_fsdp_0"
     assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]  # one shard per rank
-    _run([sys.executable, str(TRAIN_FSDP2), str(single), "--per_device_train_batch_size", "4"])
+    _run([sys.executable, str(TRAIN_TOY), str(single), "--per_device_train_batch_size", "4", "--bf16_backbone"])
 
     a, b = load_file(sharded / "final" / "model.safetensors"), load_file(single / "final" / "model.safetensors")
     assert sorted(a) == sorted(b)
@@ -62,23 +61,8 @@ def test_fsdp2_two_processes_save_what_one_process_saves(tmp_path):
 @pytest.mark.slow
 def test_fsdp2_killed_run_resumes_from_its_sharded_checkpoint(tmp_path):
     out = tmp_path / "out"
-    cmd = TORCHRUN + [str(TRAIN_FSDP2), str(out), "--fsdp", "--max_steps", "6", "--save_steps", "2"]
-    process = subprocess.Popen(cmd + ["--step_delay", "1.0"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "checkpoint-2" / "trainer_state.json").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.5)
-    time.sleep(0.5)
-    workers = psutil.Process(process.pid).children(recursive=True)  # torchrun starts each in a session of its own
-    for victim in [psutil.Process(process.pid), *workers]:
-        victim.send_signal(signal.SIGKILL)
-    process.wait()
-    psutil.wait_procs(workers, timeout=30)
-    complete = [p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    last_step = max(int(p.name.split("-")[1]) for p in complete)
-    for partial in set(out.glob("checkpoint-*")) - set(complete):  # killed while writing it
-        subprocess.run(["rm", "-rf", str(partial)], check=True)
+    cmd = TORCHRUN + [str(TRAIN_TOY), str(out), "--fsdp", "--max_steps", "6", "--save_steps", "2"]
+    last_step = kill_after_first_checkpoint(cmd + ["--step_delay", "1.0"], out, ENV)
     assert 2 <= last_step < 6
     assert len(list((out / f"checkpoint-{last_step}" / "pytorch_model_fsdp_0").glob("*.distcp"))) == 2
 
@@ -89,7 +73,7 @@ def test_fsdp2_killed_run_resumes_from_its_sharded_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_requested_on_cpu_is_refused_not_run_as_ddp(tmp_path):
-    result = subprocess.run(TORCHRUN + [str(TRAIN_FSDP2), str(tmp_path / "out"), "--fsdp_requested_on_cpu"],
+    result = subprocess.run(TORCHRUN + [str(TRAIN_TOY), str(tmp_path / "out"), "--fsdp_requested_on_cpu"],
                             capture_output=True, text=True, timeout=600, cwd=REPO, env=ENV)
     assert result.returncode != 0
     assert "UsageError: FSDP was requested but accelerate runs this job as MULTI_CPU" in result.stderr
