@@ -224,12 +224,8 @@ def _map_labels(
     if unlabelled:
         raise UsageError(f"{where}{len(unlabelled)} rows have no label (empty, None or NaN in {field!r}): rows "
                          f"{_rows(unlabelled)}. Fill them in, or remove those rows.")
-    labels, bad = [], Counter()
-    for value in values:
-        label = _label_id(value, label2id)
-        if label not in allowed:
-            bad[value] += 1
-        labels.append(label)
+    labels = [_label_id(value, label2id) for value in values]
+    bad = Counter(value for value, label in zip(values, labels) if label not in allowed)
     if bad:
         listed = ", ".join(f"{value!r} ({n} rows)" for value, n in bad.most_common())
         found = sorted(Counter(values).items(), key=lambda item: str(item[0]))

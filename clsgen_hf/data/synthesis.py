@@ -197,8 +197,11 @@ def synthesize_explanations(
     if unknown:
         raise ValueError(f"Labels {unknown} have no verbalizer in the template ({verdict_format.verbalizers}).")
 
+    def per_class(rows) -> dict[int, int]:
+        return dict(sorted(Counter(labels[i] for i in rows).items()))
+
     cache = AnswerCache(cache_path)
-    report = SynthesisReport(verdict_format.verbalizers, rows=dict(sorted(Counter(labels).items())))
+    report = SynthesisReport(verdict_format.verbalizers, rows=per_class(range(len(labels))))
     settings = {"teacher": teacher.name, "prompt_template": prompt_template.to_dict(),
                 "teacher_instruction": teacher_instruction}
     concurrency = getattr(teacher, "concurrency", 1)
@@ -243,7 +246,7 @@ def synthesize_explanations(
         report.seconds += time.perf_counter() - start if todo else 0.0
         return {i: cache[keys[i]]["text"] for i in conversations}
 
-    kept: dict[int, str] = {}
+    kept: dict[int, tuple[int, str]] = {}  # row -> (attempt, explanation)
     pending = list(range(len(labels)))
     for attempt in range(max_retries + 1):
         if not pending:
@@ -257,18 +260,13 @@ def synthesize_explanations(
         follow_ups = ask({i: follow_up_messages(conversations[i], answers[i], verdict_format) for i in silent},
                          {i: follow_up_key(keys[i], answers[i]) for i in silent},
                          f"try {attempt + 1}, verdict follow-ups", max_new_tokens=FOLLOW_UP_TOKENS, **sampling)
-        still = []
-        for i in pending:
-            explanation = accepted(i, answers[i], follow_ups.get(i))
-            if explanation is None:
-                still.append(i)
-                continue
-            kept[i] = explanation
-            report.follow_ups += i in follow_ups
-            counts = report.first_try if attempt == 0 else report.after_retries
-            counts[labels[i]] = counts.get(labels[i], 0) + 1
-        pending = still
-    report.dropped = dict(sorted(Counter(labels[i] for i in pending).items()))
+        explanations = {i: accepted(i, answers[i], follow_ups.get(i)) for i in pending}
+        kept.update({i: (attempt, text) for i, text in explanations.items() if text is not None})
+        report.follow_ups += sum(explanations[i] is not None for i in follow_ups)
+        pending = [i for i in pending if explanations[i] is None]
+    report.first_try = per_class(i for i, (attempt, _) in kept.items() if attempt == 0)
+    report.after_retries = per_class(i for i, (attempt, _) in kept.items() if attempt > 0)
+    report.dropped = per_class(pending)
     logger.info("Teacher throughput: %s", report.throughput)
     kept_per_class = Counter(labels[i] for i in kept)
     empty = [label for label in report.rows if not kept_per_class[label]]
@@ -288,7 +286,7 @@ def synthesize_explanations(
     order = sorted(kept)
     result = Dataset.from_dict(
         {"prompt": [prompts[i] for i in order],
-         "completion": [[{"role": "assistant", "content": kept[i]}] for i in order],
+         "completion": [[{"role": "assistant", "content": kept[i][1]}] for i in order],
          "label": [labels[i] for i in order]},
         features=FEATURES,
         info=DatasetInfo(description=json.dumps(metadata, ensure_ascii=False), features=FEATURES),

@@ -3,6 +3,7 @@ engine, behind one `Teacher` interface; `make_teacher("kind:target")` picks one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -137,8 +138,18 @@ class OpenAITeacher:
         max_new_tokens: int = 256,
     ) -> list[str]:
         """One request per conversation, in turn (concurrent requests are the synthesizer's, from its threads)."""
-        temperature = temperature if do_sample else 0.0
-        return [self._answer(messages, temperature, max_new_tokens) for messages in conversations]
+        model, temperature = self.served_model(), temperature if do_sample else 0.0
+        texts = []
+        for messages in conversations:
+            reply = self._call(functools.partial(self.client.chat.completions.create, model=model, messages=messages,
+                                                 max_tokens=max_new_tokens, temperature=temperature), self.url)
+            try:
+                texts.append((reply.choices[0].message.content or "").strip())
+            except (AttributeError, IndexError, TypeError) as error:
+                raise TeacherError(f"{self.url} answered without choices[0].message.content: {reply!r:.300}") from error
+            with self._lock:
+                self.generated_tokens += getattr(reply.usage, "completion_tokens", 0) or 0
+        return texts
 
     def served_model(self) -> str:
         """The model name sent with each request: the configured one, else the server's first (asked once)."""
@@ -149,18 +160,6 @@ class OpenAITeacher:
                     raise TeacherError(f"{self.base_url}/models lists no model; name one with --teacher_model.")
                 self.model = models[0].id
             return self.model
-
-    def _answer(self, messages: Conversation, temperature: float, max_new_tokens: int) -> str:
-        model = self.served_model()
-        reply = self._call(lambda: self.client.chat.completions.create(
-            model=model, messages=messages, max_tokens=max_new_tokens, temperature=temperature), self.url)
-        try:
-            text = reply.choices[0].message.content or ""
-        except (AttributeError, IndexError, TypeError) as error:
-            raise TeacherError(f"{self.url} answered without choices[0].message.content: {reply!r:.300}") from error
-        with self._lock:
-            self.generated_tokens += getattr(reply.usage, "completion_tokens", 0) or 0
-        return text.strip()
 
     def _call(self, request, url: str):
         """`request()`, its errors (the client's retries spent) turned into one-line `TeacherError`s naming `url`."""
@@ -205,7 +204,6 @@ class VLLMTeacher:
                 "The vLLM teacher needs the `vllm` package (GPU machines): pip install vllm. "
                 "Or serve the model and use `openai:<url>`, or use `transformers:<model>`."
             ) from error
-        self._vllm = vllm
         self.llm = vllm.LLM(model=model, **engine_kwargs)
         self.name = f"vllm:{model}"
         self.generated_tokens = 0
@@ -214,7 +212,9 @@ class VLLMTeacher:
         self, conversations: list[Conversation], *, do_sample: bool = False, temperature: float = 1.0,
         max_new_tokens: int = 256,
     ) -> list[str]:
-        params = self._vllm.SamplingParams(temperature=temperature if do_sample else 0.0, max_tokens=max_new_tokens)
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=temperature if do_sample else 0.0, max_tokens=max_new_tokens)
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
         self.generated_tokens += sum(len(out.outputs[0].token_ids) for out in outputs)
         return [out.outputs[0].text.strip() for out in outputs]
