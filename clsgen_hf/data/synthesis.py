@@ -7,12 +7,12 @@ what the cache lacks.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,14 +268,14 @@ def synthesize_explanations(
     report.after_retries = per_class(i for i, (attempt, _) in kept.items() if attempt > 0)
     report.dropped = per_class(pending)
     logger.info("Teacher throughput: %s", report.throughput)
-    kept_per_class = Counter(labels[i] for i in kept)
-    empty = [label for label in report.rows if not kept_per_class[label]]
+    kept_counts = Counter(labels[i] for i in kept)
+    empty = [label for label in report.rows if not kept_counts[label]]
     if require_every_class and empty:
-        per_class = ", ".join(f"{label} ({report.verbalizers[label]}) {kept_per_class[label]} of {n}"
-                              for label, n in report.rows.items())
+        listed = ", ".join(f"{label} ({report.verbalizers[label]}) {kept_counts[label]} of {n}"
+                           for label, n in report.rows.items())
         raise TeacherError(
             f"No explanation stated the gold verdict for class(es) {', '.join(map(str, empty))}; kept per class: "
-            f"{per_class}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
+            f"{listed}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
             "teacher or change its settings (a changed answer budget, temperature or instruction is asked afresh), "
             "then rerun with --retry_rejected to ask again for the rows not kept."
         )
@@ -300,34 +300,25 @@ def synthesize_explanations(
 
 
 def _in_flight(generate, batches: list[list[int]], concurrency: int):
-    """Yields `(batch, generate(batch))` for every batch, `concurrency` at a time, each as soon as it returns: a server
-    never waits for a slow row and a kill loses only the requests in flight. After a failure nothing new is sent; the
-    answers already in flight are still yielded, then it raises."""
+    """Yields `(batch, generate(batch))` for every batch, `concurrency` in flight at a time, each as soon as it returns:
+    a server never waits for a slow row and a kill loses only the requests in flight. After a failure (or an
+    interrupt) nothing new is sent; the answers already in flight are still yielded, then it raises."""
     if concurrency == 1:
         yield from ((batch, generate(batch)) for batch in batches)
         return
-    stop = threading.Event()
-
-    def ask(batch: list[int]) -> list[str] | None:
-        if stop.is_set():
-            return None  # not asked
-        try:
-            return generate(batch)
-        except BaseException:
-            stop.set()
-            raise
-
-    failure: BaseException | None = None
+    batches, failure = iter(batches), None
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(ask, batch): batch for batch in batches}
-        try:
-            for future in as_completed(futures):
+        running = {pool.submit(generate, batch): batch for batch in itertools.islice(batches, concurrency)}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = running.pop(future)
                 if future.exception() is not None:
                     failure = failure or future.exception()
-                elif (texts := future.result()) is not None:
-                    yield futures[future], texts
-        finally:  # an interrupt (Ctrl-C) sends nothing more either
-            stop.set()
+                else:
+                    yield batch, future.result()
+                if failure is None and (batch := next(batches, None)) is not None:
+                    running[pool.submit(generate, batch)] = batch
     if failure is not None:
         raise failure
 
