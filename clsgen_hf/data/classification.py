@@ -204,14 +204,13 @@ def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, whe
     """Rows whose text fields are all present (and their row numbers), or a UsageError naming the rows that are not."""
     columns = [ds[name] for name in text_fields]
     empty = [i for i, texts in enumerate(zip(*columns)) if any(_missing(t) or not str(t).strip() for t in texts)]
-    if not empty:
-        return ds, list(range(len(ds)))
-    if not allow_empty_text:
+    if empty and not allow_empty_text:
         raise UsageError(
             f"{where}{len(empty)} rows have an empty text field among {text_fields}: rows {_rows(empty)}. "
             "Fix them, or pass allow_empty_text=True (--allow_empty_text) to skip them."
         )
-    logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), _rows(empty))
+    if empty:
+        logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), _rows(empty))
     kept = sorted(set(range(len(ds))) - set(empty))
     return ds.select(kept), kept
 

@@ -25,12 +25,8 @@ class TeacherError(RuntimeError):
 
 
 class Teacher(Protocol):
-    """Anything that answers a batch of chat conversations.
-
-    `name` identifies the teacher in cache keys (one name, one way of answering); `generated_tokens` counts the tokens
-    generated so far. A teacher with a `concurrency` above 1 (a server) is called from that many threads at once,
-    one conversation per call.
-    """
+    """Anything that answers a batch of chat conversations. `name` identifies it in cache keys; one with a `concurrency`
+    above 1 (a server) is called from that many threads at once, one conversation per call."""
 
     name: str
     generated_tokens: int
