@@ -4,18 +4,16 @@ engine, behind one `Teacher` interface; `make_teacher("kind:target")` picks one.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from ..loading import default_model_path, load_model, load_tokenizer
 
-
-logger = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 
@@ -57,8 +55,6 @@ class TransformersTeacher:
         name: str | None = None,
         **model_kwargs,
     ):
-        from transformers import AutoModelForCausalLM
-
         if model is None:
             model = load_model(model_name_or_path, gguf_file, model_class=AutoModelForCausalLM, **model_kwargs)
         if tokenizer is None:
@@ -176,9 +172,6 @@ class OpenAITeacher:
                 raise TeacherError(f"{url} did not answer after {attempts} attempts; last reply: HTTP "
                                    f"{error.status_code}: {body}") from None
             raise TeacherError(f"{url} refused the request: HTTP {error.status_code}: {body}") from None
-        except openai.APIResponseValidationError as error:
-            raise TeacherError(f"{url} answered HTTP {error.status_code} with a body that is not a chat completion; it "
-                               f"begins: {error.response.text[:200]!r}") from None
         if isinstance(reply, str):  # the client hands back a body that is not JSON as text
             raise TeacherError(f"{url} answered with a body that is not JSON; it begins: {reply[:200]!r}")
         return reply
