@@ -68,7 +68,7 @@ def fit_calibration(logits: ArrayLike, labels: ArrayLike, *, folds: int = 5, see
     """
     logits, labels = np.asarray(logits, dtype=float), np.asarray(labels, dtype=int)
     if logits.ndim != 2 or len(logits) != len(labels):
-        raise ValueError(f"Calibration needs logits (n, num_labels) and n labels; got {logits.shape} and {len(labels)}.")
+        raise ValueError(f"Calibration needs logits (n, num_labels) and n labels; got {logits.shape}, {len(labels)}.")
     classes = list(range(logits.shape[1]))
     folds = min(folds, int(np.bincount(labels, minlength=len(classes)).min()))
     if folds < 2:
@@ -78,7 +78,8 @@ def fit_calibration(logits: ArrayLike, labels: ArrayLike, *, folds: int = 5, see
     for method in METHODS:
         held_out = np.empty_like(logits)
         for train, test in splitter.split(logits, labels):
-            held_out[test] = Calibration(method, *_fit(method, logits[train], labels[train])).probabilities(logits[test])
+            fitted = Calibration(method, *_fit(method, logits[train], labels[train]))
+            held_out[test] = fitted.probabilities(logits[test])
         scores[method] = float(log_loss(labels, held_out, labels=classes))
     best = min(METHODS, key=lambda method: (round(scores[method], 6), METHODS.index(method)))
     return Calibration(best, *_fit(best, logits, labels), scores)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..errors import UsageError, report_usage_error
+from ..errors import UsageError, run_command
 from ..metric_modules import METRIC_NAMES, NAMESPACE, install_metrics, prepare_spaces, push_spaces
 
 
@@ -22,24 +22,26 @@ class InstallMetricsArguments:
     push: str | None = field(default=None, metadata={"help": "With --spaces: prepare the Spaces for this namespace and "
                              "upload them to <namespace>/<name> (needs a Hub token)."})
 
+    def __post_init__(self):
+        if self.push and not self.spaces:
+            raise UsageError("--push uploads the folders written by --spaces: give both.")
+        if self.spaces and self.cache_dir:
+            raise UsageError("--cache_dir is for installing; --spaces writes Space folders instead.")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = TrlParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
                        description=InstallMetricsArguments.__doc__)
-    (args,) = parser.parse_args_and_config(argv)
-    if args.push and not args.spaces:
-        return report_usage_error("install-metrics", UsageError("--push uploads the folders written by --spaces: "
-                                                                "give both."))
-    if args.spaces and args.cache_dir:
-        return report_usage_error("install-metrics", UsageError("--cache_dir is for installing; --spaces writes Space "
-                                                                "folders instead."))
+    return run_command("install-metrics", lambda: run(*parser.parse_args_and_config(argv)))
 
+
+def run(args: InstallMetricsArguments) -> None:
+    """Install the metrics into the cache, or write (and push) the Space folders."""
     if not args.spaces:
         for path in install_metrics(args.cache_dir):
             print(f"installed {path}")
         print(f'usage: evaluate.load("{NAMESPACE}/{METRIC_NAMES[0]}")  # works offline from this cache')
-        return 0
-
+        return
     namespace = args.push or NAMESPACE
     for folder in prepare_spaces(args.spaces, namespace):
         print(f"prepared Space {folder}")
@@ -47,4 +49,3 @@ def main(argv: list[str] | None = None) -> int:
         for url in push_spaces(args.spaces, namespace):
             print(f"pushed {url}")
     print(f'usage: evaluate.load("{namespace}/{METRIC_NAMES[0]}")  # once the Spaces are on the Hub')
-    return 0

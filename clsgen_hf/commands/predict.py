@@ -23,7 +23,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..errors import UsageError, report_usage_error
+from ..errors import UsageError, run_command
 
 
 logger = logging.getLogger("clsgen_hf.predict")
@@ -56,17 +56,12 @@ class PredictArguments:
 
 def main(argv: list[str] | None = None) -> int:
     parser = TrlParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
-    (args,) = parser.parse_args_and_config(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        run(args)
-    except UsageError as error:
-        return report_usage_error("predict", error)
-    return 0
+    return run_command("predict", lambda: run(*parser.parse_args_and_config(argv)))
 
 
 def run(args: PredictArguments) -> list[dict]:
     """Check the inputs (before loading any weights), predict, write `args.output`; returns the output rows."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from ..data import read_rows
     from ..export import inspect_source
     from ..inference import predict

@@ -23,7 +23,7 @@ from trl import TrlParser
 
 from ..arguments import PromptArguments, TeacherArguments
 from ..data.synthesis import MIN_WORDS
-from ..errors import UsageError, report_usage_error
+from ..errors import UsageError, run_command
 
 
 CLINIFACT_PREFIX = "clinifact:"
@@ -73,33 +73,22 @@ def make_parser() -> TrlParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args, prompt_args, teacher_args = make_parser().parse_args_and_config(argv)
-    except UsageError as error:  # raised by a dataclass's checks
-        return report_usage_error("synthesize", error)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the openai client logs every request at INFO
-    from ..data import SynthesisReport, TeacherError
+    from ..data import TeacherError
 
-    try:
-        result = run(args, prompt_args, teacher_args)
-    except (ValueError, FileNotFoundError) as error:  # a UsageError, or input the loaders reject
-        return report_usage_error("synthesize", error)
-    except TeacherError as error:  # the teacher failed, or kept no explanation for a class
-        print(f"clsgen-hf synthesize: error: {error}", file=sys.stderr)
-        return 1
-    output = Path(args.output)
-    print(SynthesisReport.from_dataset(result))
-    print(f"Wrote {len(result)} rows to {output} (metadata: {output.with_suffix('.meta.json')}).")
-    return 0
+    # ValueError/FileNotFoundError: a UsageError, or input the loaders reject (exit 2); TeacherError: the teacher
+    # failed, or kept no explanation for a class (exit 1).
+    return run_command("synthesize", lambda: run(*make_parser().parse_args_and_config(argv)),
+                       usage_errors=(ValueError, FileNotFoundError), failures=(TeacherError,))
 
 
 def run(args: SynthesizeArguments, prompt_args: PromptArguments, teacher_args: TeacherArguments):
-    """Load the rows, ask the teacher, write `args.output`; returns the synthesized dataset."""
+    """Load the rows, ask the teacher, write `args.output` and print its report; returns the synthesized dataset."""
     from transformers import set_seed
 
-    from ..data import describe_dataset, synthesize_explanations
+    from ..data import SynthesisReport, describe_dataset, synthesize_explanations
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the openai client logs every request at INFO
     if teacher_args.teacher == "self":
         raise UsageError("--teacher self names the model being trained, which synthesize has none of: use "
                          "transformers[:<model>], openai:<url> or vllm:<model>.")
@@ -108,11 +97,14 @@ def run(args: SynthesizeArguments, prompt_args: PromptArguments, teacher_args: T
     dataset, template = load_input(args, prompt_args)
     print(describe_dataset(dataset), flush=True)
     output = Path(args.output)
-    return synthesize_explanations(
+    result = synthesize_explanations(
         dataset, teacher_args.make_teacher(), prompt_template=template,
         cache_path=args.cache or output.with_suffix(".cache.jsonl"), verdict_follow_up=args.verdict_follow_up,
         min_words=args.min_words, save_to=output, show_progress=args.progress, **teacher_args.synthesis_kwargs(),
     )
+    print(SynthesisReport.from_dataset(result))
+    print(f"Wrote {len(result)} rows to {output} (metadata: {output.with_suffix('.meta.json')}).")
+    return result
 
 
 def load_input(args: SynthesizeArguments, prompt_args: PromptArguments):

@@ -1,22 +1,17 @@
 """`clsgen-hf train` / `examples/train_clsgen.py`: the whole CLSGen recipe in one run.
 
-1. load a classification dataset (CliniFact by default, or any CSV/JSON Lines/Parquet file by naming its fields);
-2. get an explanation for every training row: a column of rationales (on CliniFact by default, its registry
-   rationales), or a teacher LLM told the gold label (kept only when its verdict matches);
-3. LoRA-train the LM head on the explanations and the `score` head on the labels, jointly;
-4. calibrate the head and tune its decision threshold on validation rows (stored in the saved config);
-5. predict the held-out rows, print and save the numbers, a reliability diagram, the model and its prompt template.
-
-Defaults are sized for 2 CPU cores and the embedded SmolLM2-135M-Instruct; scale up with `--max_train_samples`,
-`--max_eval_samples`, `--num_train_epochs`, `--model_name_or_path`. Every check of the data and options runs before
-the model's weights load. A run killed after a checkpoint (`--save_strategy steps`) continues with
-`--resume_from_checkpoint true`; the teacher's answers are cached in the output folder.
+Loads a classification dataset (CliniFact by default, or your CSV/JSON Lines/Parquet file with --text_fields), gets
+an explanation per training row (a rationale column, or a teacher LLM told the gold label), LoRA-trains both heads,
+calibrates the head and tunes its threshold on validation rows, then predicts held-out rows and saves the numbers,
+a reliability diagram, the model and its prompt template. Defaults are sized for 2 CPU cores and the embedded
+SmolLM2-135M-Instruct. Every check of the data and options runs before the weights load; a run killed after a
+checkpoint (`--save_strategy steps`) continues with `--resume_from_checkpoint true`; teacher answers are cached in
+the output folder.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +25,7 @@ from ..data import (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, CL
                     TeacherError, describe_dataset, fit_prompts, load_classification_dataset, load_clinifact,
                     training_explanations)
 from ..data.splits import check_classes, stratified_split, subset
-from ..errors import UsageError, report_usage_error
+from ..errors import UsageError, run_command
 from ..evaluation import evaluate_model
 from ..loading import load_model, load_tokenizer
 from ..model_card import RESULTS_FILE, write_json
@@ -87,14 +82,8 @@ def make_parser() -> TrlParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(*make_parser().parse_args_and_config(argv))
-    except UsageError as error:
-        return report_usage_error("train", error)
-    except TeacherError as error:  # the teacher failed, or kept no explanation for a class
-        print(f"clsgen-hf train: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    # TeacherError: the teacher failed, or kept no explanation for a class (exit status 1).
+    return run_command("train", lambda: run(*make_parser().parse_args_and_config(argv)), failures=(TeacherError,))
 
 
 def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArguments, training_args: CLSGenConfig,
