@@ -167,7 +167,7 @@ def _check_split_columns(ds: DatasetDict, needed: list[str]) -> None:
     """Splits may differ in extra columns, not in the ones the prompt and label need: name the difference."""
     columns = {name: set(part.column_names) for name, part in ds.items()}
     every, anywhere = set.intersection(*columns.values()), set.union(*columns.values())
-    # A column missing everywhere is `_prepare`'s to report.
+    # A column missing everywhere is reported by `prepare`, naming the columns there are.
     lacking = {name: [c for c in needed if c in anywhere - have] for name, have in columns.items()}
     if any(lacking.values()):
         only = "; ".join(f"{name} alone has {sorted(have - every)}" for name, have in columns.items() if have - every)

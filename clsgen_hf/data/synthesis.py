@@ -243,7 +243,7 @@ def synthesize_explanations(
                 bar.update(len(rows))
         report.generated += len(todo)
         report.generated_tokens += teacher.generated_tokens - tokens_before
-        report.seconds += time.perf_counter() - start if todo else 0.0
+        report.seconds += time.perf_counter() - start
         return {i: cache[keys[i]]["text"] for i in conversations}
 
     kept: dict[int, tuple[int, str]] = {}  # row -> (attempt, explanation)
