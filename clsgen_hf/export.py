@@ -1,12 +1,6 @@
-"""Shareable CLSGen model folders, from a training checkpoint, an adapter folder or a CLSGen model folder.
-
-`export_model` writes a folder that someone without `clsgen_hf` can use:
-
-merged (one `model.safetensors`, LoRA merged in) or adapter (the LoRA adapter with its `score` head), with
-`config.json` (`auto_map`) and the code files that `save_pretrained` copies for the registered auto classes, the
-tokenizer, generation config, prompt template, results and the model card rebuilt from the run's (`ModelCard.load`).
-Sources load through `from_pretrained` / `PeftModel.from_pretrained`, their failures becoming one `UsageError`; the
-export reloads the same way and must give the source's classification logits. Weights are safetensors only.
+"""`export_model`: a checkpoint, adapter or CLSGen model folder as a folder someone without `clsgen_hf` can use,
+merged or as the adapter, with its code files, tokenizer, prompt template, results and the run's card rebuilt; it is
+reloaded as its users load it and must give the source's classification logits.
 """
 
 from __future__ import annotations
@@ -15,7 +9,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
-from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table, hub_base_model, read_json, write_json
-from .output_folders import check_output_dir, install_output, staged_output
+from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table, read_json, write_json
+from .output_folders import check_output_dir, staged_output
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 
 
@@ -41,23 +35,18 @@ VALIDATION_TEXTS = (
 
 @dataclass
 class SourceFolder:
-    """What `inspect_source` found: the folder, its `kind` (`"adapter"` or `"model"`), the run's output folder when
-    it is one of its `checkpoint-N` folders, whether it holds the run's `final` weights (which the run's numbers
-    describe), and the tensor names -> shapes of its safetensors files."""
+    """A folder of `kind` `"adapter"` or `"model"` with a `score` head, and for a `checkpoint-N` folder the run's
+    folder and whether it holds the run's `final` weights (which the run's numbers describe)."""
 
     path: Path
     kind: str
-    tensors: dict[str, list[int]]
+    num_labels: int
     run_dir: Path | None = None
     final: bool = True
 
     def find(self, *names: str) -> Path | None:
         """The folder (else the run's output folder) if it holds one of `names`."""
         return next((f for f in (self.path, self.run_dir) if f and any((f / n).is_file() for n in names)), None)
-
-    @property
-    def num_labels(self) -> int:
-        return next(shape[0] for name, shape in self.tensors.items() if name.endswith("score.weight"))
 
 
 @dataclass
@@ -77,39 +66,42 @@ class ExportReport:
 
     def __str__(self) -> str:
         lines = [f"Exported {self.source} -> {self.out_dir} ({self.form})", "files: " + ", ".join(self.files)]
-        lines.append(f"validation: reloaded as {self.loaded_class}; max |cls_logits - source| = {self.max_abs_diff:.2e} "
-                     f"over {self.n_prompts} prompts" if self.validated else "validation: skipped")
+        lines.append(f"validation: reloaded as {self.loaded_class}; max |cls_logits - source| = {self.max_abs_diff:.2e}"
+                     f" over {self.n_prompts} prompts" if self.validated else "validation: skipped")
         lines += ["evaluation (from the card):", self.evaluation_table or "  no evaluation results recorded"]
         return "\n".join(lines)
 
 
 def inspect_source(path: str | os.PathLike) -> SourceFolder:
-    """Recognise a checkpoint, adapter or CLSGen model folder and open its safetensors files (`safe_open`), without
-    loading the weights: a missing path, a folder of neither kind, no or pickled-only weights, a truncated or corrupted
-    file, or weights without a trained `score` head raise a `UsageError` saying so."""
+    """Recognise a checkpoint, adapter or CLSGen model folder from its files and safetensors headers (no weights are
+    loaded); any other folder raises a `UsageError` saying what is wrong with it."""
     path = Path(path)
     if not path.is_dir():
         raise UsageError(f"{path} {'is a file' if path.exists() else 'does not exist'}: give the folder of a training "
                          "checkpoint, an adapter or a CLSGen model.")
-    kind = "adapter" if (path / "adapter_config.json").is_file() else "model" if (path / "config.json").is_file() else None
-    if kind is None:
+    if (path / "adapter_config.json").is_file():
+        kind = "adapter"
+    elif (path / "config.json").is_file():
+        kind = "model"
+        _load_config(path)  # a foreign architecture fails here, naming it
+    else:
         present = sorted(p.name for p in path.iterdir())
         raise UsageError(f"{path} is not a CLSGen checkpoint, adapter or model folder: it has no adapter_config.json "
                          f"and no config.json (it holds: {', '.join(present[:12]) or 'nothing'}).")
-    if kind == "model":
-        _load_config(path)  # a foreign architecture fails here, naming it
     files = sorted(path.glob("adapter_model.safetensors" if kind == "adapter" else "model*.safetensors"))
     if not files:
         pickled = sorted(p.name for p in path.glob("*.bin"))
+        config = "adapter_config.json" if kind == "adapter" else "a config.json"
         raise UsageError(f"{path} has pickled weights only ({', '.join(pickled)}), which export does not load; re-save "
-                         "it with `save_pretrained` (safetensors)." if pickled else f"{path} has "
-                         f"{'adapter_config.json' if kind == 'adapter' else 'a config.json'} but no weights (safetensors).")
-    source = SourceFolder(path, kind, _tensors(files))
-    if not any(name.endswith("score.weight") for name in source.tensors):
+                         "it with `save_pretrained` (safetensors)." if pickled else f"{path} has {config} but no "
+                         "weights (safetensors).")
+    heads = [shape[0] for name, shape in _tensor_shapes(files).items() if name.endswith("score.weight")]
+    if not heads:
         raise UsageError(f"{path} holds no `score` head: " + (
-            "it was not trained as a CLSGen adapter (CLSGenTrainer adds `score` to the LoRA config's `modules_to_save`)."
-            if kind == "adapter" else "it is a Llama model without a `score` head (a plain causal LM, not a trained "
-            "CLSGen model); train it with `clsgen-hf train` or `CLSGenTrainer` first."))
+            "it was not trained as a CLSGen adapter (CLSGenTrainer adds `score` to the LoRA config's "
+            "`modules_to_save`)." if kind == "adapter" else "it is a Llama model without a `score` head (a plain "
+            "causal LM, not a trained CLSGen model); train it with `clsgen-hf train` or `CLSGenTrainer` first."))
+    source = SourceFolder(path, kind, heads[0])
     if _CHECKPOINT.fullmatch(path.name):
         state = read_json(path / "trainer_state.json") or {}
         best = state.get("best_model_checkpoint")
@@ -119,7 +111,7 @@ def inspect_source(path: str | os.PathLike) -> SourceFolder:
     return source
 
 
-def _tensors(files: list[Path]) -> dict[str, list[int]]:
+def _tensor_shapes(files: list[Path]) -> dict[str, list[int]]:
     shapes = {}
     for file in files:
         try:
@@ -154,16 +146,13 @@ def export_model(
     """Export a checkpoint, adapter or CLSGen model folder as a shareable folder, and check that it reloads.
 
     Args:
-        source: a `checkpoint-N` folder of a LoRA run, an adapter folder, or a CLSGen model folder.
-        out_dir: the folder to write: new, empty, or (with `overwrite`) a folder an earlier export wrote. It may not
-            be, contain or lie inside the source, whatever `overwrite` says.
+        out_dir: a new or empty folder, or (with `overwrite`) one an earlier export wrote; never the source, a folder
+            inside it or around it.
         merge: write one merged `model.safetensors` (loadable with transformers alone); `False` writes the adapter.
-        base_model: the base of an adapter, when its `adapter_config.json` names none or one not on this machine
-            (a Hub id, a folder or a `.gguf` file).
-        results: evaluation numbers for the card (a dict or a JSON file). By default the run's `clsgen_results.json`,
-            used for a checkpoint only when it holds the run's final weights.
-        repo_id: the Hub id the card's usage snippet loads (default: `out_dir`).
-        dataset_name, datasets: the training data, in words and as Hub dataset ids, for the card.
+        base_model: the base of an adapter whose `adapter_config.json` names none or one not on this machine.
+        results: evaluation numbers for the card (a dict or a JSON file); default the run's `clsgen_results.json`,
+            for a checkpoint only when it holds the run's final weights.
+        repo_id, dataset_name, datasets: for the card (the Hub id its snippet loads, default `out_dir`).
         validate: reload the folder and compare the classification logits with the source's (to `atol`).
     """
     src = inspect_source(source)
@@ -176,8 +165,13 @@ def export_model(
     prompts = validation_prompts(tokenizer, template)
     reference = _cls_logits(model, prompts) if validate else None
     card = _source_card(src, base_model=str(base_source) if base_source else None)
-
-    with staged_output(out) as staging:
+    repo_id = repo_id or str(out)
+    card = replace(
+        card, model_name=repo_id.rstrip("/").split("/")[-1], repo_id=repo_id, form="merged" if merge else "adapter",
+        results=results, prompt_template=template, config=model.config, datasets=datasets or card.datasets,
+        dataset_name=dataset_name or card.dataset_name,
+    )
+    with staged_output(out, src.path, overwrite) as staging:
         if merge:  # `save_pretrained` writes the weights, `auto_map` and the code files of the auto classes
             merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
             set_generation_tokens(merged, tokenizer)
@@ -189,23 +183,16 @@ def export_model(
             template.save_pretrained(staging)
         if results:
             write_json(staging / RESULTS_FILE, results)
-        repo_id = repo_id or str(out)
-        card.model_name, card.repo_id, card.form, card.results, card.prompt_template = (
-            repo_id.rstrip("/").split("/")[-1], repo_id, "merged" if merge else "adapter", results, template)
-        card.config, card.datasets = LlamaCLSGenConfig.from_pretrained(staging), datasets or card.datasets
-        card.dataset_name = dataset_name or card.dataset_name
         card.to_model_card().save(staging / "README.md")
-
-    report = ExportReport(out, card.form, src.path, card.base_model, sorted(p.name for p in staging.iterdir()),
-                          evaluation_table(results))
-    if validate:
-        try:
+        report = ExportReport(out, card.form, src.path, card.base_model, sorted(p.name for p in staging.iterdir()),
+                              evaluation_table(results))
+        if validate:
             exported, report.loaded_class = _reload(staging, merge, base_source)
-            report.max_abs_diff, report.n_prompts = _compare(reference, _cls_logits(exported, prompts), atol), len(prompts)
-            report.validated = True
-        except UsageError as error:
-            raise UsageError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from None
-    install_output(staging, out, src.path, overwrite)
+            report.max_abs_diff = float((reference - _cls_logits(exported, prompts)).abs().max())
+            if not report.max_abs_diff <= atol:
+                raise UsageError(f"The exported model's cls_logits differ from the source's by up to "
+                                 f"{report.max_abs_diff:.2e} (tolerance {atol:.0e}).")
+            report.n_prompts, report.validated = len(prompts), True
     return report
 
 
@@ -258,25 +245,25 @@ def _source_card(src: SourceFolder, base_model: str | None) -> CLSGenCardData:
             card = ModelCard.load(folder / "README.md")
             if "clsgen" in card.data:
                 data = CLSGenCardData.from_card(card)
-                data.base_model = hub_base_model(data.base_model or base_model) or data.base_model or base_model
+                data.base_model = data.base_model or base_model
                 return data
-    return CLSGenCardData(base_model=hub_base_model(base_model) or base_model)
+    return CLSGenCardData(base_model=base_model)
 
 
-def _results(src: SourceFolder, results) -> dict | None:
-    if isinstance(results, dict):
-        return results
-    if results is not None:
-        data = read_json(results)
-        if not isinstance(data, dict):
-            raise UsageError(f"{results} holds no evaluation results (a JSON object is expected).")
-        return data
-    folder = src.find(RESULTS_FILE)
-    if folder is not None and folder != src.path and not src.final:
-        logger.warning("%s describes the run's final model, not %s: the card gets no evaluation numbers (pass "
-                       "--results to give some).", folder / RESULTS_FILE, src.path.name)
-        return None
-    return read_json(folder / RESULTS_FILE) if folder is not None else None
+def _results(src: SourceFolder, results: str | os.PathLike | dict | None) -> dict | None:
+    if results is None:
+        folder = src.find(RESULTS_FILE)
+        if folder is None:
+            return None
+        if folder != src.path and not src.final:
+            logger.warning("%s describes the run's final model, not %s: the card gets no evaluation numbers (pass "
+                           "--results to give some).", folder / RESULTS_FILE, src.path.name)
+            return None
+        results = folder / RESULTS_FILE
+    data = results if isinstance(results, dict) else read_json(results)
+    if not isinstance(data, dict):
+        raise UsageError(f"{results} holds no evaluation results (a JSON object is expected).")
+    return data
 
 
 def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
@@ -298,18 +285,13 @@ def set_generation_tokens(model, tokenizer) -> None:
 
 def _reload(folder: Path, merged: bool, base_source):
     """The exported folder as its users load it: `AutoModel` (merged) or PEFT on the base model (adapter)."""
-    from peft import PeftModel
     from transformers import AutoModel
-
-    from .loading import load_model
 
     if merged:
         model = AutoModel.from_pretrained(folder).eval()
         return model, f"{type(model).__module__}.{type(model).__name__}"
-    config = LlamaCLSGenConfig.from_pretrained(folder)
-    base = load_model(base_source, id2label=config.id2label, cls_threshold=config.cls_threshold)
-    model = PeftModel.from_pretrained(base, folder).eval()
-    return model, f"{type(model).__name__}({type(base).__name__})"
+    model = load_source(inspect_source(folder), base_source)[0]
+    return model, f"{type(model).__name__}({type(model.get_base_model()).__name__})"
 
 
 def validation_prompts(tokenizer, template: PromptTemplate | None) -> list[list[int]]:
@@ -319,16 +301,8 @@ def validation_prompts(tokenizer, template: PromptTemplate | None) -> list[list[
 
 
 @torch.no_grad()
-def _cls_logits(model, prompts: list[list[int]]) -> list[list[float]]:
-    return [model(input_ids=torch.tensor([ids], device=model.device)).cls_logits[0].tolist() for ids in prompts]
-
-
-def _compare(reference: list[list[float]], exported: list[list[float]], atol: float) -> float:
-    worst = max(abs(a - b) for ref, got in zip(reference, exported) for a, b in zip(ref, got))
-    if not worst <= atol:
-        raise UsageError(f"The exported model's cls_logits differ from the source's by up to {worst:.2e} "
-                         f"(tolerance {atol:.0e}).")
-    return worst
+def _cls_logits(model, prompts: list[list[int]]) -> torch.Tensor:
+    return torch.cat([model(input_ids=torch.tensor([ids], device=model.device)).cls_logits.cpu() for ids in prompts])
 
 
 __all__ = ["ExportReport", "SourceFolder", "export_model", "inspect_source", "load_source"]

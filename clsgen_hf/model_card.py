@@ -1,22 +1,20 @@
-"""Model cards of CLSGen models, as SetFit writes its own: one `ModelCardData` subclass, `CLSGenCardData`, filled by
-a trainer callback (`ModelCardCallback`) and rendered with `model_cards/clsgen_model_card.md`.
-
-The card's metadata carries what no other saved file keeps (training arguments, LoRA, explanation synthesis) under
-its `clsgen` key, so `clsgen-hf export` rebuilds the card from the run's `README.md` (`CLSGenCardData.from_card`).
-Numbers are never typed into a card: the evaluation table and `model-index` come from `clsgen_results.json`.
+"""Model cards of CLSGen models, as SetFit writes its own: `CLSGenCardData` (a `ModelCardData`), filled by a trainer
+callback and rendered with `model_cards/clsgen_model_card.md`. The run's facts live in the card's `clsgen` metadata,
+so export rebuilds the card from the run's `README.md`; the numbers come from `clsgen_results.json`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import math
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.utils import yaml_dump
+from huggingface_hub.repocard_data import eval_results_to_model_index
 from transformers import TrainerCallback
 
 from .configuration_clsgen import MODELING_VERSION
@@ -26,9 +24,9 @@ from .prompt_template import PromptTemplate, default_prompt_template
 from .verdicts import VerdictFormat
 
 
-MODEL_CARD_TEMPLATE = "clsgen_model_card.md"
-RESULTS_FILE = "clsgen_results.json"
-"""The evaluation numbers of a run (written by `clsgen-hf train`, copied by export), read into the card."""
+# The template beside the package: the checkout's, or the one a wheel installs (pyproject includes "model_cards*").
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "clsgen_model_card.md"
+RESULTS_FILE = "clsgen_results.json"  # the run's evaluation numbers (written by `clsgen-hf train`, copied by export)
 SYNTHESIS_FILE = "explanations.meta.json"  # written next to `explanations.jsonl` by `synthesize_explanations`
 # The embedded default model (`clsgen_hf.loading.default_model_path`) is a GGUF export of this Hub model.
 EMBEDDED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -44,7 +42,8 @@ EVAL_METRICS = (
      "readable explanations (1 = always agree, higher is better)."),
     ("rli", "RLI", "rli", "reasoning-label inconsistency: share of readable explanations whose verdict differs from "
      "the head's label (lower is better)."),
-    ("readability", "Readability", "readability", "share of explanations ending in a readable verdict (higher is better)."),
+    ("readability", "Readability", "readability", "share of explanations ending in a readable verdict (higher is "
+     "better)."),
 )
 # (CLSGenConfig field, name in the card)
 TRAINING_FIELDS = (
@@ -57,16 +56,11 @@ TRAINING_FIELDS = (
 )
 LORA_FIELDS = (("r", "r"), ("lora_alpha", "alpha"), ("lora_dropout", "dropout"), ("target_modules", "target modules"),
                ("modules_to_save", "fully trained modules"))
-# What the card's metadata holds: the Hub's keys, the versions that wrote the model, and (under `clsgen`) the facts
-# export reads back.
-YAML_FIELDS = ("base_model", "datasets", "library_name", "pipeline_tag", "tags", "model-index", "clsgen_versions",
-               "clsgen")
-CARD_FACTS = ("dataset_name", "train_rows", "training", "lora", "synthesis")
+CARD_FACTS = ("dataset_name", "train_rows", "training", "lora", "synthesis")  # kept in the card's `clsgen` metadata
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """The parsed JSON file at `path`, or `None` when there is none (a file that is not JSON, or not text, raises a
-    `UsageError` naming it)."""
+    """The parsed JSON file at `path`, `None` when there is none; one that is not JSON raises a `UsageError`."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -94,8 +88,8 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
-    """The Hub id of a base model, for the card's `base_model`: a Hub id as given, the embedded GGUF as the model it
-    was exported from, `None` for any other local path (a path on the training machine means nothing on the Hub)."""
+    """The Hub id of a base model: a Hub id as given, the embedded GGUF as the model it was exported from, `None` for
+    any other local path (meaningless on the Hub)."""
     if not name_or_path:
         return None
     text = str(name_or_path)
@@ -106,23 +100,17 @@ def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
     return text
 
 
+def _summary(values: Any, fields: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The card's `fields` of a config or a dict of its fields; sets (LoRA's modules) as sorted lists for YAML."""
+    values = values.to_dict() if hasattr(values, "to_dict") else dict(values or {})
+    return {key: sorted(values[key]) if isinstance(values[key], set) else values[key]
+            for key, _ in fields if values.get(key) is not None}
+
+
 def training_summary(args: Any) -> dict[str, Any]:
     """The card's training fields of a `CLSGenConfig` (or of a dict of its fields)."""
-    values = args.to_dict() if hasattr(args, "to_dict") else dict(args or {})
-    summary = {key: values[key] for key, _ in TRAINING_FIELDS if values.get(key) is not None}
+    summary = _summary(args, TRAINING_FIELDS)
     summary.pop("num_train_epochs" if summary.get("max_steps", 0) > 0 else "max_steps", None)  # which sized the run
-    return summary
-
-
-def lora_summary(peft_config: Any) -> dict[str, Any] | None:
-    """The card's LoRA fields of a `peft.LoraConfig` (or of an `adapter_config.json` dict); `None` without one."""
-    if peft_config is None:
-        return None
-    values = peft_config.to_dict() if hasattr(peft_config, "to_dict") else dict(peft_config)
-    summary = {key: values[key] for key, _ in LORA_FIELDS if values.get(key) is not None}
-    for key in ("target_modules", "modules_to_save"):
-        if isinstance(summary.get(key), (set, list, tuple)):
-            summary[key] = sorted(summary[key])
     return summary
 
 
@@ -144,74 +132,73 @@ def synthesis_summary(synthesis: dict[str, Any] | None) -> dict[str, Any] | None
 
 def evaluation_table(results: dict[str, Any] | None) -> str:
     """The card's evaluation table (markdown) of a results dict; empty when it holds none of the card's metrics."""
-    rows = [(name, _number(results[key])) for key, name, _, _ in EVAL_METRICS if key in (results or {})]
+    rows = [(name, f"{results[key]:.3f}" if _finite(results[key]) else "n/a")
+            for key, name, _, _ in EVAL_METRICS if key in (results or {})]
     if not rows:
         return ""
     return "\n".join(["| " + " | ".join(name for name, _ in rows) + " |", "|" + "---|" * len(rows),
                       "| " + " | ".join(value for _, value in rows) + " |"])
 
 
+@dataclasses.dataclass
 class CLSGenCardData(ModelCardData):
-    """Everything a CLSGen model card says: Hub metadata, the facts of the run, and what only the card shows.
+    """Everything a CLSGen model card says: `to_dict` is its YAML header, `template_variables` what the template shows.
 
     Args:
-        model_name: the card's title and `model-index` name.
-        base_model: the base model (`hub_base_model` gives the metadata its Hub id; a local name is shown as text).
-        datasets: Hub ids of the training data; `dataset_name`: the data, in words (e.g. "CliniFact").
-        tags: extra tags (`clsgen`, `trl` and the form's tags are always there).
-        train_rows, training, lora, synthesis: the run's row count, `training_summary`, `lora_summary` and
-            `synthesis_summary` (kept in the metadata under `clsgen`; `ModelCardCallback` fills them).
-        config: the model config (`LlamaCLSGenConfig`): labels and `cls_threshold`.
+        base_model: the metadata gets its Hub id (`hub_base_model`); a local name is shown as text.
+        datasets, dataset_name: the training data as Hub ids, and in words (e.g. "CliniFact").
+        train_rows, training, lora, synthesis: the run's facts (`ModelCardCallback` fills them).
+        config: the model config: labels and `cls_threshold`.
         results: evaluation numbers, as in `clsgen_results.json`; NaN marks an undefined number.
-        prompt_template: the `PromptTemplate` the model was trained with.
-        form: `"merged"` (one `model.safetensors`) or `"adapter"` (LoRA adapter + base config).
-        repo_id: what the usage snippet loads (a Hub id or a folder).
-        eval_split: the split the results were computed on.
+        form: `"merged"` (one `model.safetensors`) or `"adapter"`; `repo_id`: what the usage snippet loads.
     """
 
-    def __init__(self, *, model_name: str = "clsgen-model", base_model: str | None = None,
-                 datasets: list[str] | None = None, tags: list[str] | None = None, dataset_name: str | None = None,
-                 train_rows: int | None = None, training: dict | None = None, lora: dict | None = None,
-                 synthesis: dict | None = None, config: Any = None, results: dict | None = None,
-                 prompt_template: PromptTemplate | None = None, form: str = "merged", repo_id: str | None = None,
-                 eval_split: str | None = "test", **kwargs):
-        super().__init__(model_name=model_name, base_model=base_model, datasets=datasets or None, tags=tags, **kwargs)
-        self.dataset_name, self.train_rows, self.training, self.lora = dataset_name, train_rows, training, lora
-        self.synthesis, self.config, self.results, self.prompt_template = synthesis, config, results, prompt_template
-        self.form, self.repo_id, self.eval_split = form, repo_id, eval_split
+    model_name: str = "clsgen-model"
+    base_model: str | None = None
+    datasets: list[str] | None = None
+    tags: list[str] | None = None
+    dataset_name: str | None = None
+    train_rows: int | None = None
+    training: dict | None = None
+    lora: dict | None = None
+    synthesis: dict | None = None
+    config: Any = None
+    results: dict | None = None
+    prompt_template: PromptTemplate | None = None
+    form: str = "merged"
+    repo_id: str | None = None
+    eval_split: str | None = "test"
 
     @classmethod
     def from_card(cls, card: ModelCard, **overrides) -> CLSGenCardData:
-        """The card data of a saved CLSGen card (`ModelCard.load`), with `overrides` (an export's form, results...)."""
-        data = card.data.to_dict()
-        for key in ("model-index", "library_name", "pipeline_tag", "clsgen_versions"):  # recomputed when rendered
-            data.pop(key, None)
-        facts = data.pop("clsgen", None) or {}
-        return cls(**{**data, **{key: facts.get(key) for key in CARD_FACTS}, **overrides})
-
-    def metadata(self) -> dict[str, Any]:
-        """The card's YAML header."""
-        tags = ["clsgen", "trl", "text-classification", "custom_code"] + (["lora"] if self.lora else [])
-        self.tags = list(dict.fromkeys(tags + (["peft"] if self.form == "adapter" else []) + (self.tags or [])))
-        self.eval_results = [
-            EvalResult(task_type="text-classification", task_name="Classification with explanation",
-                       dataset_type=self.datasets[0] if self.datasets else _slug(self.dataset_name or "held-out"),
-                       dataset_name=self.dataset_name or "held-out test set", dataset_split=self.eval_split,
-                       metric_type=metric_type, metric_name=name, metric_value=float(self.results[key]))
-            for key, name, metric_type, _ in EVAL_METRICS if _finite((self.results or {}).get(key))
-        ] or None
-        data = {**super().to_dict(), "base_model": hub_base_model(self.base_model),
-                "library_name": "peft" if self.form == "adapter" else "transformers",
-                "pipeline_tag": "text-generation", "clsgen_versions": {**_versions(), "clsgen_modeling_version":
-                                                                      MODELING_VERSION},
-                "clsgen": {key: getattr(self, key) for key in CARD_FACTS if getattr(self, key) is not None}}
-        return {key: data[key] for key in YAML_FIELDS if data.get(key) is not None}
-
-    def to_yaml(self, line_break: str | None = None, original_order: list[str] | None = None) -> str:
-        return yaml_dump(self.metadata(), sort_keys=False, line_break=line_break).strip()
+        """The card data of a saved CLSGen card (`ModelCard.load`), with `overrides`."""
+        facts = card.data.get("clsgen", {})
+        return cls(base_model=card.data.get("base_model"), datasets=card.data.get("datasets"),
+                   tags=card.data.get("tags"), **{**{key: facts.get(key) for key in CARD_FACTS}, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        """The template's variables (what `ModelCard.from_template` renders it with)."""
+        results = self.results or {}
+        eval_results = [
+            EvalResult(task_type="text-classification", task_name="Classification with explanation",
+                       dataset_type=self.datasets[0] if self.datasets else
+                       (self.dataset_name or "held-out").lower().replace(" ", "-"),
+                       dataset_name=self.dataset_name or "held-out test set", dataset_split=self.eval_split,
+                       metric_type=metric_type, metric_name=name, metric_value=float(results[key]))
+            for key, name, metric_type, _ in EVAL_METRICS if _finite(results.get(key))
+        ]
+        tags = ["clsgen", "trl", "text-classification", "custom_code", *(["lora"] if self.lora else []),
+                *(["peft"] if self.form == "adapter" else []), *(self.tags or [])]
+        data = {
+            "base_model": hub_base_model(self.base_model), "datasets": self.datasets or None,
+            "library_name": "peft" if self.form == "adapter" else "transformers", "pipeline_tag": "text-generation",
+            "tags": list(dict.fromkeys(tags)),
+            "model-index": eval_results_to_model_index(self.model_name, eval_results) if eval_results else None,
+            "clsgen_versions": {**_versions(), "clsgen_modeling_version": MODELING_VERSION},
+            "clsgen": {key: getattr(self, key) for key in CARD_FACTS if getattr(self, key) is not None},
+        }
+        return {key: value for key, value in data.items() if value is not None}
+
+    def template_variables(self) -> dict[str, Any]:
         config = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config or {})
         labels = {int(k): v for k, v in (config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}).items()}
         template = self.prompt_template or default_prompt_template("text", verdict_format=VerdictFormat(labels))
@@ -238,12 +225,12 @@ class CLSGenCardData(ModelCardData):
         )
 
     def to_model_card(self) -> ModelCard:
-        return ModelCard.from_template(self, template_path=str(_template_path()))
+        return ModelCard.from_template(self, template_path=str(MODEL_CARD_TEMPLATE), **self.template_variables())
 
 
 class ModelCardCallback(TrainerCallback):
-    """Fills `trainer.model_card_data` from the run, as SetFit's callback fills its card data: the training
-    arguments, LoRA config, rows and explanation synthesis when training begins, the step count as it goes."""
+    """Fills `trainer.model_card_data` from the run, as SetFit's callback does: training arguments, LoRA config, rows
+    and explanation synthesis when training begins, the step count as it goes."""
 
     def __init__(self, trainer) -> None:
         super().__init__()
@@ -255,9 +242,9 @@ class ModelCardCallback(TrainerCallback):
         card, dataset = self.trainer.model_card_data, self.trainer.train_dataset
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         card.training = training_summary(args)
-        card.lora = lora_summary(model.peft_config[model.active_adapter]) if is_peft_model(model) else None
-        base = (model.get_base_model() if is_peft_model(model) else model).config._name_or_path
-        card.base_model = card.base_model or hub_base_model(base) or (str(base) if base else None)
+        card.lora = _summary(model.peft_config[model.active_adapter], LORA_FIELDS) if is_peft_model(model) else None
+        base = model.config._name_or_path  # a PEFT model's config is its base model's
+        card.base_model = card.base_model or (str(base) if base else None)
         card.train_rows = len(dataset) if dataset is not None else None
         synthesis = read_json(Path(args.output_dir) / SYNTHESIS_FILE) or _dataset_synthesis(dataset)
         card.synthesis = synthesis_summary(synthesis) or card.synthesis
@@ -269,8 +256,7 @@ class ModelCardCallback(TrainerCallback):
 
 def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: str | None = None,
                        dataset_name: str | None = None, tags: list[str] | str | None = None) -> Path:
-    """Write the card of `trainer`'s model (`README.md`) into `output_dir`, with the results and prompt template the
-    recipe saved there (`clsgen_results.json`, `clsgen_prompt.json`)."""
+    """Write the card of `trainer`'s model into `output_dir`, with the results and prompt template saved there."""
     from accelerate.utils import is_peft_model
 
     output_dir = Path(output_dir)
@@ -282,7 +268,7 @@ def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: st
     card.dataset_name = dataset_name or card.dataset_name
     card.tags = [*([tags] if isinstance(tags, str) else tags or []), *(card.tags or [])]
     card.form = "adapter" if is_peft_model(model) and not args.save_merged else "merged"
-    card.config = (model.get_base_model() if is_peft_model(model) else model).config
+    card.config = model.config
     card.results = read_json(output_dir / RESULTS_FILE)
     card.prompt_template = PromptTemplate.in_folder(output_dir)
     path = output_dir / "README.md"
@@ -296,35 +282,18 @@ def build_model_card(config: Any, training_args: Any = None, peft_config: Any = 
     """The `ModelCard` of a CLSGen model from its config, `CLSGenConfig`, LoRA config, `synthesize_explanations`
     metadata and results (the other arguments: see `CLSGenCardData`)."""
     return CLSGenCardData(config=config, training=training_summary(training_args) if training_args else None,
-                          lora=lora_summary(peft_config), synthesis=synthesis_summary(synthesis), results=results,
-                          **kwargs).to_model_card()
-
-
-def _template_path() -> Path:
-    """The template in `model_cards/` beside the package: the checkout's, or the one a wheel installs next to
-    `clsgen_hf/` (pyproject: `packages.find` include `"model_cards*"`, package-data `*.md`)."""
-    path = Path(__file__).resolve().parents[1] / "model_cards" / MODEL_CARD_TEMPLATE
-    if not path.is_file():
-        raise FileNotFoundError(f"The model card template {path} is missing.")
-    return path
+                          lora=_summary(peft_config, LORA_FIELDS) if peft_config is not None else None,
+                          synthesis=synthesis_summary(synthesis), results=results, **kwargs).to_model_card()
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _number(value: Any) -> str:
-    return f"{value:.3f}" if _finite(value) else "n/a"
-
-
 def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(f"`{v}`" if isinstance(v, str) else str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _slug(text: str) -> str:
-    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "dataset"
 
 
 def _dataset_synthesis(dataset) -> dict[str, Any] | None:
@@ -337,13 +306,8 @@ def _dataset_synthesis(dataset) -> dict[str, Any] | None:
 
 
 def _versions() -> dict[str, str]:
-    found = {}
-    for package in ("clsgen_hf", "transformers", "peft", "trl", "torch"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+    packages = ("clsgen_hf", "transformers", "peft", "trl", "torch")
+    return {name: str(importlib.import_module(name).__version__) for name in packages}
 
 
 __all__ = [
@@ -354,7 +318,6 @@ __all__ = [
     "evaluation_table",
     "hub_base_model",
     "json_safe",
-    "lora_summary",
     "read_json",
     "synthesis_summary",
     "training_summary",

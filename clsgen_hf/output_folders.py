@@ -1,9 +1,5 @@
-"""The output-folder rules of `clsgen-hf export` (all formats): an export never deletes what it did not write.
-
-It writes into a fresh staging folder next to the output (`staged_output`), and only a checked output folder
-(`check_output_dir`: not the source, not around or inside it, empty, or an earlier export with `overwrite`) is
-replaced by it (`install_output`).
-"""
+"""Where `clsgen-hf export` (all formats) may write: it stages the export next to the output folder and replaces
+that folder only if `check_output_dir` accepts it, so that it never deletes what it did not write."""
 
 from __future__ import annotations
 
@@ -28,35 +24,31 @@ _EXPORTED_NAMES = re.compile(
 
 
 @contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A new folder next to `out`, ours alone, to write the export into; deleted if the writing fails."""
+def staged_output(out: Path, source: Path, overwrite: bool) -> Iterator[Path]:
+    """A new folder next to `out` to write and validate the export in, moved to `out` (checked again: it may have
+    changed meanwhile) when the block ends; deleted if writing fails, kept if validation (a `UsageError`) does."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield staging
+    except UsageError as error:
+        raise UsageError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def install_output(staging: Path, out: Path, source: Path, overwrite: bool) -> None:
-    """`staging` (written, validated) becomes `out`, after checking `out` again: it may have changed meanwhile. A
-    previous `out` is deleted only once `staging` is in place."""
     try:
         check_output_dir(out, source, overwrite)
     except UsageError as error:
         raise UsageError(f"{error}\nThe export was left in {staging}.") from None
     old = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".old", dir=out.parent))
     if out.exists():
-        out.rename(old / out.name)
+        out.rename(old / out.name)  # a previous `out` is deleted only once `staging` is in place
     staging.rename(out)
     shutil.rmtree(old)
 
 
 def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
-    """Refuse an output folder whose replacement could delete what the export did not write: the source, a folder
-    around or inside it (symbolic links resolved, whatever `overwrite` says), a file, a link, a non-empty folder
-    without `overwrite`, and with it any folder holding more than an earlier export wrote."""
+    """Refuse an output folder whose replacement could delete what the export did not write (links resolved)."""
     target, src = out.resolve(), source.resolve()
     if target == src:
         raise UsageError(f"{out} is the source folder {source}: write the export to another folder.")
@@ -100,4 +92,4 @@ def _not_an_export(folder: Path, model_type: str = "llama_clsgen") -> str | None
     return None
 
 
-__all__ = ["SERVING_FOLDERS", "check_output_dir", "install_output", "staged_output"]
+__all__ = ["SERVING_FOLDERS", "check_output_dir", "staged_output"]

@@ -1,26 +1,6 @@
-"""A CLSGen model as two folders of standard transformers architectures, for engines that run neither our code nor
-remote code (vLLM, `transformers serve`): `export_serving`, behind `clsgen-hf export --format serving`.
-
-- `classifier/`: a `LlamaForSequenceClassification` (backbone + `score`), the calibration map folded into `score`,
-  `cls_threshold` and `id2label` in its config;
-- `generator/`: a `LlamaForCausalLM` (backbone + `lm_head`) with the generation config;
-
-each with the tokenizer (chat template) and, when the source has one, `clsgen_prompt.json`.
-
-The fold. CLSGen's probabilities are `softmax(scale * (W h + b) + bias)`. `LlamaForSequenceClassification.score` is
-`nn.Linear(hidden, num_labels, bias=False)` (transformers' `GenericForSequenceClassification`; no config option; vLLM's
-`as_seq_cls_model` too), and no bias-free map of the final RMS-normalised hidden state `h` can add one (no component
-of `h` is constant). So `score.weight = scale * W` (exact), and `b' = scale * b + bias` stays outside: softmax ignores
-a shift common to all classes, so only `b' - b'[0]` matters. When it is zero (the head has no per-class offset: e.g.
-no head bias and temperature scaling) the classifier's own softmax is the calibrated probability. Otherwise its config
-stores `cls_logit_bias = b' - b'[0]` and the calibrated probability is `softmax(logits + cls_logit_bias)`, which a
-client computes from the engine's raw logits; the engine's own softmax is then not calibrated.
-
-The pooled token. `LlamaForSequenceClassification` reads the rightmost token whose id is not `config.pad_token_id`
-(attention mask ignored); CLSGen reads the last attended token. For left and right padding alike they are the same
-token unless the prompt ends in the pad token. Prompts end in the chat template's generation prompt (SmolLM2:
-`<|im_start|>assistant\\n`, last token `\\n`; its pad is `<|im_end|>`), so the classifier keeps the tokenizer's pad token
-unless that is the prompts' last token; then it gets another (unk, eos or bos) in its config and its tokenizer.
+"""`export_serving` (`clsgen-hf export --format serving`): a CLSGen model as two folders of standard transformers
+architectures, for engines that run no remote code (vLLM, `transformers serve`): `classifier/`, a
+`LlamaForSequenceClassification` with the calibration folded into `score`, and `generator/`, a `LlamaForCausalLM`.
 """
 
 from __future__ import annotations
@@ -36,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
 from .export import inspect_source, load_source, set_generation_tokens, validation_prompts
-from .output_folders import SERVING_FOLDERS, check_output_dir, install_output, staged_output
+from .output_folders import SERVING_FOLDERS, check_output_dir, staged_output
 
 
 CLSGEN_ONLY = {*LlamaCLSGenConfig.__dataclass_fields__} - {*LlamaConfig.__dataclass_fields__}
@@ -58,7 +38,8 @@ class ServingReport:
 
     def __str__(self) -> str:
         lines = [f"Exported {self.source} -> {self.out_dir}/classifier (LlamaForSequenceClassification), "
-                 f"{self.out_dir}/generator (LlamaForCausalLM); no remote code; classifier pad token {self.pad_token!r}",
+                 f"{self.out_dir}/generator (LlamaForCausalLM); no remote code; classifier pad token "
+                 f"{self.pad_token!r}",
                  "calibration folded into score: softmax(classifier logits) is the calibrated probability"
                  if self.cls_logit_bias is None else "score holds no bias: calibrated probability = softmax(logits + "
                  f"cls_logit_bias), cls_logit_bias = {[round(b, 6) for b in self.cls_logit_bias]} (classifier/"
@@ -79,9 +60,8 @@ def export_serving(
     validate: bool = True,
     atol: float = 1e-5,
 ) -> ServingReport:
-    """Write `out_dir/classifier` and `out_dir/generator` from a checkpoint, adapter (merged here) or CLSGen model
-    folder, with the output-folder rules of `clsgen_hf.export.export_model`; `validate` reloads both with plain Auto
-    classes and compares probabilities (to `atol`) and a greedy explanation with the source's."""
+    """Write `out_dir/classifier` and `out_dir/generator` from what `export_model` takes (an adapter is merged);
+    `validate` reloads both with plain Auto classes and compares probabilities and a greedy explanation."""
     src = inspect_source(source)
     out = Path(out_dir)
     check_output_dir(out, src.path, overwrite)
@@ -94,26 +74,22 @@ def export_serving(
     generator.generation_config = copy.deepcopy(model.generation_config)
     set_generation_tokens(generator, tokenizer)
 
-    with staged_output(out) as staging:
+    report = ServingReport(out, src.path, bias, classifier_tokenizer.pad_token)
+    with staged_output(out, src.path, overwrite) as staging:
         for name, plain, plain_tokenizer in zip(SERVING_FOLDERS, (classifier, generator),
                                                 (classifier_tokenizer, tokenizer)):
             plain.save_pretrained(staging / name)
             plain_tokenizer.save_pretrained(staging / name)
             if template is not None:
                 template.save_pretrained(staging / name)
-    report = ServingReport(out, src.path, bias, classifier_tokenizer.pad_token)
-    if validate:
-        try:
+        if validate:
             _validate(report, staging, model, prompts, atol)
-        except UsageError as error:
-            raise UsageError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from None
-    install_output(staging, out, src.path, overwrite)
     return report
 
 
 def _plain(model_class, model, exclude: tuple[str, ...], weights: dict | None = None, **config_changes):
-    """`model_class` holding `model`'s tensors (shared, not copied) but those under `exclude`, replaced or completed by
-    `weights`, with a plain Llama config (no CLSGen fields, no `auto_map`) updated with `config_changes`."""
+    """`model_class` with a plain Llama config and `model`'s tensors (shared) but those under `exclude`, plus
+    `weights`."""
     data = {k: v for k, v in model.config.to_dict().items() if k not in CLSGEN_ONLY | _NOT_COPIED}
     config = LlamaConfig(**{**data, **config_changes})
     config.architectures = [model_class.__name__]
@@ -125,7 +101,15 @@ def _plain(model_class, model, exclude: tuple[str, ...], weights: dict | None = 
 
 
 def _classifier(model, tokenizer, prompts: list[list[int]]):
-    """(classifier, its tokenizer, `cls_logit_bias` or `None`): `score` scaled, the bias folded as far as it goes."""
+    """(classifier, its tokenizer, `cls_logit_bias` or `None`).
+
+    CLSGen's probabilities are `softmax(scale * (W h + b) + bias)`, and transformers' classifier `score` has no bias
+    (nor can a bias-free map of the RMS-normalised `h` add one). So `score.weight = scale * W`, and `b' = scale * b +
+    bias` stays out: softmax ignores a shift common to all classes, so when `b' - b'[0]` is zero the classifier's own
+    softmax is calibrated; otherwise the config stores it as `cls_logit_bias`, for clients to add to the raw logits.
+    The classifier pools the rightmost non-pad token, so its pad token is the tokenizer's, else unk, eos or bos: the
+    first that no prompt ends in.
+    """
     config = model.config
     weight = model.score.weight.detach().double() * config.cls_logit_scale
     bias = model.score.bias.detach().double() * config.cls_logit_scale
@@ -133,7 +117,12 @@ def _classifier(model, tokenizer, prompts: list[list[int]]):
         bias = bias + torch.tensor(config.cls_logit_bias, dtype=torch.float64)
     bias = bias - bias[0]  # softmax ignores a shift common to all classes
     bias = None if bool((bias == 0).all()) else bias.tolist()
-    pad = _pooling_pad(tokenizer, {ids[-1] for ids in prompts})
+    last_tokens = {ids[-1] for ids in prompts}
+    candidates = (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
+    pad = next((token for token in candidates if token is not None and token not in last_tokens), None)
+    if pad is None:
+        raise UsageError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the sequence "
+                         "classifier could not find the last prompt token in a padded batch.")
     classifier_tokenizer = tokenizer
     if pad != tokenizer.pad_token_id:
         classifier_tokenizer = copy.deepcopy(tokenizer)
@@ -146,37 +135,19 @@ def _classifier(model, tokenizer, prompts: list[list[int]]):
     return classifier, classifier_tokenizer, bias
 
 
-def _pooling_pad(tokenizer, last_tokens: set[int]) -> int:
-    """A pad id that no prompt ends in, so that the classifier pools the last prompt token: the tokenizer's own pad
-    token if it can be, else unk, eos or bos."""
-    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
-        if candidate is not None and candidate not in last_tokens:
-            return candidate
-    raise UsageError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the sequence "
-                      "classifier could not find the last prompt token in a padded batch.")
-
-
 @torch.no_grad()
 def _validate(report: ServingReport, folder: Path, model, prompts: list[list[int]], atol: float) -> None:
-    """Reload both folders as an engine user would (plain Auto classes, no remote code) and compare with `model`."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    """Reload both folders as an engine user would (plain Auto classes) and compare them with `model`."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    for name in SERVING_FOLDERS:
-        config = AutoConfig.from_pretrained(folder / name)
-        code = sorted(p.name for p in (folder / name).glob("*.py"))
-        if getattr(config, "auto_map", None) or code or config.model_type != "llama":
-            raise UsageError(f"{folder / name} needs remote code (auto_map: {getattr(config, 'auto_map', None)}, "
-                             f"files: {code}).")
     model = model.float()  # both sides in float32: what is compared is the fold and the pooled token
     load = dict(dtype=torch.float32, device_map=model.device)
     classifier = AutoModelForSequenceClassification.from_pretrained(folder / "classifier", **load).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "classifier")
     bias = torch.tensor(report.cls_logit_bias or 0.0, device=model.device)
     worst = 0.0
-    batches = [[ids] for ids in prompts] + [prompts, prompts]
-    for batch, side in zip(batches, ["left"] * (len(batches) - 1) + ["right"]):
-        tokenizer.padding_side = side
-        inputs = tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(model.device)
+    for batch, side in [*(([ids], "left") for ids in prompts), (prompts, "left"), (prompts, "right")]:
+        inputs = tokenizer.pad({"input_ids": batch}, padding_side=side, return_tensors="pt").to(model.device)
         probabilities = (classifier(**inputs).logits + bias).softmax(-1)
         worst = max(worst, float((probabilities - model(**inputs).cls_probabilities).abs().max()))
     if not worst <= atol:
