@@ -1,13 +1,6 @@
-"""Prediction: the class probability from the prefill of each prompt, the explanation generated from the same cache.
-
-`predict` is the one call users make; the `clsgen` pipeline (`CLSGenPipeline`) and `clsgen-hf predict` wrap it.
-Two sources of probability share its batching, padding and records:
-
-- `"head"` (CLSGen): the `score` head reads the prompt's prefill; the explanation continues from that cache.
-- `"verdict"` (any causal LM, e.g. a prompted or explanation-tuned baseline): the explanation is generated, its verdict
-  line is dropped, the verdict prefix ("Answer:") is appended, and the next-token probabilities of the verbalizers,
-  normalised, are the class probabilities. The scoring pass reuses the prompt's KV cache, so each prompt is still
-  prefilled once.
+"""`predict` (wrapped by the `clsgen` pipeline and `clsgen-hf predict`): the class probability from the prefill of each
+prompt, the explanation generated from the same cache; for any causal LM, the probability can come instead from the
+verbalizers' next-token probabilities after the explanation (scored from the prompt's cache too).
 """
 
 from __future__ import annotations
@@ -51,24 +44,18 @@ def predict(
     Args:
         model: a `LlamaForCLSGen` (or a PEFT model wrapping one). With `probability_from="verdict"`, any causal LM;
             with `max_new_tokens=0`, also a `*ForSequenceClassification` model.
-        tokenizer: its tokenizer (see `prepare_tokenizer`).
         inputs: prompts as text or chat messages, or rows (mappings) that `prompt_template` renders and fits to its
-            token budget (see `clsgen_hf.prompt_template.encode_prompts`).
-        prompt_template: needed for rows; its verdict format reads the verdicts.
-        verbalizers: label id -> verdict word, in place of the template's (whose prefix stays), default
-            `{0: "No", 1: "Yes"}`.
-        probability_from: `"head"` (the classification head, read from the prefill) or `"verdict"` (the LM's
-            next-token probabilities of the verbalizers after the explanation and the verdict prefix).
-        batch_size: prompts per batch (left-padded).
+            token budget (or `max_prompt_tokens`); its verdict format reads the verdicts.
+        verbalizers: label id -> verdict word, in place of the template's (default `{0: "No", 1: "Yes"}`).
+        probability_from: `"head"` (the classification head) or `"verdict"` (the LM's next-token probabilities of the
+            verbalizers after the explanation and the verdict prefix).
         max_new_tokens: explanation budget; 0 gives probabilities only (explanation `""`, verdict -1).
-        max_prompt_tokens: the token budget rows are fitted to, in place of the template's.
         threshold: binary decision threshold; default the model's `config.cls_threshold` (0.5 if it has none).
         generate_kwargs: passed to `generate` (greedy unless `do_sample=True`).
 
     Returns:
-        One record per input: `probability` (list, one per class, calibrated by the map stored in the config),
-        `label` (decision at `threshold`), `explanation`, `verdict` (label read from the explanation, -1 if none)
-        and `agrees` (`verdict == label`: false when the explanation states another label or none).
+        One record per input: `probability` (one per class, calibrated by the map stored in the config), `label`
+        (decision at `threshold`), `explanation`, `verdict` (label the explanation states, -1 if none) and `agrees`.
     """
     if not inputs:
         raise ValueError("Nothing to predict: `inputs` is empty.")
@@ -85,18 +72,11 @@ def predict(
 
 
 def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, labels: ArrayLike) -> float:
-    """Tune the binary decision threshold on validation data and store it as `model.config.cls_threshold`.
-
-    The threshold maximises F1 (`clsgen_hf.metrics.tune_threshold`); stored in the config, it travels with
-    `save_pretrained` and is what `predict`, the `clsgen` pipeline and `clsgen-hf predict` decide with.
+    """Tune the binary decision threshold for F1 and store it as `model.config.cls_threshold` (saved with the model).
 
     Args:
-        model: the model (a PEFT wrapper is unwrapped) whose config receives the threshold.
-        probabilities: positive-class probabilities `(n,)`, or per-class rows `(n, 2)`.
-        labels: gold labels (0/1).
-
-    Returns:
-        The threshold.
+        probabilities: positive-class probabilities `(n,)`, or per-class rows `(n, 2)`, of validation rows.
+        labels: their gold labels (0/1).
     """
     probs = positive_scores(probabilities)
     if probs.ndim == 2:
@@ -118,7 +98,9 @@ class _BatchPredictor:
         if max_new_tokens < 0:
             raise ValueError(f"`max_new_tokens` must be >= 0, got {max_new_tokens}.")
         self.base = _unwrap(model)
-        if probability_from == "head" and max_new_tokens > 0 and not hasattr(self.base, "classify_and_generate"):
+        self.clsgen = hasattr(self.base, "classify_and_generate")
+        classifier = max_new_tokens == 0 and type(self.base).__name__.endswith("ForSequenceClassification")
+        if probability_from == "head" and not (self.clsgen or classifier):
             raise TypeError(
                 f"{type(self.base).__name__} has no classification head; load a CLSGen model (LlamaForCLSGen), or "
                 "use probability_from='verdict' for a plain causal LM."
@@ -132,40 +114,32 @@ class _BatchPredictor:
 
     @torch.no_grad()
     def __call__(self, rows: list[list[int]]) -> list[dict[str, Any]]:
-        input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id, self.base.device)
-        if self.probability_from == "head":
-            probabilities, explanations = self._from_head(input_ids, attention_mask)
-        else:
-            probabilities, explanations = self._from_verdict(input_ids, attention_mask)
-        records = []
+        inputs = self._left_pad(rows)
+        from_source = self._from_head if self.probability_from == "head" else self._from_verdict
+        probabilities, explanations = from_source(inputs.input_ids, inputs.attention_mask)
         labels = head_labels(positive_scores(probabilities.cpu().numpy()), self.threshold).tolist()
-        for probability, label, explanation in zip(probabilities.tolist(), labels, explanations):
-            verdict = self.verdict_format.read(explanation)
-            # A head and an explanation that disagree (or an explanation without a verdict) need a human look.
-            records.append({"probability": probability, "label": label, "explanation": explanation, "verdict": verdict,
-                            "agrees": verdict == label})
-        return records
+        verdicts = [self.verdict_format.read(explanation) for explanation in explanations]
+        # `agrees` is false when the explanation states another label or none: such rows need a human look.
+        per_row = zip(probabilities.tolist(), labels, explanations, verdicts)
+        return [{"probability": probability, "label": label, "explanation": explanation, "verdict": verdict,
+                 "agrees": verdict == label} for probability, label, explanation, verdict in per_row]
+
+    def _left_pad(self, rows: list[list[int]]):
+        return self.tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt").to(self.base.device)
 
     def _from_head(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
-        if self.max_new_tokens == 0:
-            return self._head_probabilities(input_ids, attention_mask), [""] * len(input_ids)
-        out = self.base.classify_and_generate(
-            input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **self.generate_kwargs,
-        )
-        return out.probabilities, self._decode(out.sequences[:, input_ids.shape[1] :])
-
-    def _head_probabilities(self, input_ids, attention_mask) -> torch.Tensor:
-        """The class head alone: `cls_logits` of a CLSGen model, or the logits of a sequence classifier."""
-        if hasattr(self.base, "classify_and_generate"):
-            return self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_probabilities
-        logits = self.base(input_ids, attention_mask=attention_mask).logits
-        if logits.dim() != 2:
-            raise TypeError(
-                f"{type(self.base).__name__} has no classification head (its logits have shape {tuple(logits.shape)}); "
-                "use a CLSGen model or a *ForSequenceClassification model, or probability_from='verdict'."
+        if self.max_new_tokens > 0:
+            out = self.base.classify_and_generate(
+                input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                **self.generate_kwargs,
             )
-        return logits.float().softmax(-1)
+            return out.probabilities, self._decode(out.sequences[:, input_ids.shape[1] :])
+        if self.clsgen:
+            probabilities = self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_probabilities
+        else:  # a sequence classifier
+            probabilities = self.base(input_ids, attention_mask=attention_mask).logits.float().softmax(-1)
+        return probabilities, [""] * len(input_ids)
 
     def _from_verdict(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         """Generate, then score the verbalizers after `<reasoning>\\n<prefix>` from the prompt's cache."""
@@ -184,17 +158,15 @@ class _BatchPredictor:
             extra = cache.get_seq_length() - prompt_length
             if extra > 0:
                 cache.crop(-extra)  # back to the prompt alone
-        continuations = []
-        for explanation in explanations:
-            reasoning = self.verdict_format.strip(explanation)
-            continuations.append(f"{reasoning}\n{self.verdict_format.prefix}" if reasoning else self.verdict_format.prefix)
-        ids = self.tokenizer(continuations, add_special_tokens=False)["input_ids"]
-        tail_ids, tail_mask = left_pad(ids, self.tokenizer.pad_token_id, input_ids.device)
+        prefix = self.verdict_format.prefix
+        reasonings = [self.verdict_format.strip(explanation) for explanation in explanations]
+        continuations = [f"{reasoning}\n{prefix}" if reasoning else prefix for reasoning in reasonings]
+        tail = self._left_pad(self.tokenizer(continuations, add_special_tokens=False)["input_ids"])
         # Each row's continuation carries on from its own prompt length; the left padding between is masked out.
-        position_ids = attention_mask.sum(-1, keepdim=True) + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = attention_mask.sum(-1, keepdim=True) + (tail.attention_mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.base(
-            input_ids=tail_ids, attention_mask=torch.cat([attention_mask, tail_mask], dim=-1), position_ids=position_ids,
-            use_cache=True, logits_to_keep=1, **{CACHE_FIELD: cache},
+            input_ids=tail.input_ids, attention_mask=torch.cat([attention_mask, tail.attention_mask], dim=-1),
+            position_ids=position_ids, use_cache=True, logits_to_keep=1, **{CACHE_FIELD: cache},
         ).logits[:, -1]  # (B, V)
         scores = logits.float().log_softmax(-1)[:, self.verbalizer_ids]  # (B, num_labels)
         return scores.softmax(-1), explanations
@@ -232,30 +204,17 @@ def _unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`input_ids` and `attention_mask` of token-id rows, padded on the left (as batched generation needs)."""
-    width = max(map(len, rows))
-    input_ids = torch.tensor([[pad_token_id] * (width - len(r)) + r for r in rows], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    return input_ids, attention_mask
-
-
 class CLSGenPipeline(Pipeline):
-    """The `clsgen` pipeline: class probabilities, a decision and an explanation per input, through `predict`'s code.
-
-    Inputs are texts, chat messages, or rows (dicts) turned into prompts by the model folder's `clsgen_prompt.json`
-    or a `prompt_template=` argument. Batched (`batch_size=`) prompts are left-padded and prefilled once each.
+    """The `clsgen` pipeline: `predict`'s records (and call arguments) for texts, chat messages, or rows (dicts) that
+    the model folder's `clsgen_prompt.json` (or a `prompt_template=` argument) turns into prompts.
 
     ```python
     >>> import clsgen_hf  # registers the task
     >>> from transformers import pipeline
     >>> classifier = pipeline("clsgen", model="outputs/clsgen-smollm2-clinifact")  # doctest: +SKIP
     >>> classifier({"claim": "...", "article_title": "...", "article_abstract": "..."})  # doctest: +SKIP
-    {'probability': [0.81, 0.19], 'label': 0, 'explanation': '... Answer: No', 'verdict': 0}
+    {'probability': [0.81, 0.19], 'label': 0, 'explanation': '... Answer: No', 'verdict': 0, 'agrees': True}
     ```
-
-    Call arguments: `prompt_template`, `verbalizers`, `max_new_tokens` (default 128), `max_prompt_tokens`, `threshold`
-    (default `model.config.cls_threshold`), `probability_from`, and `generate` keyword arguments.
     """
 
     _load_tokenizer = True
@@ -266,13 +225,15 @@ class CLSGenPipeline(Pipeline):
 
     def __init__(self, model, tokenizer=None, **kwargs):
         if tokenizer is None:
-            raise ValueError("The clsgen pipeline needs the model's tokenizer: pipeline('clsgen', model=..., tokenizer=...).")
+            raise ValueError("The clsgen pipeline needs the model's tokenizer: pipeline('clsgen', model=..., "
+                             "tokenizer=...).")
         if tokenizer.pad_token is None or tokenizer.padding_side != "left":
             tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer), model.config.eos_token_id)
-        if "prompt_template" not in kwargs:
-            kwargs["prompt_template"] = PromptTemplate.in_folder(getattr(model, "name_or_path", None))
+        kwargs.setdefault("prompt_template", PromptTemplate.in_folder(getattr(model, "name_or_path", None)))
         super().__init__(model, tokenizer, **kwargs)
-        if self._forward_params["probability_from"] == "head" and not hasattr(_unwrap(self.model), "classify_and_generate"):
+        if self._forward_params.get("probability_from", "head") == "head" and not hasattr(
+            _unwrap(self.model), "classify_and_generate"
+        ):
             raise TypeError(
                 f"{type(_unwrap(self.model)).__name__} is not a CLSGen model (no classification head); load one saved "
                 "by `clsgen-hf train` or `CLSGenTrainer`."
@@ -282,34 +243,26 @@ class CLSGenPipeline(Pipeline):
         self, prompt_template=None, verbalizers=None, max_new_tokens=None, max_prompt_tokens=None, threshold=None,
         probability_from=None, **generate_kwargs,
     ):
-        preprocess, forward = {}, {}
-        if prompt_template is not None:
-            preprocess["prompt_template"] = prompt_template
-        if max_prompt_tokens is not None:
-            preprocess["max_prompt_tokens"] = max_prompt_tokens
+        preprocess = {"prompt_template": prompt_template, "max_prompt_tokens": max_prompt_tokens}
+        forward = {"max_new_tokens": max_new_tokens, "threshold": threshold, "probability_from": probability_from,
+                   "generate_kwargs": generate_kwargs or None}
         if prompt_template is not None or verbalizers is not None:
             forward["verdict_format"] = _verdict_format(prompt_template, verbalizers)
-        for name, value in (("max_new_tokens", max_new_tokens), ("threshold", threshold),
-                            ("probability_from", probability_from)):
-            if value is not None:
-                forward[name] = value
-        if generate_kwargs:
-            forward["generate_kwargs"] = generate_kwargs
-        if not hasattr(self, "_forward_params"):  # construction: defaults for every call
-            forward = {"verdict_format": VerdictFormat(), "max_new_tokens": 128, "threshold": None,
-                       "probability_from": "head", "generate_kwargs": {}, **forward}
-        return preprocess, forward, {}
+        given = [{name: value for name, value in d.items() if value is not None} for d in (preprocess, forward)]
+        return *given, {}
 
     def preprocess(self, item, prompt_template=None, max_prompt_tokens=None):
         return {"prompt_ids": encode_prompts(self.tokenizer, [item], prompt_template, max_prompt_tokens)[0]}
 
-    def _forward(self, model_inputs, verdict_format, max_new_tokens, threshold, probability_from, generate_kwargs):
+    def _forward(self, model_inputs, verdict_format=None, max_new_tokens=128, threshold=None, probability_from="head",
+                 generate_kwargs=None):
         rows = model_inputs["prompt_ids"]
         if rows and isinstance(rows[0], int):  # a single prompt (no batching)
             rows = [rows]
         predictor = _BatchPredictor(
-            self.model, self.tokenizer, verdict_format=verdict_format, probability_from=probability_from,
-            max_new_tokens=max_new_tokens, threshold=threshold, generate_kwargs=generate_kwargs,
+            self.model, self.tokenizer, verdict_format=verdict_format or VerdictFormat(),
+            probability_from=probability_from, max_new_tokens=max_new_tokens, threshold=threshold,
+            generate_kwargs=generate_kwargs or {},
         )
         return {"records": predictor(rows)}
 
@@ -324,7 +277,6 @@ PIPELINE_REGISTRY.register_pipeline("clsgen", pipeline_class=CLSGenPipeline, pt_
 
 __all__ = [
     "CLSGenPipeline",
-    "left_pad",
     "predict",
     "tune_and_store_threshold",
 ]

@@ -1,8 +1,5 @@
-"""Loading tokenizers and CLSGen models, the embedded default (SmolLM2-135M-Instruct) included.
-
-Every entry point of the library loads through here, so that GGUF files, missing pad tokens and wrong eos tokens are
-handled once.
-"""
+"""Loading tokenizers and CLSGen models, the embedded default (SmolLM2-135M-Instruct) included: every entry point
+loads through here, so that GGUF files, missing pad tokens and wrong eos tokens are handled once."""
 
 from __future__ import annotations
 
@@ -42,20 +39,15 @@ def resolve_model_source(model_name_or_path: str | Path | None, gguf_file: str |
     path = Path(model_name_or_path)
     if gguf_file is None and path.suffix == ".gguf":
         model_name_or_path, gguf_file = path.parent, path.name
-    if gguf_file is None:
-        return str(model_name_or_path), {}
-    return str(model_name_or_path), {"gguf_file": gguf_file}
+    return str(model_name_or_path), {"gguf_file": gguf_file} if gguf_file else {}
 
 
 def prepare_tokenizer(
     tokenizer: PreTrainedTokenizerBase, eos_token_id: int | list[int] | None = None, padding_side: str = "left"
 ) -> PreTrainedTokenizerBase:
-    """Make a tokenizer ready for batched CLSGen work.
-
-    Sets eos to the model's end-of-turn token (GGUF tokenizers may report another one), gives it a pad token when it
-    has none (unk, else eos: positions are read from the attention mask, so a shared id is safe) and pads on the
-    left, which batched generation needs and the classification head does not mind.
-    """
+    """Make a tokenizer ready for batched CLSGen work: eos set to the model's end-of-turn token (GGUF tokenizers may
+    report another), a pad token when it has none (unk, else eos: the attention mask tells them apart), left padding
+    (which batched generation needs)."""
     if isinstance(eos_token_id, list):
         eos_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id in eos_token_id else eos_token_id[0]
     if eos_token_id is not None and tokenizer.eos_token_id != eos_token_id:
@@ -70,10 +62,7 @@ def load_tokenizer(
     model_name_or_path: str | Path | None = None, gguf_file: str | None = None, eos_token_id: int | None = None
 ) -> PreTrainedTokenizerBase:
     """Load and prepare (see `prepare_tokenizer`) the tokenizer of a model; `None` loads the embedded default.
-
-    Without `eos_token_id`, the model config's is used (read without the weights), when there is one: a folder
-    with a tokenizer and no model config (an adapter checkpoint) keeps the tokenizer's own.
-    """
+    Without `eos_token_id`, the model config's is used, if there is one (an adapter folder has none)."""
     source, kwargs = resolve_model_source(model_name_or_path, gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if eos_token_id is None and (kwargs or not Path(source).is_dir() or (Path(source) / "config.json").is_file()):
@@ -89,9 +78,8 @@ def load_model(
 ) -> PreTrainedModel:
     """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file or the embedded default.
 
-    GGUF weights are dequantized to plain tensors so that the model can be trained and saved. GGUF names tensors
-    through the config's `model_type`, which it knows as `llama` only: a CLSGen config presents itself as such while
-    the weights load (`score` is new and initialised).
+    GGUF weights are dequantized (trainable, savable). GGUF maps tensor names by `model_type`, which it knows as
+    `llama` only, so a CLSGen config presents itself as such while the weights load (`score` is new).
     """
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))

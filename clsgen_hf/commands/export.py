@@ -4,16 +4,14 @@ validated folder (see `clsgen_hf.export`).
 Examples:
     clsgen-hf export outputs/run/checkpoint-12 exports/my-model          # merged: transformers alone loads it
     clsgen-hf export outputs/run exports/my-model --repo_id me/my-model  # the card's snippet loads me/my-model
-    clsgen-hf export outputs/run/checkpoint-12 exports/my-adapter --format adapter --base_model HuggingFaceTB/SmolLM2-135M-Instruct
-    clsgen-hf export outputs/run exports/my-serving --format serving    # classifier/ + generator/ for vLLM, no remote code
+    clsgen-hf export outputs/run/checkpoint-12 exports/my-adapter --format adapter \\
+        --base_model HuggingFaceTB/SmolLM2-135M-Instruct
+    clsgen-hf export outputs/run exports/my-serving --format serving    # classifier/ + generator/, no remote code
     clsgen-hf export --config export.yaml                               # the options (source, output_dir too) in YAML
 
-The merged folder loads with AutoModel.from_pretrained(folder, trust_remote_code=True); the adapter folder with PEFT
-on top of its base model (its README.md shows how). Upload either with `hf upload <repo_id> <folder>`. The export is
-reloaded (merged: with AutoModel; adapter: with PEFT) and its classification logits compared with the source's.
-`--format serving` writes OUTPUT_DIR/classifier (LlamaForSequenceClassification, calibration folded into `score`) and
-OUTPUT_DIR/generator (LlamaForCausalLM), standard architectures engines such as vLLM serve (README: Serving); the card
-options do not apply to it.
+The merged folder loads with AutoModel.from_pretrained(folder, trust_remote_code=True), the adapter folder with PEFT
+on its base model (its README.md shows how); the export is reloaded so and its classification logits compared with
+the source's. `--format serving` writes standard architectures that engines such as vLLM serve (README: Serving).
 """
 
 from __future__ import annotations
@@ -72,16 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..export import export_model  # the heavy imports, after --help
     from ..serving import export_serving
 
+    options = dict(base_model=args.base_model, overwrite=args.overwrite, validate=args.validate, atol=args.atol)
     try:
         if args.format == "serving":
-            report = export_serving(paths.source, paths.output_dir, base_model=args.base_model,
-                                    overwrite=args.overwrite, validate=args.validate, atol=args.atol)
+            report = export_serving(paths.source, paths.output_dir, **options)
         else:
-            report = export_model(
-                paths.source, paths.output_dir, merge=args.format == "merged", base_model=args.base_model,
-                results=args.results, repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets,
-                overwrite=args.overwrite, validate=args.validate, atol=args.atol,
-            )
+            report = export_model(paths.source, paths.output_dir, merge=args.format == "merged", results=args.results,
+                                  repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets,
+                                  **options)
     except UsageError as error:
         return report_usage_error("export", error)
     print(report)

@@ -1,8 +1,7 @@
 """`clsgen-hf refresh-code FOLDER ...`: give saved CLSGen model folders this release's remote code, weights untouched.
 
-Folders carry the `modeling_clsgen.py`/`configuration_clsgen.py` of the release that wrote them, which is what
-`AutoModel.from_pretrained(folder, trust_remote_code=True)` runs. When a transformers release breaks old code, this
-rewrites the two files and `config.json` in place; the weights and every other file stay as they are.
+Folders carry the `modeling_clsgen.py`/`configuration_clsgen.py` of the release that wrote them, which
+`trust_remote_code=True` runs; when a transformers release breaks old code, this rewrites them and `config.json`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for folder in args.folders:
         if not (folder / "config.json").is_file():
-            return report_usage_error("refresh-code", UsageError(f"{folder}: no config.json, so not a saved model folder."))
+            error = UsageError(f"{folder}: no config.json, so not a saved model folder.")
+            return report_usage_error("refresh-code", error)
         try:
             previous = refresh_code(folder)
         except ValueError as error:  # a config.json that is not a CLSGen one
