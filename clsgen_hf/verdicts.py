@@ -1,10 +1,5 @@
-"""Reading the verdict out of an explanation.
-
-One place decides what an explanation "says": the data synthesizer keeps teacher answers whose verdict matches
-the gold label, inference reports the verdict next to the probability, and the alignment metrics compare it with
-the classification head. All three must read the same way, so all three call `read_verdict` (through
-`VerdictFormat.read`, which passes the format's own prefix).
-"""
+"""Reading the verdict out of an explanation: the synthesizer's filter, inference and the alignment metrics all read
+it through `VerdictFormat.read`, so that they agree on what an explanation says."""
 
 from __future__ import annotations
 
@@ -49,7 +44,10 @@ class VerdictFormat:
 
     def __post_init__(self):
         object.__setattr__(self, "verbalizers", {int(k): v for k, v in self.verbalizers.items()})
-        _reader(self.prefix, _key(self.verbalizers))  # a ValueError for what could not be read back
+        self._reader()  # a ValueError for what could not be read back
+
+    def _reader(self) -> _Reader:
+        return _compile(self.prefix, tuple(sorted(self.verbalizers.items())))
 
     def line(self, label: int) -> str:
         """The verdict line for `label`, e.g. `"Answer: Yes"`."""
@@ -59,11 +57,25 @@ class VerdictFormat:
 
     def read(self, text: str | None) -> int:
         """The label stated by `text`, or `NO_VERDICT` (see `read_verdict`)."""
-        return read_verdict(text, self.verbalizers, self.prefix)
+        labels = {verdict.label for verdict in self.verdict_lines(text or "")} - {NO_VERDICT}
+        return labels.pop() if len(labels) == 1 else NO_VERDICT
 
     def verdict_lines(self, text: str) -> list[VerdictLine]:
         """Every line of `text` introduced by the prefix, with the label it states."""
-        return _verdict_lines(text, _reader(self.prefix, _key(self.verbalizers)))
+        reader, lines, found = self._reader(), text.splitlines(), []
+        for i, line in enumerate(lines):
+            match = reader.prefix.match(line)
+            if not match:
+                continue
+            stated, end = match.group(1), i + 1
+            if _EMPTY.fullmatch(stated):  # "Answer:" alone: the word may stand on the next non-empty line
+                following = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), None)
+                if following is not None and not reader.prefix.match(lines[following]):
+                    stated, end = lines[following], following + 1
+            word = reader.word.match(stated)
+            readable = word and not reader.alternative.match(stated, word.end())
+            found.append(VerdictLine(i, end, reader.labels[_normalised(word.group(1))] if readable else NO_VERDICT))
+        return found
 
     def strip(self, text: str) -> str:
         """The reasoning of an explanation: its lines before the first verdict line."""
@@ -84,14 +96,11 @@ def read_verdict(
 ) -> int:
     """Read the label an explanation states on its verdict line.
 
-    Only a line introduced by `prefix` is a verdict line (case-insensitive, after markdown such as `**Answer:**`,
-    `## Answer:`, `> Answer:`, `- Answer:`): prose ("The answer is yes"), a bare final "Yes." or another prefix word
-    would make the metrics depend on how a model words its ending rather than on what it decided. The verbalizer
-    must come first after the prefix (emphasis and quotes aside), as a whole word, or alone on the next non-empty
-    line; whatever follows it is a clause that is not read ("Answer: Yes, there is no doubt." is Yes). So "Answer:
-    not Yes" and "Answer: no evidence" state nothing unless that text is itself a verbalizer; verbalizers that
-    contain each other ("No", "No information") are tried longest first. "Answer: Yes or No" is undecided. Verdict
-    lines that state different labels cancel each other; unreadable ones are ignored.
+    Only a line introduced by `prefix` (case-insensitive, after markdown such as `**Answer:**` or `- Answer:`) counts,
+    so that the metrics depend on what a model decided rather than on how it words its ending. The verbalizer must
+    come first after the prefix (or alone on the next non-empty line), as a whole word; what follows it is not read
+    ("Answer: Yes, no doubt." is Yes, "Answer: not Yes" and "Answer: Yes or No" state nothing). Longer verbalizers
+    are tried first ("No information" before "No"); verdict lines that state different labels cancel each other.
 
     Args:
         text: the generated explanation.
@@ -101,15 +110,7 @@ def read_verdict(
     Returns:
         The label id, or `NO_VERDICT` (-1).
     """
-    if not text:
-        return NO_VERDICT
-    found = _verdict_lines(text, _reader(prefix, _key(verbalizers or DEFAULT_VERBALIZERS)))
-    labels = {verdict.label for verdict in found} - {NO_VERDICT}
-    return labels.pop() if len(labels) == 1 else NO_VERDICT
-
-
-def _key(verbalizers: dict[int, str]) -> tuple[tuple[int, str], ...]:
-    return tuple(sorted((int(label), word) for label, word in verbalizers.items()))
+    return VerdictFormat(verbalizers or DEFAULT_VERBALIZERS, prefix).read(text)
 
 
 class _Reader(NamedTuple):
@@ -120,9 +121,8 @@ class _Reader(NamedTuple):
 
 
 @lru_cache(maxsize=64)
-def _reader(prefix: str, verbalizers: tuple[tuple[int, str], ...]) -> _Reader:
-    """The patterns that read `verbalizers` after `prefix`, or a ValueError when a verdict line written with them
-    could not be read back."""
+def _compile(prefix: str, verbalizers: tuple[tuple[int, str], ...]) -> _Reader:
+    """The patterns that read `verbalizers` after `prefix`; a ValueError if a line written with them can't be read."""
     if not isinstance(prefix, str) or not prefix.strip() or len(prefix.splitlines()) > 1:
         raise ValueError(f"`prefix` must be a non-empty single line, got {prefix!r}.")
     words = [_normalised(word) for _, word in verbalizers]
@@ -153,29 +153,6 @@ def _spaced(words: str) -> str:
 
 def _normalised(word: str) -> str:
     return " ".join(word.split()).lower()
-
-
-def _verdict_lines(text: str, reader: _Reader) -> list[VerdictLine]:
-    lines = text.splitlines()
-    found = []
-    for i, line in enumerate(lines):
-        match = reader.prefix.match(line)
-        if not match:
-            continue
-        stated, end = match.group(1), i + 1
-        if _EMPTY.fullmatch(stated):  # "Answer:" alone: the word may stand on the next non-empty line
-            following = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), None)
-            if following is not None and not reader.prefix.match(lines[following]):
-                stated, end = lines[following], following + 1
-        found.append(VerdictLine(i, end, _label_of(stated, reader)))
-    return found
-
-
-def _label_of(stated: str, reader: _Reader) -> int:
-    match = reader.word.match(stated)
-    if not match or reader.alternative.match(stated, match.end()):
-        return NO_VERDICT
-    return reader.labels[_normalised(match.group(1))]
 
 
 __all__ = [
