@@ -1,10 +1,7 @@
 """The classifier's prompt: the one path from a dataset row (or a ready prompt) to the token ids the model reads.
 
-The classification head reads the hidden state at the last prompt token, so training, synthesis, prediction and
-export must end every prompt on the same token. They all go through this module: `PromptTemplate` renders a row as
-chat messages and fits it to its token budget, `encode_prompts` turns rows or ready prompts into ids, and
-`encode_example` appends a completion for training without touching the prompt's ids. The template saves and loads
-next to a model (`save_pretrained`/`from_pretrained`, as a generation config does).
+The head reads the last prompt token, so training, synthesis, prediction and export must all end a prompt on the same
+token: they all render rows with `PromptTemplate` and encode them with `encode_prompts` / `encode_example`.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ import json
 import os
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -92,15 +89,16 @@ class PromptTemplate:
     ) -> tuple[Messages, bool]:
         """The messages of `row` within `max_prompt_tokens` (default the template's budget), and whether it was cut.
 
-        The middle of the longest text field is cut first (the end of a long text, a conclusion or a result, often
-        decides the label); once it is as short as the next one, both are cut evenly.
+        The middle of the longest text field is cut first (a text's end often decides the label), then evenly with
+        the next one once as short.
         """
-        messages, _, cut = self._fit(row, tokenizer, max_prompt_tokens or self.max_prompt_tokens)
+        messages, _, cut = self._fit(row, tokenizer, max_prompt_tokens)
         return messages, cut
 
-    def _fit(self, row, tokenizer, budget: int | None) -> tuple[Messages, list[int] | None, bool]:
+    def _fit(self, row, tokenizer, max_prompt_tokens: int | None) -> tuple[Messages, list[int] | None, bool]:
         """`fit`, also returning the fitted prompt's ids (counted on the way; `None` without a budget)."""
-        row = {name: row[name] for name in self.fields}
+        budget = max_prompt_tokens or self.max_prompt_tokens
+        row = {name: "" if row[name] is None else row[name] for name in self.fields}
         if budget is None:
             return self.to_messages(row), None, False
         for attempt in range(4):
@@ -111,8 +109,10 @@ class PromptTemplate:
                 return messages, ids, attempt > 0
             # each cut field gains the marker, and re-tokenising the joined halves can cost a token or two more
             margin = len(tokenizer(CUT_MARKER, add_special_tokens=False)["input_ids"]) + 2
-            field_ids = {name: tokenizer(_text(row[name]), add_special_tokens=False)["input_ids"] for name in row}
-            cap = _length_cap([len(ids) for ids in field_ids.values()], excess, margin)
+            field_ids = {name: tokenizer(str(row[name]), add_special_tokens=False)["input_ids"] for name in row}
+            lengths = [len(ids) for ids in field_ids.values()]  # cut every longer field to the largest cap that works
+            cap = next((cap for cap in range(max(lengths), -1, -1)
+                        if sum(length - cap - margin for length in lengths if length > cap) >= excess), None)
             if cap is None:
                 raise UsageError(f"max_prompt_tokens={budget} is too small: with every text field cut to nothing "
                                  "the prompt (system message, question, verdict instruction) is still longer.")
@@ -124,16 +124,9 @@ class PromptTemplate:
         raise UsageError(f"Could not cut the prompt to max_prompt_tokens={budget}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "user_template": self.user_template,
-            "system": self.system,
-            "question": self.question,
-            "verdict_format": {
-                "verbalizers": {str(k): v for k, v in self.verdict_format.verbalizers.items()},
-                "prefix": self.verdict_format.prefix,
-            },
-            "max_prompt_tokens": self.max_prompt_tokens,
-        }
+        data = asdict(self)
+        data["verdict_format"]["verbalizers"] = {str(k): v for k, v in self.verdict_format.verbalizers.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PromptTemplate:
@@ -191,15 +184,33 @@ def encode_prompts(
 ) -> list[list[int]]:
     """Token ids of each prompt, ending with the assistant turn's opening (the token the head reads).
 
-    Inputs are text (one user message), chat messages, a mapping with a ready `prompt`, or a row that
-    `prompt_template` renders and fits to `max_prompt_tokens` (default: the template's budget). Ready prompts are
-    used as they are: they were fitted when they were built.
+    Inputs are text (one user message), chat messages, a mapping with a ready `prompt` (used as it is), or a row that
+    `prompt_template` renders and fits to `max_prompt_tokens` (default: the template's budget).
     """
-    prompts, ids = zip(*(_prompt(item, prompt_template, position, tokenizer, max_prompt_tokens)
-                         for position, item in enumerate(inputs))) if inputs else ((), ())
-    ready = [position for position, known in enumerate(ids) if known is None]  # fitted rows come encoded already
-    encoded = dict(zip(ready, _tokenize(tokenizer, [prompts[position] for position in ready])))
-    return [encoded[position] if known is None else known for position, known in enumerate(ids)]
+    prompts, ids = [], []
+    for position, item in enumerate(inputs):
+        known = None  # the ids of a row fitted to a budget, counted on the way
+        if hasattr(item, "messages"):  # the pipeline's wrapper of one conversation
+            item = item.messages
+        elif isinstance(item, Mapping) and item.get("prompt") is not None:
+            item = item["prompt"]
+        elif isinstance(item, Mapping):
+            if prompt_template is None:
+                raise UsageError(f"Input {position} is a row without a `prompt`; pass a prompt template to build "
+                                 f"prompts from its fields (present: {sorted(item)}).")
+            missing = [name for name in prompt_template.fields if name not in item]
+            if missing:
+                raise UsageError(f"Input {position} lacks the field(s) {missing} the prompt template needs; present: "
+                                 f"{sorted(item)}.")
+            item, known, _ = prompt_template._fit(item, tokenizer, max_prompt_tokens)
+        elif isinstance(item, str) and not item.strip():
+            raise UsageError(f"Input {position} is empty text.")
+        prompts.append(item)
+        ids.append(known)
+    todo = [position for position, known in enumerate(ids) if known is None]
+    for position, encoded in zip(todo, _tokenize(tokenizer, [prompts[position] for position in todo]), strict=True):
+        ids[position] = encoded
+    return ids
 
 
 def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) -> int:
@@ -220,11 +231,9 @@ class EncodedExample(NamedTuple):
 def encode_example(
     tokenizer: PreTrainedTokenizerBase, prompt: str | Messages, completion: str | Messages, max_length: int | None
 ) -> EncodedExample:
-    """Training ids of prompt + completion: the prompt's ids exactly as `encode_prompts` gives them, then the
-    completion's.
+    """Training ids of prompt + completion, the prompt's exactly as `encode_prompts` gives them.
 
-    A row too long for `max_length` loses the end of its completion (as TRL truncates), never a prompt token; a
-    prompt that alone fills `max_length` is an error (fit it with the template's `max_prompt_tokens`).
+    A row too long for `max_length` loses the end of its completion (as TRL truncates), never a prompt token.
     """
     prompt_text = _render(tokenizer, [prompt])[0]
     full_text = tokenizer.apply_chat_template(_messages(prompt) + _messages(completion, "assistant"), tokenize=False)
@@ -255,51 +264,12 @@ def _messages(prompt: str | Messages, role: str = "user") -> Messages:
     return [{"role": role, "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
-def _prompt(item, template: PromptTemplate | None, position: int, tokenizer, max_prompt_tokens):
-    """(the prompt of `item`, its ids when fitting a row already encoded it, else `None`)."""
-    if hasattr(item, "messages"):  # the pipeline's wrapper of one conversation
-        return item.messages, None
-    if isinstance(item, Mapping):
-        if item.get("prompt") is not None:
-            return item["prompt"], None
-        if template is None:
-            raise UsageError(f"Input {position} is a row without a `prompt`; pass a prompt template to build prompts "
-                             f"from its fields (present: {sorted(item)}).")
-        missing = [name for name in template.fields if name not in item]
-        if missing:
-            raise UsageError(f"Input {position} lacks the field(s) {missing} the prompt template needs; present: "
-                             f"{sorted(item)}.")
-        messages, ids, _ = template._fit(item, tokenizer, max_prompt_tokens or template.max_prompt_tokens)
-        return messages, ids
-    if isinstance(item, str) and not item.strip():
-        raise UsageError(f"Input {position} is empty text.")
-    return item, None
-
-
 def _is_jinja(template: str) -> bool:
     """Templates with `{{` or `{%` are Jinja; any other is a `str.format` template."""
     return "{{" in template or "{%" in template
 
 
-def _length_cap(lengths: list[int], excess: int, margin: int) -> int | None:
-    """The largest length to cut every longer field down to that removes `excess` tokens (None if none does)."""
-    for cap in range(max(lengths), -1, -1):
-        if sum(length - cap - margin for length in lengths if length > cap) >= excess:
-            return cap
-    return None
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 __all__ = [
-    "PROMPT_TEMPLATE_NAME",
-    "EncodedExample",
-    "Messages",
-    "PromptTemplate",
-    "count_prompt_tokens",
-    "default_prompt_template",
-    "encode_example",
-    "encode_prompts",
+    "PROMPT_TEMPLATE_NAME", "EncodedExample", "Messages", "PromptTemplate", "count_prompt_tokens",
+    "default_prompt_template", "encode_example", "encode_prompts",
 ]
