@@ -1,8 +1,5 @@
-"""Configuration of `LlamaForCLSGen`: a Llama backbone with a language-model head and a classification head.
-
-This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only public names of
-transformers and huggingface_hub.
-"""
+"""Configuration of `LlamaForCLSGen`. Copied next to saved models (`trust_remote_code=True`): it imports only public
+names of transformers and huggingface_hub."""
 
 from typing import Any
 
@@ -26,8 +23,7 @@ class LlamaCLSGenConfig(LlamaConfig):
         cls_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the pooled hidden state before the `score` head (training only).
         cls_threshold (`float`, *optional*, defaults to 0.5):
-            Decision threshold on the positive-class probability in the binary case. Stored in the config so that a
-            threshold tuned on validation data travels with the saved model.
+            Decision threshold on the positive-class probability in the binary case (tuned on validation data).
         cls_logit_scale (`float`, *optional*, defaults to 1.0):
             Calibration of the head: its probabilities are `softmax(cls_logits * cls_logit_scale + cls_logit_bias)`.
             A temperature `T` is `cls_logit_scale = 1 / T`; Platt scaling adds the bias (see `clsgen_hf.calibration`).

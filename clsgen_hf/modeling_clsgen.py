@@ -1,13 +1,8 @@
-"""`LlamaForCLSGen`: one Llama backbone, two heads.
+"""`LlamaForCLSGen`: one Llama backbone, two heads (`lm_head` writes the explanation, `score` reads the last prompt
+token), so that the prefill of a prompt gives the class probability and generation continues from its KV cache.
 
-`lm_head` writes the explanation; `score` reads the hidden state of the last prompt token and gives the class
-probability. One backbone pass feeds both, so at inference the prefill of the prompt gives the probability and the
-generation of the explanation continues from the same KV cache.
-
-This file is copied next to saved models and loaded with `trust_remote_code=True`: it imports only torch, public
-names of transformers and its sibling configuration file. It names no field that transformers may rename: the KV
-cache (`past_key_values` up to 5.23, `cache` from 5.24) passes through `**kwargs` into the backbone and comes back in
-the backbone's own output fields, and `CLSGenOutput` extends the installed `CausalLMOutputWithPast`.
+Copied next to saved models (`trust_remote_code=True`): imports only torch, transformers and the sibling config, and
+names no field that transformers may rename (the KV cache, `cache` from 5.24, passes through `**kwargs`).
 """
 
 from dataclasses import dataclass
@@ -30,13 +25,9 @@ CACHE_FIELD = next(name for name in CausalLMOutputWithPast.__dataclass_fields__ 
 @dataclass
 class CLSGenOutput(CausalLMOutputWithPast):
     r"""
-    Output of [`LlamaForCLSGen.forward`]: the fields of [`~modeling_outputs.CausalLMOutputWithPast`] (`loss`, `logits`,
-    the KV cache, `hidden_states`, `attentions`, as the installed transformers names them), plus the two losses and the
-    classification head's scores.
-
-    `loss` is `lm_loss + cls_loss` over the losses whose labels were given. `logits` holds the LM-head scores of the
-    positions kept by `logits_to_keep`, and is `None` when `labels` is given: the loss is then computed from the
-    labelled positions only, and full-vocabulary logits are never built.
+    Output of [`LlamaForCLSGen.forward`]: the fields of [`~modeling_outputs.CausalLMOutputWithPast`], plus the two
+    losses and the classification head's scores. `loss` sums the losses whose labels were given; `logits` is `None`
+    when `labels` is given (the LM loss projects the labelled positions only).
 
     Args:
         lm_loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -85,11 +76,9 @@ def last_token_positions(attention_mask: torch.Tensor | None, batch_size: int, s
 
 class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
     r"""
-    Llama with a language-model head (`lm_head`) and a classification head (`score`) on one backbone.
-
-    The classification head reads the final hidden state at `cls_positions` (by default the last non-padding token
-    of each row, which is the end of the prompt at inference) and is computed in float32 so that its probabilities
-    stay calibrated under bf16/fp16 backbones. Generation works exactly as for [`LlamaForCausalLM`].
+    Llama with a language-model head (`lm_head`) and a classification head (`score`) on one backbone. `score` reads
+    the final hidden state at `cls_positions` (default: each row's last non-padding token) in float32, so that its
+    probabilities stay calibrated under bf16/fp16 backbones. Generation works as for [`LlamaForCausalLM`].
     """
 
     config: LlamaCLSGenConfig
@@ -130,21 +119,10 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
             Index of the token whose hidden state feeds `score` (the last prompt token). Defaults to the last
             non-padding token of each row, for left and right padding alike.
         logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
-            Which positions go through `lm_head` when no `labels` are given: the last `logits_to_keep` (0: all), or
-            the indices in a tensor.
+            Without `labels`, the positions that go through `lm_head`: the last `logits_to_keep` (0: all) or indices.
         kwargs:
-            Passed to the backbone ([`LlamaModel`]): the KV cache (`cache`, or `past_key_values` before
-            transformers 5.24), `output_hidden_states`, attention options.
-
-        ```python
-        >>> import torch
-        >>> from clsgen_hf import LlamaCLSGenConfig, LlamaForCLSGen
-        >>> model = LlamaForCLSGen(LlamaCLSGenConfig(vocab_size=99, hidden_size=32, intermediate_size=64,
-        ...                                           num_hidden_layers=2, num_attention_heads=4))
-        >>> out = model(torch.tensor([[1, 5, 7, 9]]), cls_labels=torch.tensor([1]), labels=torch.tensor([[-100, -100, 7, 9]]))
-        >>> out.cls_logits.shape, out.loss.shape
-        (torch.Size([1, 2]), torch.Size([]))
-        ```"""
+            Passed to the backbone ([`LlamaModel`]): the KV cache, `output_hidden_states`, attention options.
+        """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
@@ -204,9 +182,8 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
     def _lm_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         """Next-token loss computed on the labelled positions only: no full-vocabulary logits for the prompt."""
         if labels.shape != hidden_states.shape[:2]:
-            raise ValueError(
-                f"`labels` has shape {tuple(labels.shape)} but the inputs have shape {tuple(hidden_states.shape[:2])}."
-            )
+            raise ValueError(f"`labels` has shape {tuple(labels.shape)} but the inputs have shape "
+                             f"{tuple(hidden_states.shape[:2])}.")
         shift_labels = labels[:, 1:].to(hidden_states.device)  # (B, T-1): token t predicts label t+1
         keep = shift_labels != -100
         predicted = self.lm_head(hidden_states[:, :-1][keep])  # (N, V), N = labelled tokens
@@ -218,9 +195,8 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
 
     def _check_cls_positions(self, cls_positions: torch.Tensor, batch_size: int, seq_len: int) -> None:
         if cls_positions.shape != (batch_size,):
-            raise ValueError(
-                f"`cls_positions` must have shape ({batch_size},), one index per row, got {tuple(cls_positions.shape)}."
-            )
+            raise ValueError(f"`cls_positions` must have shape ({batch_size},), one index per row, got "
+                             f"{tuple(cls_positions.shape)}.")
         bad = (cls_positions < 0) | (cls_positions >= seq_len)
         if bad.any():
             raise ValueError(
@@ -230,25 +206,20 @@ class LlamaForCLSGen(LlamaPreTrainedModel, GenerationMixin):
 
     def _check_cls_labels(self, cls_labels: torch.Tensor, batch_size: int) -> None:
         if cls_labels.shape != (batch_size,):
-            raise ValueError(
-                f"`cls_labels` must have shape ({batch_size},), one class id per row, got {tuple(cls_labels.shape)}."
-            )
+            raise ValueError(f"`cls_labels` must have shape ({batch_size},), one class id per row, got "
+                             f"{tuple(cls_labels.shape)}.")
         bad = (cls_labels < 0) | (cls_labels >= self.num_labels)
         if bad.any():
-            raise ValueError(
-                f"`cls_labels` must be class ids in [0, {self.num_labels}); got {sorted(set(cls_labels[bad].tolist()))}."
-            )
+            bad_ids = sorted(set(cls_labels[bad].tolist()))
+            raise ValueError(f"`cls_labels` must be class ids in [0, {self.num_labels}); got {bad_ids}.")
 
     @torch.no_grad()
     def classify_and_generate(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **generate_kwargs
     ) -> CLSGenGenerateOutput:
         r"""
-        Class probabilities and an explanation from one prefill.
-
-        Runs [`~GenerationMixin.generate`] once and reads the classification head from its prefill pass (the first
-        forward call, which sees the whole prompt); decoding continues from that pass's KV cache. Prompts must be
-        left-padded, as for any batched generation.
+        Class probabilities and an explanation from one prefill: [`~GenerationMixin.generate`] runs once and the head
+        is read from its first forward call, which sees the whole (left-padded) prompt.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, prompt_length)`): the tokenized prompts.
