@@ -1,5 +1,5 @@
-"""Training a CLSGen model end to end as the recipe and the benchmark do: both heads, then the decision rule, then
-one saved folder that holds everything prediction needs (weights, rule in the config, prompt template)."""
+"""Training a CLSGen model end to end: both heads, then the decision rule, then one saved folder that holds everything
+prediction needs (weights, rule in the config, prompt template)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from datasets import Dataset
 from peft import PeftConfig
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import sort_checkpoints
 
 from .clsgen_config import CLSGenConfig
 from .clsgen_trainer import CLSGenTrainer
@@ -33,11 +33,8 @@ def train_clsgen(
     validation: Dataset | None = None,
     batch_size: int = 8,
 ) -> tuple[CLSGenTrainer, float, dict | None]:
-    """LoRA-train both heads; given `validation` rows, fit the decision rule (`fit_decision_rule`); then save the model
-    (merged by default, with the rule in its config) and its prompt template to `args.output_dir`.
-
-    Returns the trainer, the training time in seconds and the rule (`None` without validation rows).
-    """
+    """LoRA-train both heads, fit the decision rule on `validation` rows (if given), and save the model (the rule in its
+    config) and its prompt template to `args.output_dir`. Returns the trainer, the training seconds and the rule."""
     set_label_names(model, prompt_template)
     started = time.time()
     trainer = CLSGenTrainer(model, args, train_dataset=train_dataset, processing_class=tokenizer,
@@ -69,33 +66,29 @@ def set_label_names(model: PreTrainedModel, prompt_template: PromptTemplate) -> 
 
 
 def resume_checkpoint(args: CLSGenConfig) -> str | None:
-    """The checkpoint `resume_from_checkpoint` names (`true`: the last complete one in `output_dir`), or `None`.
-
-    Without the option, an `output_dir` that holds checkpoints is refused: training from step 0 there would
-    overwrite them.
-    """
+    """The checkpoint `resume_from_checkpoint` names (`true`: the last complete one in `output_dir`), or `None`;
+    without the option, an `output_dir` that holds checkpoints is refused (step 0 would overwrite them)."""
     output_dir, wanted = Path(args.output_dir), args.resume_from_checkpoint
-    last = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+    checkpoints = sort_checkpoints(str(output_dir))
     if wanted is None or str(wanted).lower() in ("", "false", "none"):
-        if last is not None:
-            raise UsageError(f"{output_dir} holds checkpoints of an earlier run (up to {Path(last).name}): pass "
-                             "--resume_from_checkpoint true to continue it, or a new --output_dir to start over.")
+        if checkpoints:
+            raise UsageError(f"{output_dir} holds checkpoints of an earlier run (up to {Path(checkpoints[-1]).name}): "
+                             "pass --resume_from_checkpoint true to continue it, or a new --output_dir to start over.")
         return None
     if str(wanted).lower() != "true":
         if not (Path(wanted) / "trainer_state.json").is_file():
             raise UsageError(f"--resume_from_checkpoint {wanted}: not a complete checkpoint folder (no "
                              "trainer_state.json).")
         return str(wanted)
-    complete = sorted((p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
-                      key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    complete = [path for path in checkpoints if (Path(path) / "trainer_state.json").is_file()]
     if not complete:
         raise UsageError(f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint-N folder; run "
                          "without the option to start from step 0.")
-    if last is not None and Path(last) != complete[-1]:
-        logger.warning("%s is incomplete (the run was killed while saving it); resuming from %s.", last,
-                       complete[-1].name)
-    logger.info("Resuming from %s.", complete[-1].name)
-    return str(complete[-1])
+    if complete[-1] != checkpoints[-1]:
+        logger.warning("%s is incomplete (the run was killed while saving it); resuming from %s.", checkpoints[-1],
+                       Path(complete[-1]).name)
+    logger.info("Resuming from %s.", Path(complete[-1]).name)
+    return complete[-1]
 
 
 def check_model_config(model_name_or_path: str | None, max_prompt_tokens: int | None):
