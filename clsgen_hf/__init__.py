@@ -1,7 +1,5 @@
-"""CLSGen: one fine-tuned LLM that gives a calibrated class probability and a readable explanation of it.
-
-Importing the package registers `LlamaCLSGenConfig`/`LlamaForCLSGen` with `AutoConfig`, `AutoModel` and
-`AutoModelForCausalLM`.
+"""CLSGen: one fine-tuned LLM that gives a calibrated class probability and a readable explanation of it. Importing
+the package registers `LlamaCLSGenConfig`/`LlamaForCLSGen` with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM

@@ -16,16 +16,12 @@ class PromptArguments:
 
     text_fields: list[str] | None = field(default=None, metadata={"help": "The column(s) holding the text."})
     label_field: str = field(default="label", metadata={"help": "The column holding the label."})
-    label2id: str | None = field(
-        default=None,
-        metadata={"help": "Raw label -> id, as JSON ('{\"neg\": 0, \"pos\": 1}'), a JSON list of the raw labels in id "
-                  "order, or neg=0,pos=1. Without it labels must be ids 0..N-1."},
-    )
-    verbalizers: list[str] | None = field(
-        default=None,
-        metadata={"help": "The verdict word of each label id, in id order (e.g. --verbalizers No Yes). Default: the "
-                  "--label2id names, else No Yes."},
-    )
+    label2id: str | None = field(default=None, metadata={"help": "Raw label -> id, as JSON ('{\"neg\": 0, \"pos\": "
+                                 "1}'), a JSON list of the raw labels in id order, or neg=0,pos=1. Without it labels "
+                                 "must be ids 0..N-1."})
+    verbalizers: list[str] | None = field(default=None, metadata={"help": "The verdict word of each label id, in id "
+                                          "order (e.g. --verbalizers No Yes). Default: the --label2id names, else "
+                                          "No Yes."})
     question: str | None = field(default=None, metadata={"help": "The task question asked after the text."})
     system_prompt: str | None = field(default=None, metadata={"help": "The system message of every prompt."})
     verdict_prefix: str = field(default=DEFAULT_VERDICT_PREFIX, metadata={"help": "What introduces the verdict line."})
@@ -70,11 +66,9 @@ class PromptArguments:
 class TeacherArguments:
     """Who writes the label-conditioned explanations, and how it is asked."""
 
-    teacher: str | None = field(
-        default=None,
-        metadata={"help": "'self' (the model being trained), 'transformers[:<model id, folder or .gguf>]', "
-                  "'openai:<url>' (an OpenAI-compatible server; API key from $OPENAI_API_KEY) or 'vllm:<model>'."},
-    )
+    teacher: str | None = field(default=None, metadata={"help": "'self' (the model being trained), "
+                                "'transformers[:<model id, folder or .gguf>]', 'openai:<url>' (an OpenAI-compatible "
+                                "server; API key from $OPENAI_API_KEY) or 'vllm:<model>'."})
     teacher_model: str | None = field(default=None, metadata={"help": "The served model name for openai:<url> "
                                       "(default: the server's first)."})
     teacher_max_new_tokens: int = field(default=128, metadata={"help": "Token budget of each teacher answer."})
@@ -85,11 +79,9 @@ class TeacherArguments:
     teacher_concurrency: int = field(default=4, metadata={"help": "Requests in flight at once to an openai:<url> "
                                      "teacher (one row each, each answer cached as it returns)."})
     teacher_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the re-asks."})
-    teacher_instruction: str | None = field(
-        default=None,
-        metadata={"help": "The teacher's user message, with {text} (the row's prompt), {answer} (the gold word) and "
-                  "{verdict_line}; default: clsgen_hf.data.DEFAULT_TEACHER_INSTRUCTION."},
-    )
+    teacher_instruction: str | None = field(default=None, metadata={"help": "The teacher's user message, with {text} "
+                                            "(the row's prompt), {answer} (the gold word) and {verdict_line}; "
+                                            "default: clsgen_hf.data.DEFAULT_TEACHER_INSTRUCTION."})
     retry_rejected: bool = field(default=False, metadata={"help": "Ask again for the rows whose cached answers were "
                                  "not kept (e.g. once the teacher is fixed)."})
 

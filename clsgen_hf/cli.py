@@ -1,8 +1,5 @@
-"""The `clsgen-hf` command: one entry point, one subcommand per job (as `trl` has).
-
-Each subcommand lives in `clsgen_hf/commands/<name>.py` and exposes `main(argv) -> int`; modules are imported only
-when their subcommand runs, so `clsgen-hf --help` stays fast.
-"""
+"""The `clsgen-hf` command: one subcommand per job (as `trl` has), each `main(argv) -> int` in
+`clsgen_hf/commands/<name>.py`, imported only when it runs so that `clsgen-hf --help` stays fast."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The decision rule of a trained head and its evaluation, one path for the recipe and the benchmark.
-
-`fit_decision_rule` calibrates the head on validation rows and then tunes the binary threshold on the calibrated
-probabilities; both are stored in the model config, so that every later probability and label (`predict`, the
-pipeline, `clsgen-hf predict`, remote code) follows the same rule. `evaluate_predictions` scores predictions at that
-rule: classification, calibration before and after, and the alignment of the explanations with the head's labels.
-"""
+"""The decision rule of a trained head (calibration, then a binary threshold, both stored in the model config so that
+every later prediction follows it) and the scoring of predictions at that rule: one path for recipe and benchmark."""
 
 from __future__ import annotations
 
@@ -31,8 +26,7 @@ def fit_decision_rule(
 ) -> dict:
     """Fit the calibration map and (binary) threshold of `model`'s head on validation prompts; store both in its config.
 
-    Only the head runs (one prefill per prompt, no generation). Returns `calibration` (the fitted `Calibration`),
-    `threshold` (`None` for N classes) and `validation_rows`.
+    Returns `calibration` (the fitted `Calibration`), `threshold` (`None` for N classes) and `validation_rows`.
     """
     Calibration().store(model)  # fit on the raw head
     records = predict(model, tokenizer, list(prompts), max_new_tokens=0, batch_size=batch_size,
@@ -50,20 +44,17 @@ def evaluate_predictions(
     records: Sequence[dict], labels: Sequence[int], *, verdict_format: VerdictFormat | None = None,
     threshold: float = 0.5, calibration: Calibration | None = None,
 ) -> dict:
-    """Numbers of `predict` records against gold labels, at the decision `threshold` the model uses: the one scoring
-    of the recipe, the benchmark and the trainer's `compute_metrics`.
+    """Score `predict` records (`probability`, optionally `explanation`) against gold labels at the model's `threshold`.
 
-    A record needs `probability` (one per class) and, for a model that explains, `explanation`. Returns AUROC,
-    AUPRC, F1 (at `threshold`; macro argmax for N classes), Brier, ECE, log-loss and `reliability`; when every record
-    has an explanation, the alignment metrics (AUROC-Alignment, R-LKappa, RLI, readability) at the same threshold and
-    `disagreements` (rows whose explanation does not state the head's label); given the `calibration` the records
-    went through, `before_calibration` (the raw head's Brier, ECE, log-loss and reliability).
+    Returns the `classification_report` numbers (F1 at `threshold`; macro argmax for N classes); when every record has
+    an explanation, the alignment metrics and `disagreements` (explanations not stating the head's label); given the
+    `calibration` the records went through, `before_calibration` (the raw head's Brier, ECE, log-loss, reliability).
     """
     probabilities = np.array([record["probability"] for record in records])
     scores = positive_scores(probabilities)
     binary = scores.ndim == 1
     report = classification_report(scores, labels, threshold=threshold if binary else None)
-    results = {key: report[key] for key in CLASSIFICATION_KEYS}
+    results = {key: report[key] for key in (*CLASSIFICATION_KEYS, "reliability")}
     results["f1"] = report["f1_at_threshold"] if binary else report["f1"]
     results["threshold"] = threshold if binary else None
     explanations = [record.get("explanation") for record in records]
@@ -71,10 +62,9 @@ def evaluate_predictions(
         results.update(alignment_report(scores, explanations, verdict_format=verdict_format, threshold=threshold))
         stated = [(verdict_format or VerdictFormat()).read(text) for text in explanations]
         results["disagreements"] = int(np.sum(np.array(stated) != head_labels(scores, threshold)))
-    results["reliability"] = report["reliability"]
     if calibration is not None:
         raw = classification_report(positive_scores(calibration.uncalibrated(probabilities)), labels)
-        results["before_calibration"] = {**{key: raw[key] for key in CALIBRATION_KEYS}, "reliability": raw["reliability"]}
+        results["before_calibration"] = {key: raw[key] for key in (*CALIBRATION_KEYS, "reliability")}
     return results
 
 
@@ -82,9 +72,8 @@ def evaluate_model(
     model, tokenizer, rows: Dataset, prompt_template: PromptTemplate, *, calibration: Calibration | None = None,
     batch_size: int = 8, max_new_tokens: int = 128,
 ) -> tuple[dict, list[dict]]:
-    """Predict `rows` (probability and explanation, at the model's stored rule) and score them with
-    `evaluate_predictions`; also how long prediction took and the mean probability per class. Returns the numbers
-    and the `predict` records."""
+    """Predict `rows` at the model's stored rule and score them with `evaluate_predictions` (plus `predict_seconds`
+    and `mean_probability` per class); returns the numbers and the `predict` records."""
     started = time.time()
     records = predict(model, tokenizer, rows["prompt"], prompt_template=prompt_template, batch_size=batch_size,
                       max_new_tokens=max_new_tokens)

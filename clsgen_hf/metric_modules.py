@@ -1,15 +1,6 @@
-"""The alignment metrics as `evaluate` modules: loading, offline install, Hub Spaces.
-
-`evaluate_metrics/<name>/` holds one self-contained evaluate module per metric (module, card, requirements,
-Gradio app). This file makes them usable three ways:
-
-- `load_metric(name)` loads by file path, so a Hub Space of the same name can never shadow the local code;
-- `install_metrics()` copies them into evaluate's modules cache, where `evaluate.load("clsgen/<name>")` finds them
-  with no network (`HF_HUB_OFFLINE=1`/`HF_EVALUATE_OFFLINE=1`), as if they had been downloaded from the Hub
-  (online, evaluate asks the Hub first: a Space of that name would win there, `load_metric` never);
-- `prepare_spaces()` / `push_spaces()` publish them as Hub Spaces, after which `evaluate.load("<namespace>/<name>")`
-  works online for anyone.
-"""
+"""The `evaluate` modules of `evaluate_metrics/<name>/`: loaded by path (`load_metric`, never shadowed by a Hub Space),
+installed into evaluate's cache for offline `evaluate.load("clsgen/<name>")` (`install_metrics`), or published as Hub
+Spaces (`prepare_spaces`, `push_spaces`)."""
 
 from __future__ import annotations
 
@@ -27,8 +18,7 @@ SPACE_FILES = ("{name}.py", "README.md", "requirements.txt", "app.py")
 
 
 def metrics_source_dir() -> Path:
-    """The `evaluate_metrics/` folder beside the package: the repository checkout's, or the one a wheel installs
-    next to `clsgen_hf/` in site-packages (pyproject: `packages.find` include `"evaluate_metrics*"`)."""
+    """The `evaluate_metrics/` folder beside the package (in a checkout, or next to `clsgen_hf/` in site-packages)."""
     folder = Path(__file__).resolve().parents[1] / "evaluate_metrics"
     if not all((folder / name / f"{name}.py").is_file() for name in METRIC_NAMES):
         raise FileNotFoundError(f"{folder} does not hold the metric modules {METRIC_NAMES}.")
@@ -49,9 +39,8 @@ def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
 def install_metrics(cache_dir: str | os.PathLike | None = None) -> list[Path]:
     """Place each metric where `evaluate.load("clsgen/<name>")` finds it offline; returns the installed files.
 
-    evaluate 0.4.6 resolves "namespace/name" as a local folder, then a Hub Space, then (network failing or off) the
-    newest copy in `<HF_MODULES_CACHE>/evaluate_modules/metrics/<namespace>--<name>/<sha256 of the code>/<name>.py`,
-    the layout its Hub download writes. `cache_dir` defaults to evaluate's `HF_MODULES_CACHE`.
+    Offline, evaluate takes the newest copy in `<cache_dir>/evaluate_modules/metrics/<namespace>--<name>/<hash>/`, the
+    layout its Hub download writes. `cache_dir` defaults to evaluate's `HF_MODULES_CACHE`.
     """
     dynamic_modules = Path(init_dynamic_modules(hf_modules_cache=cache_dir))  # <cache>/evaluate_modules
     installed = []
@@ -68,10 +57,8 @@ def install_metrics(cache_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def prepare_spaces(out_dir: str | os.PathLike, namespace: str = NAMESPACE) -> list[Path]:
-    """Write one Hub Space folder per metric (module, card, requirements.txt, app.py) under `out_dir`.
-
-    The app loads `"<namespace>/<name>"`, so prepare for the namespace the Spaces will be pushed to.
-    """
+    """Write one Hub Space folder per metric (module, card, requirements.txt, app.py) under `out_dir`, its app loading
+    `"<namespace>/<name>"` (the namespace the Spaces will be pushed to)."""
     folders = []
     for name in METRIC_NAMES:
         folder = Path(out_dir) / name

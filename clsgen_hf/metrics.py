@@ -13,15 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    cohen_kappa_score,
-    f1_score,
-    log_loss,
-    precision_recall_curve,
-    roc_auc_score,
-)
+from sklearn.metrics import (average_precision_score, brier_score_loss, cohen_kappa_score, f1_score, log_loss,
+                             precision_recall_curve, roc_auc_score)
 
 from .verdicts import NO_VERDICT, VerdictFormat
 
@@ -112,10 +105,7 @@ def rli(probabilities: ArrayLike, verdicts: ArrayLike, *, threshold: float = 0.5
 
 
 def alignment_report(
-    probabilities: ArrayLike,
-    explanations: Sequence[str | None],
-    *,
-    verdict_format: VerdictFormat | None = None,
+    probabilities: ArrayLike, explanations: Sequence[str | None], *, verdict_format: VerdictFormat | None = None,
     threshold: float = 0.5,
 ) -> dict[str, float | int]:
     """`auroc_alignment`, `r_lkappa`, `rli` and `readability` (with `n`, `n_unreadable`) from raw explanations.
@@ -176,13 +166,8 @@ def expected_calibration_error(probabilities: ArrayLike, labels: ArrayLike, *, n
 
 
 def classification_report(
-    probabilities: ArrayLike,
-    labels: ArrayLike,
-    *,
-    threshold: float | None = None,
-    validation_probabilities: ArrayLike | None = None,
-    validation_labels: ArrayLike | None = None,
-    n_bins: int = 10,
+    probabilities: ArrayLike, labels: ArrayLike, *, threshold: float | None = None,
+    validation_probabilities: ArrayLike | None = None, validation_labels: ArrayLike | None = None, n_bins: int = 10,
 ) -> dict:
     """`auroc`, `auprc`, `f1` (at 0.5; macro argmax for N classes), `brier`, `ece`, `log_loss`, `n` and `reliability`
     of the head's probabilities against gold labels.

@@ -15,7 +15,7 @@ SUMMARY_KEYS = ("auroc", "f1", "auroc_alignment", "r_lkappa", "rli", "readabilit
 
 def results_record(results: dict, rule: dict, train_rows: Dataset, validation_rows: Dataset, test_rows: Dataset,
                    train_seconds: float) -> dict:
-    """`evaluate_model`'s numbers as saved: plots' curves dropped, the rule and the rows' counts and class shares added."""
+    """`evaluate_model`'s numbers as saved: curves dropped; the rule, the rows' counts and class shares added."""
     record = {key: value for key, value in results.items() if key not in ("reliability", "before_calibration")}
     before = results.get("before_calibration", {})
     shares = np.bincount(train_rows["label"], minlength=len(results["mean_probability"])) / len(train_rows)

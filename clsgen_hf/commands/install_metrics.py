@@ -1,4 +1,4 @@
-"""`clsgen-hf install-metrics`: make `evaluate.load("clsgen/<metric>")` work offline, or publish the metrics as Spaces."""
+"""`clsgen-hf install-metrics`: make `evaluate.load("clsgen/<metric>")` work offline, or publish Hub Spaces."""
 
 from __future__ import annotations
 

@@ -38,20 +38,16 @@ class PredictArguments:
     model: str = field(metadata={"help": "A CLSGen model folder (saved by `clsgen-hf train` or `clsgen-hf export`)."})
     input: str = field(metadata={"help": "The rows to predict: a .csv, .jsonl or .parquet file."})
     output: str = field(metadata={"help": "Where to write the predictions: a .jsonl or .csv file."})
-    text_fields: list[str] | None = field(
-        default=None, metadata={"help": "The column(s) holding the text, for the generic prompt template."}
-    )
-    prompt_template: str | None = field(
-        default=None, metadata={"help": "A prompt template JSON file (default: clsgen_prompt.json in the model folder)."}
-    )
+    text_fields: list[str] | None = field(default=None, metadata={"help": "The text column(s), for the generic "
+                                          "prompt template."})
+    prompt_template: str | None = field(default=None, metadata={"help": "A prompt template JSON file (default: "
+                                        "clsgen_prompt.json in the model folder)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per batch."})
     max_new_tokens: int = field(default=128, metadata={"help": "Explanation budget in tokens (0: probabilities only)."})
-    max_prompt_tokens: int | None = field(
-        default=None, metadata={"help": "The token budget rows are fitted to (default: the template's, from training)."}
-    )
-    threshold: float | None = field(
-        default=None, metadata={"help": "Binary decision threshold (default: the model's config.cls_threshold)."}
-    )
+    max_prompt_tokens: int | None = field(default=None, metadata={"help": "The token budget rows are fitted to "
+                                          "(default: the template's, from training)."})
+    threshold: float | None = field(default=None, metadata={"help": "Binary decision threshold (default: the model's "
+                                    "config.cls_threshold)."})
 
 
 def main(argv: list[str] | None = None) -> int:

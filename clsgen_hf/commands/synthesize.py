@@ -15,7 +15,6 @@ input exits with 2.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,30 +32,21 @@ CLINIFACT_PREFIX = "clinifact:"
 class SynthesizeArguments:
     """What to explain and where the explanations go."""
 
-    input: str = field(
-        metadata={"help": "A .csv, .jsonl or .parquet file (with --text_fields), or clinifact:<folder with the "
-                  "CliniFact CSVs>."}
-    )
+    input: str = field(metadata={"help": "A .csv, .jsonl or .parquet file (with --text_fields), or "
+                                 "clinifact:<folder with the CliniFact CSVs>."})
     output: str = field(metadata={"help": "The JSON Lines file to write (its metadata goes to <stem>.meta.json)."})
     clinifact_split: str = field(default="train", metadata={"help": "With clinifact:<folder>: the split to explain."})
-    clinifact_view: str = field(
-        default="binary", metadata={"help": "With clinifact:<folder>: 'binary' (evidence vs rest) or 'multiclass'."}
-    )
+    clinifact_view: str = field(default="binary", metadata={"help": "With clinifact:<folder>: 'binary' (evidence vs "
+                                "rest) or 'multiclass'."})
     max_rows: int | None = field(default=None, metadata={"help": "Explain only the first N rows."})
-    cache: str | None = field(
-        default=None, metadata={"help": "The teacher's answer cache (default: <output stem>.cache.jsonl)."}
-    )
-    tokenizer: str | None = field(
-        default=None,
-        metadata={"help": "The classifier's tokenizer, counting --max_prompt_tokens (default: the embedded SmolLM2)."},
-    )
-    verdict_follow_up: bool = field(
-        default=True,
-        metadata={"help": "When an answer states no verdict, ask the teacher for its final answer (else drop it)."},
-    )
-    min_words: int = field(
-        default=MIN_WORDS, metadata={"help": "Keep only explanations with this many words besides the verdict line."}
-    )
+    cache: str | None = field(default=None, metadata={"help": "The teacher's answer cache (default: <output "
+                              "stem>.cache.jsonl)."})
+    tokenizer: str | None = field(default=None, metadata={"help": "The classifier's tokenizer, counting "
+                                  "--max_prompt_tokens (default: the embedded SmolLM2)."})
+    verdict_follow_up: bool = field(default=True, metadata={"help": "When an answer states no verdict, ask the "
+                                    "teacher for its final answer (else drop it)."})
+    min_words: int = field(default=MIN_WORDS, metadata={"help": "Keep only explanations with this many words besides "
+                           "the verdict line."})
     seed: int = field(default=0, metadata={"help": "Random seed of the sampled re-asks (a local teacher)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
@@ -134,7 +124,3 @@ def load_input(args: SynthesizeArguments, prompt_args: PromptArguments):
     if args.max_rows is not None:
         dataset = dataset.select(range(min(args.max_rows, len(dataset))))
     return dataset, template
-
-
-if __name__ == "__main__":
-    sys.exit(main())
