@@ -1,16 +1,14 @@
-"""`CLSGenTrainer`: joint LoRA fine-tuning of the LM head (explanations) and the classification head (probability).
+"""`CLSGenTrainer`: TRL's `SFTTrainer` training both heads of a `LlamaForCLSGen` from one backbone pass.
 
-Built on TRL's `SFTTrainer` (LoRA through `peft_config`, chat templates, logging, checkpoints) with the parts that
-cannot serve two heads replaced: dataset preparation keeps the class label and the last-prompt-token position, the
-collator passes them on, and `compute_loss` runs the backbone once for both losses instead of TRL's fused LM-head
-path (which has no hidden state to classify). `LlamaForCLSGen` itself only projects the explanation tokens through
-`lm_head`, so no full-vocabulary logits are built for prompt positions.
+Dataset preparation keeps each row's class label and last prompt token, and `compute_loss` replaces TRL's fused
+LM-head path, which leaves no hidden state to classify.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from peft import PeftModel
+from peft import PeftModel, get_peft_model
 from transformers import EvalPrediction
 from trl import SFTTrainer
+from trl.trainer.utils import pad
 
 from .clsgen_config import CLSGenConfig
 from .errors import UsageError
@@ -32,8 +31,6 @@ from .prompt_template import encode_example
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("prompt", "completion")
-
 
 @dataclass
 class DataCollatorForCLSGen:
@@ -44,25 +41,18 @@ class DataCollatorForCLSGen:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids = [torch.tensor(e["input_ids"]) for e in examples]
+        multiple = self.pad_to_multiple_of
         return {
-            "input_ids": self._pad(input_ids, self.pad_token_id),
-            "attention_mask": self._pad([torch.ones_like(x) for x in input_ids], 0),
-            "labels": self._pad([torch.tensor(e["labels"]) for e in examples], -100),
+            "input_ids": pad(input_ids, self.pad_token_id, pad_to_multiple_of=multiple),
+            "attention_mask": pad([torch.ones_like(x) for x in input_ids], 0, pad_to_multiple_of=multiple),
+            "labels": pad([torch.tensor(e["labels"]) for e in examples], -100, pad_to_multiple_of=multiple),
             "cls_positions": torch.tensor([e["cls_positions"] for e in examples]),
             "cls_labels": torch.tensor([e["cls_labels"] for e in examples]),
         }
 
-    def _pad(self, rows: list[torch.Tensor], value: int) -> torch.Tensor:
-        padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)  # (B, T), right side
-        if self.pad_to_multiple_of:
-            extra = -padded.shape[1] % self.pad_to_multiple_of
-            padded = torch.nn.functional.pad(padded, (0, extra), value=value)
-        return padded
-
 
 def class_head_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
-    """AUROC, F1 and log-loss of the classification head on the eval set (no generation needed), scored by
-    `evaluate_predictions` as the recipe and the benchmark score their test rows."""
+    """AUROC, F1 and log-loss of the classification head on the eval set, scored as the recipe scores test rows."""
     probabilities = torch.from_numpy(np.asarray(eval_pred.predictions, dtype=np.float32)).softmax(-1).numpy()
     results = evaluate_predictions([{"probability": row} for row in probabilities], np.asarray(eval_pred.label_ids))
     return {key: results[key] for key in ("auroc", "f1", "log_loss")}
@@ -73,7 +63,6 @@ class CLSGenTrainer(SFTTrainer):
 
     Args:
         model: a [`LlamaForCLSGen`] (or a path to one, or to any Llama causal LM: the `score` head is then new).
-        args: a [`CLSGenConfig`].
         train_dataset: rows with `prompt` (chat messages or text), `completion` (the explanation ending in its verdict,
             messages or text) and an integer label column (`args.label_column`).
         eval_dataset: same form; evaluation reports the class head's AUROC, F1 and log-loss.
@@ -92,9 +81,8 @@ class CLSGenTrainer(SFTTrainer):
     """
 
     _tag_names = ["trl", "clsgen"]
-    _name = "CLSGen"  # the card and its citation of arXiv 2604.11801: `create_model_card` (clsgen_hf.model_card)
-    # `compute_loss` scales both losses for gradient accumulation itself
-    loss_is_scaled_for_ga = True
+    _name = "CLSGen"
+    loss_is_scaled_for_ga = True  # `compute_loss` scales both losses for gradient accumulation itself
 
     def __init__(self, model, args: CLSGenConfig | None = None, *, peft_config=None, compute_metrics=None, **kwargs):
         if args is None:
@@ -108,15 +96,12 @@ class CLSGenTrainer(SFTTrainer):
             model = load_model(model, **(args.model_init_kwargs or {}))
         self.num_labels = model.config.num_labels  # needed by `_prepare_dataset`, which runs inside `super().__init__`
         if args.class_weights is not None and len(args.class_weights) != self.num_labels:
-            raise ValueError(
-                f"`class_weights` has {len(args.class_weights)} values but the model has {self.num_labels} labels."
-            )
+            raise ValueError(f"`class_weights` has {len(args.class_weights)} values but the model has "
+                             f"{self.num_labels} labels.")
         if args.init_head_bias_from_prior and isinstance(kwargs.get("train_dataset"), Dataset):
             _init_head_bias_from_prior(model, kwargs["train_dataset"], args.label_column)
-        if peft_config is not None:
-            modules = list(peft_config.modules_to_save or [])
-            if "score" not in modules:
-                peft_config.modules_to_save = modules + ["score"]
+        if peft_config is not None and "score" not in (peft_config.modules_to_save or []):
+            peft_config.modules_to_save = [*(peft_config.modules_to_save or []), "score"]
         if kwargs.get("data_collator") is None:
             tokenizer = kwargs.get("processing_class")
             if tokenizer is None:
@@ -125,7 +110,7 @@ class CLSGenTrainer(SFTTrainer):
         super().__init__(
             model, args, peft_config=peft_config, compute_metrics=compute_metrics or class_head_metrics, **kwargs
         )
-        self._class_weights = None if args.class_weights is None else torch.tensor(args.class_weights)
+        self._class_weights = torch.tensor(args.class_weights or [1.0] * self.num_labels, dtype=torch.float32)
         self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
         self._check_sharding()
         self.model_card_data = CLSGenCardData(tags=list(self._tag_names))  # filled by the callback as training goes
@@ -133,14 +118,11 @@ class CLSGenTrainer(SFTTrainer):
 
     def _check_sharding(self) -> None:
         """Refuse the sharded setups that would train `score` other than in float32, or not shard at all."""
-        import os
-
         requested = bool(self.args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
         if requested and not self.is_fsdp_enabled:
             raise UsageError(
-                f"FSDP was requested but accelerate runs this job as {self.accelerator.distributed_type.value} "
-                "(accelerate shards with FSDP on GPUs only): on CPU launch with "
-                "examples/accelerate_configs/cpu_2proc.yaml, or drop `fsdp`."
+                f"FSDP was requested but accelerate runs this job as {self.accelerator.distributed_type.value} (FSDP "
+                "shards on GPUs only): on CPU launch with examples/accelerate_configs/cpu_2proc.yaml, or drop `fsdp`."
             )
         if not self.is_fsdp_enabled:
             return
@@ -153,10 +135,9 @@ class CLSGenTrainer(SFTTrainer):
         policy = plugin.mixed_precision_policy
         if policy is not None and policy.param_dtype not in (None, torch.float32):
             raise UsageError(
-                f"FSDP2 with mixed_precision={self.accelerator.mixed_precision!r} computes every unit, `score` "
-                "included, in that dtype: train with `--bf16 false` (and `mixed_precision: 'no'` in the accelerate "
-                "config) and load the backbone in bfloat16 (`--dtype bfloat16`); FSDP2 then keeps each parameter's "
-                "dtype and `score` stays float32."
+                f"FSDP2 with mixed_precision={self.accelerator.mixed_precision!r} computes `score` in that dtype too: "
+                "train with `--bf16 false` (`mixed_precision: 'no'` in the accelerate config) and load the backbone "
+                "with `--dtype bfloat16`; FSDP2 then keeps each parameter's dtype and `score` stays float32."
             )
 
     def create_optimizer(self, model=None):
@@ -164,7 +145,7 @@ class CLSGenTrainer(SFTTrainer):
         optimizer = super().create_optimizer(model)
         if self.args.head_learning_rate is None:
             return optimizer
-        head = {id(p) for name, p in (model or self.model).named_parameters() if _is_head(name)}
+        head = {id(p) for name, p in (model or self.model).named_parameters() if "score" in name.split(".")}
         for group in list(optimizer.param_groups):
             head_params = [p for p in group["params"] if id(p) in head]
             if head_params:
@@ -173,8 +154,7 @@ class CLSGenTrainer(SFTTrainer):
         return optimizer
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Trainer's batches of one optimizer step, and the class weight they hold in all (on every rank), which
-        normalises the class loss as `num_items_in_batch` normalises the token loss."""
+        """Also total the step's class weight (all ranks): it normalises the class loss as `num_items_in_batch` does."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         total = sum((self._row_weights(batch["cls_labels"]).sum() for batch in batch_samples), torch.tensor(0.0))
         total = total.to(device)
@@ -184,91 +164,65 @@ class CLSGenTrainer(SFTTrainer):
         return batch_samples, num_items_in_batch
 
     def _row_weights(self, cls_labels: torch.Tensor) -> torch.Tensor:
-        if self._class_weights is None:
-            return torch.ones(cls_labels.shape, dtype=torch.float32, device=cls_labels.device)
         return self._class_weights.to(cls_labels.device)[cls_labels]
 
-    # ------------------------------------------------------------------ data
     def _prepare_dataset(self, dataset, processing_class, args: CLSGenConfig, packing, formatting_func, dataset_name):
         """Validate the rows and tokenize them into CLSGen features (see `clsgen_hf.prompt_template.encode_example`)."""
         if not isinstance(dataset, Dataset):
             raise TypeError(f"The {dataset_name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
         if "cls_positions" in dataset.column_names:  # already prepared
             return dataset
-        self._check_rows(dataset, args.label_column, self.num_labels, dataset_name)
+        self._check_rows(dataset, args.label_column, dataset_name)
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
 
-        def encode(batch):
-            encoded = [encode_example(tokenizer, prompt, completion, args.max_length)
-                       for prompt, completion in zip(batch["prompt"], batch["completion"], strict=True)]
-            return {
-                "input_ids": [e.input_ids for e in encoded],
-                "labels": [e.labels for e in encoded],
-                "cls_positions": [e.cls_position for e in encoded],
-                "cls_labels": batch[args.label_column],
-                "truncated": [e.truncated for e in encoded],
-            }
+        def encode(row):
+            example = encode_example(tokenizer, row["prompt"], row["completion"], args.max_length)
+            return {"input_ids": example.input_ids, "labels": example.labels, "cls_positions": example.cls_position,
+                    "cls_labels": row[args.label_column], "truncated": example.truncated}
 
-        prepared = dataset.map(
-            encode,
-            batched=True,
-            remove_columns=dataset.column_names,
-            num_proc=args.dataset_num_proc,
-            desc=f"Tokenizing {dataset_name} dataset",
-        )
+        prepared = dataset.map(encode, remove_columns=dataset.column_names, num_proc=args.dataset_num_proc,
+                               desc=f"Tokenizing {dataset_name} dataset")
         n_truncated = sum(prepared["truncated"])
         if n_truncated:
-            logger.warning(
-                "%d of %d %s rows exceed max_length=%d: the end of their explanation was cut (the prompt is kept "
-                "whole, as inference sees it).", n_truncated, len(prepared), dataset_name, args.max_length,
-            )
+            logger.warning("%d of %d %s rows exceed max_length=%d: the end of their explanation was cut (the prompt "
+                           "is kept whole, as inference sees it).", n_truncated, len(prepared), dataset_name,
+                           args.max_length)
         prepared = prepared.remove_columns("truncated")
         if args.shuffle_dataset:
             prepared = prepared.shuffle(seed=args.seed)
         return prepared
 
-    @staticmethod
-    def _check_rows(dataset: Dataset, label_column: str, num_labels: int, dataset_name: str) -> None:
-        if len(dataset) == 0:
-            raise ValueError(f"The {dataset_name} dataset is empty: nothing to train or evaluate on.")
-        present = dataset.column_names
-        for column in (*REQUIRED_COLUMNS, label_column):
+    def _check_rows(self, dataset: Dataset, label_column: str, dataset_name: str) -> None:
+        present, num_labels = dataset.column_names, self.num_labels
+        for column in ("prompt", "completion", label_column):
             if column not in present:
-                raise ValueError(
-                    f"The {dataset_name} dataset has no `{column}` column; CLSGen needs `prompt`, `completion` and "
-                    f"`{label_column}`. Columns present: {present}."
-                )
-        bad = Counter(label for label in dataset[label_column] if not (isinstance(label, int) and 0 <= label < num_labels))
+                raise ValueError(f"The {dataset_name} dataset has no `{column}` column; CLSGen needs `prompt`, "
+                                 f"`completion` and `{label_column}`. Columns present: {present}.")
+        labels = dataset[label_column]
+        bad = Counter(label for label in labels if not (isinstance(label, int) and 0 <= label < num_labels))
         if bad:
-            raise ValueError(
-                f"The {dataset_name} dataset has labels outside the model's label set [0, {num_labels}): "
-                + ", ".join(f"{value!r} ({count} rows)" for value, count in bad.most_common())
-                + ". Map them to integer ids first (e.g. with `label2id`)."
-            )
-        empty = [i for i, c in enumerate(dataset["completion"]) if not _text_of(c).strip()]
+            found = ", ".join(f"{value!r} ({count} rows)" for value, count in bad.most_common())
+            raise ValueError(f"The {dataset_name} dataset has labels outside the model's label set [0, {num_labels}): "
+                             f"{found}. Map them to integer ids first (e.g. with `label2id`).")
+        texts = (c if isinstance(c, str) else "".join(m.get("content", "") for m in c) for c in dataset["completion"])
+        empty = [i for i, text in enumerate(texts) if not text.strip()]
         if empty:
-            raise ValueError(
-                f"The {dataset_name} dataset has empty completions (no explanation to learn) at rows "
-                f"{empty[:20]}{' ...' if len(empty) > 20 else ''} ({len(empty)} rows)."
-            )
+            raise ValueError(f"The {dataset_name} dataset has empty completions (no explanation to learn) at rows "
+                             f"{empty[:20]}{' ...' if len(empty) > 20 else ''} ({len(empty)} rows).")
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             self._signature_columns = ["input_ids", "labels", "cls_positions", "cls_labels"]
 
-    # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """`lm_loss_weight * lm_loss + cls_loss_weight * cls_loss`, from one backbone pass.
-
-        Both are normalised over the whole accumulated batch, so results do not depend on how a batch is split: the
-        LM loss by its token count (`num_items_in_batch`), the class loss by its total class weight (the row count
-        without `class_weights`), across ranks when `average_tokens_across_devices` is on.
-        """
+        """`lm_loss_weight * lm_loss + cls_loss_weight * cls_loss` from one backbone pass, both normalised over the
+        whole step (tokens: `num_items_in_batch`, rows: their class weight): how a batch is split cannot matter."""
         mode = "train" if self.model.training else "eval"
         cls_labels = inputs.pop("cls_labels")
         outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
         row_weights = self._row_weights(cls_labels)
-        weighted = (row_weights * torch.nn.functional.cross_entropy(outputs.cls_logits, cls_labels, reduction="none")).sum()
+        per_row = torch.nn.functional.cross_entropy(outputs.cls_logits, cls_labels, reduction="none")
+        weighted = (row_weights * per_row).sum()
         cls_loss = weighted / row_weights.sum()  # this micro-batch's weighted mean, for the logs
         cls_objective = cls_loss
         if mode == "train" and self._cls_weight_total is not None:
@@ -276,14 +230,11 @@ class CLSGenTrainer(SFTTrainer):
             if self.args.average_tokens_across_devices:  # the weight total spans all ranks, DDP averages gradients
                 cls_objective = cls_objective * self.accelerator.num_processes
 
-        steps = self.current_gradient_accumulation_steps if mode == "train" else 1
-        lm_loss = outputs.lm_loss
-        local_tokens = (inputs["labels"][:, 1:] != -100).sum()
+        lm_loss = lm_mean = outputs.lm_loss
         if num_items_in_batch is None:
-            lm_mean = lm_loss
-            lm_loss = lm_loss / steps
+            lm_loss = lm_loss / (self.current_gradient_accumulation_steps if mode == "train" else 1)
         else:
-            lm_mean = lm_loss * num_items_in_batch / local_tokens.clamp(min=1)
+            lm_mean = lm_loss * num_items_in_batch / (inputs["labels"][:, 1:] != -100).sum().clamp(min=1)
             if self.args.average_tokens_across_devices:  # the token count spans all ranks, DDP averages gradients
                 lm_loss = lm_loss * self.accelerator.num_processes
         loss = self.args.lm_loss_weight * lm_loss + self.args.cls_loss_weight * cls_objective
@@ -297,7 +248,6 @@ class CLSGenTrainer(SFTTrainer):
         outputs.cls_labels = cls_labels
         return (loss, outputs) if return_outputs else loss
 
-    # ------------------------------------------------------------------ saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming)."""
         if not _internal_call:
@@ -308,23 +258,14 @@ class CLSGenTrainer(SFTTrainer):
         output_dir = output_dir or self.args.output_dir
         state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None  # every rank
         if self.args.should_save:
-            merged = (copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)).merge_and_unload()
-            merged.save_pretrained(output_dir)
+            merged = copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)
+            merged.merge_and_unload().save_pretrained(output_dir)
             self.processing_class.save_pretrained(output_dir)
             logger.info("Saved the merged model to %s", output_dir)
 
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-        output_dir: str | None = None,
-    ):
-        """Write `model_card_data` as the CLSGen model card (`README.md`) into `output_dir` (default
-        `args.output_dir`), with the evaluation numbers of `<output_dir>/clsgen_results.json` when present.
-
-        Replaces TRL's card, whose template is looked up inside `trl/templates/` only.
-        """
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
+                          tags: str | list[str] | None = None, output_dir: str | None = None):
+        """Write the CLSGen model card into `output_dir` (TRL looks its card templates up in `trl/templates/` only)."""
         if self.is_world_process_zero():
             write_trainer_card(self, output_dir or self.args.output_dir, model_name=model_name,
                                dataset_name=dataset_name, tags=tags)
@@ -340,10 +281,8 @@ class CLSGenTrainer(SFTTrainer):
 
 
 def _unsharded_copy(model: PeftModel, state_dict: dict[str, torch.Tensor]) -> PeftModel:
-    """A plain (unsharded) copy of an FSDP2-sharded PEFT model built from its full state dict: FSDP modules cannot be
-    deep-copied, and merging must not touch the sharded model that training goes on with."""
-    from peft import get_peft_model
-
+    """A plain copy of an FSDP2-sharded PEFT model from its full state dict: FSDP modules cannot be deep-copied, and
+    merging must not touch the sharded model that training goes on with."""
     base = model.get_base_model()
     with torch.device("meta"):
         copy_ = get_peft_model(type(base)(base.config), copy.deepcopy(model.peft_config[model.active_adapter]))
@@ -351,7 +290,8 @@ def _unsharded_copy(model: PeftModel, state_dict: dict[str, torch.Tensor]) -> Pe
     tied = set(getattr(base, "all_tied_weights_keys", None) or {})
     missing = [key for key in missing if key.removeprefix("base_model.model.") not in tied]
     if missing or unexpected:
-        raise RuntimeError(f"The gathered FSDP state dict does not fit the model: missing {missing}, unexpected {unexpected}.")
+        raise RuntimeError(f"The gathered FSDP state dict does not fit the model: missing {missing}, "
+                           f"unexpected {unexpected}.")
     new_base = copy_.get_base_model()
     for name, buffer in base.named_buffers():  # non-persistent buffers (rotary frequencies) are in no state dict
         owner, _, leaf = name.rpartition(".")
@@ -359,11 +299,6 @@ def _unsharded_copy(model: PeftModel, state_dict: dict[str, torch.Tensor]) -> Pe
             new_base.get_submodule(owner).register_buffer(leaf, buffer.detach().cpu(), persistent=False)
     new_base.tie_weights()
     return copy_
-
-
-def _is_head(parameter_name: str) -> bool:
-    """`score.weight`, `base_model.model.score.modules_to_save.default.bias` ...: the classification head."""
-    return "score" in parameter_name.split(".")
 
 
 def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> None:
@@ -378,12 +313,6 @@ def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> No
     with torch.no_grad():
         head.bias.copy_(((counts + 1.0) / (counts.sum() + head.out_features)).log())
     logger.info("Initialised the head's bias at the training class prior %s.", (counts / counts.sum()).tolist())
-
-
-def _text_of(completion) -> str:
-    if isinstance(completion, str):
-        return completion
-    return "".join(message.get("content", "") for message in completion)
 
 
 __all__ = ["CLSGenTrainer", "DataCollatorForCLSGen", "class_head_metrics"]
