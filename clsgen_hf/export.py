@@ -14,10 +14,14 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard
+from peft import PeftConfig, PeftModel
 from safetensors import SafetensorError, safe_open
+from transformers import AutoModel
+from transformers.dynamic_module_utils import custom_object_save
 
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
+from .loading import load_model, load_tokenizer
 from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table, read_json, write_json
 from .output_folders import check_output_dir, staged_output
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
@@ -25,7 +29,6 @@ from .prompt_template import PromptTemplate, default_prompt_template, encode_pro
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"checkpoint-\d+")
 VALIDATION_TEXTS = (
     "The treatment group improved markedly by week 12, while the placebo group did not change.",
     "No difference between the two arms was observed for the primary outcome.",
@@ -56,7 +59,6 @@ class ExportReport:
     out_dir: Path
     form: str
     source: Path
-    base_model: str | None
     files: list[str]
     evaluation_table: str
     validated: bool = False
@@ -102,7 +104,7 @@ def inspect_source(path: str | os.PathLike) -> SourceFolder:
             "`modules_to_save`)." if kind == "adapter" else "it is a Llama model without a `score` head (a plain "
             "causal LM, not a trained CLSGen model); train it with `clsgen-hf train` or `CLSGenTrainer` first."))
     source = SourceFolder(path, kind, heads[0])
-    if _CHECKPOINT.fullmatch(path.name):
+    if re.fullmatch(r"checkpoint-\d+", path.name):
         state = read_json(path / "trainer_state.json") or {}
         best = state.get("best_model_checkpoint")
         source.run_dir = path.parent
@@ -184,7 +186,7 @@ def export_model(
         if results:
             write_json(staging / RESULTS_FILE, results)
         card.to_model_card().save(staging / "README.md")
-        report = ExportReport(out, card.form, src.path, card.base_model, sorted(p.name for p in staging.iterdir()),
+        report = ExportReport(out, card.form, src.path, sorted(p.name for p in staging.iterdir()),
                               evaluation_table(results))
         if validate:
             exported, report.loaded_class = _reload(staging, merge, base_source)
@@ -199,10 +201,6 @@ def export_model(
 def load_source(src: SourceFolder, base_model: str | os.PathLike | None = None):
     """(model, tokenizer, prompt template or `None`, base source or `None`): the CLSGen model of a model folder, or
     the base model with the adapter on it (a `PeftModel`); loading failures become a `UsageError`."""
-    from peft import PeftConfig, PeftModel
-
-    from .loading import load_model, load_tokenizer
-
     template = PromptTemplate.in_folder(src.path) or PromptTemplate.in_folder(src.run_dir)
     if src.kind == "model":
         try:
@@ -267,8 +265,6 @@ def _results(src: SourceFolder, results: str | os.PathLike | dict | None) -> dic
 
 
 def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
-    from transformers.dynamic_module_utils import custom_object_save
-
     model.peft_config[model.active_adapter].base_model_name_or_path = base_model
     model.save_pretrained(folder)
     base = model.get_base_model()
@@ -285,8 +281,6 @@ def set_generation_tokens(model, tokenizer) -> None:
 
 def _reload(folder: Path, merged: bool, base_source):
     """The exported folder as its users load it: `AutoModel` (merged) or PEFT on the base model (adapter)."""
-    from transformers import AutoModel
-
     if merged:
         model = AutoModel.from_pretrained(folder).eval()
         return model, f"{type(model).__module__}.{type(model).__name__}"

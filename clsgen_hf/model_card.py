@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import is_peft_model
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index
 from transformers import TrainerCallback
@@ -31,19 +32,10 @@ SYNTHESIS_FILE = "explanations.meta.json"  # written next to `explanations.jsonl
 # The embedded default model (`clsgen_hf.loading.default_model_path`) is a GGUF export of this Hub model.
 EMBEDDED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# (results key, name in the card, model-index metric type, what it measures)
+# (results key, name in the card, model-index metric type); the template says what each measures
 EVAL_METRICS = (
-    ("auroc", "AUROC", "roc_auc", "ranking quality of the head's probabilities against the gold labels (0.5 = chance, "
-     "higher is better)."),
-    ("f1", "F1", "f1", "of the head's labels against the gold labels (binary: positive class; N classes: macro)."),
-    ("auroc_alignment", "AUROC-Alignment", "auroc_alignment", "AUROC of the head's probabilities against the verdicts "
-     "of the model's own explanations (higher: explanations agree with the probabilities)."),
-    ("r_lkappa", "R-LKappa", "r_lkappa", "Cohen's kappa between the head's labels and the explanations' verdicts, over "
-     "readable explanations (1 = always agree, higher is better)."),
-    ("rli", "RLI", "rli", "reasoning-label inconsistency: share of readable explanations whose verdict differs from "
-     "the head's label (lower is better)."),
-    ("readability", "Readability", "readability", "share of explanations ending in a readable verdict (higher is "
-     "better)."),
+    ("auroc", "AUROC", "roc_auc"), ("f1", "F1", "f1"), ("auroc_alignment", "AUROC-Alignment", "auroc_alignment"),
+    ("r_lkappa", "R-LKappa", "r_lkappa"), ("rli", "RLI", "rli"), ("readability", "Readability", "readability"),
 )
 # (CLSGenConfig field, name in the card)
 TRAINING_FIELDS = (
@@ -133,7 +125,7 @@ def synthesis_summary(synthesis: dict[str, Any] | None) -> dict[str, Any] | None
 def evaluation_table(results: dict[str, Any] | None) -> str:
     """The card's evaluation table (markdown) of a results dict; empty when it holds none of the card's metrics."""
     rows = [(name, f"{results[key]:.3f}" if _finite(results[key]) else "n/a")
-            for key, name, _, _ in EVAL_METRICS if key in (results or {})]
+            for key, name, _ in EVAL_METRICS if key in (results or {})]
     if not rows:
         return ""
     return "\n".join(["| " + " | ".join(name for name, _ in rows) + " |", "|" + "---|" * len(rows),
@@ -184,7 +176,7 @@ class CLSGenCardData(ModelCardData):
                        (self.dataset_name or "held-out").lower().replace(" ", "-"),
                        dataset_name=self.dataset_name or "held-out test set", dataset_split=self.eval_split,
                        metric_type=metric_type, metric_name=name, metric_value=float(results[key]))
-            for key, name, metric_type, _ in EVAL_METRICS if _finite(results.get(key))
+            for key, name, metric_type in EVAL_METRICS if _finite(results.get(key))
         ]
         tags = ["clsgen", "trl", "text-classification", "custom_code", *(["lora"] if self.lora else []),
                 *(["peft"] if self.form == "adapter" else []), *(self.tags or [])]
@@ -220,7 +212,7 @@ class CLSGenCardData(ModelCardData):
             test_rows=results.get("test_rows") or results.get("n"), synthesis=self.synthesis,
             lora_rows=[(name, _show(lora[key])) for key, name in LORA_FIELDS if key in lora],
             training_rows=[(name, _show(training[key])) for key, name in TRAINING_FIELDS if key in training],
-            eval_rows=[{"name": name, "meaning": meaning} for key, name, _, meaning in EVAL_METRICS if key in results],
+            eval_names=[name for key, name, _ in EVAL_METRICS if key in results],
             eval_table=evaluation_table(results), eval_split=self.eval_split, versions=list(_versions().items()),
         )
 
@@ -237,14 +229,11 @@ class ModelCardCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from accelerate.utils import is_peft_model
-
         card, dataset = self.trainer.model_card_data, self.trainer.train_dataset
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         card.training = training_summary(args)
         card.lora = _summary(model.peft_config[model.active_adapter], LORA_FIELDS) if is_peft_model(model) else None
-        base = model.config._name_or_path  # a PEFT model's config is its base model's
-        card.base_model = card.base_model or (str(base) if base else None)
+        card.base_model = card.base_model or model.config._name_or_path or None  # a PEFT model's: its base model's
         card.train_rows = len(dataset) if dataset is not None else None
         synthesis = read_json(Path(args.output_dir) / SYNTHESIS_FILE) or _dataset_synthesis(dataset)
         card.synthesis = synthesis_summary(synthesis) or card.synthesis
@@ -257,8 +246,6 @@ class ModelCardCallback(TrainerCallback):
 def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: str | None = None,
                        dataset_name: str | None = None, tags: list[str] | str | None = None) -> Path:
     """Write the card of `trainer`'s model into `output_dir`, with the results and prompt template saved there."""
-    from accelerate.utils import is_peft_model
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     card, args = trainer.model_card_data, trainer.args

@@ -7,24 +7,16 @@ Folders carry the `modeling_clsgen.py`/`configuration_clsgen.py` of the release 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-
-from trl import TrlParser
 
 from ..errors import UsageError, report_usage_error
 
 
-@dataclass
-class RefreshCodeArguments:
-    """No options: the folders are given on the command line."""
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = TrlParser(RefreshCodeArguments, prog="clsgen-hf refresh-code", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="clsgen-hf refresh-code", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # no options: no TrlParser
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="saved CLSGen model folder(s)")
-    _, args = parser.parse_args_and_config(argv)
+    args = parser.parse_args(argv)
     from ..remote_code import MODELING_VERSION, refresh_code
 
     for folder in args.folders:
