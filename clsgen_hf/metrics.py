@@ -203,14 +203,6 @@ def classification_report(
 
 
 __all__ = [
-    "alignment_report",
-    "auroc_alignment",
-    "classification_report",
-    "expected_calibration_error",
-    "head_labels",
-    "positive_scores",
-    "r_lkappa",
-    "reliability_curve",
-    "rli",
-    "tune_threshold",
+    "alignment_report", "auroc_alignment", "classification_report", "expected_calibration_error", "head_labels",
+    "positive_scores", "r_lkappa", "reliability_curve", "rli", "tune_threshold",
 ]

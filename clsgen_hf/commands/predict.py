@@ -89,8 +89,10 @@ def run(args: PredictArguments) -> list[dict]:
     records = predict(model, tokenizer, inputs, prompt_template=template, batch_size=args.batch_size,
                       max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                       threshold=args.threshold)
-    outputs = [{**_keep_clear_of(row, record), **record} for row, record in zip(rows, records)]
-    write_rows(outputs, output, num_labels=model.config.num_labels)
+    # An input column that a prediction field would overwrite (e.g. a gold `label`) is kept as `input_<name>`.
+    outputs = [{**{(f"input_{key}" if key in record else key): value for key, value in row.items()}, **record}
+               for row, record in zip(rows, records)]
+    write_rows(outputs, output)
     logger.info("Predicted %d rows in %.1f s; wrote %s", len(rows), time.time() - started, output)
     if args.max_new_tokens > 0:
         logger.info("%d of %d explanations do not state the head's label (agrees=false): review those rows.",
@@ -98,7 +100,7 @@ def run(args: PredictArguments) -> list[dict]:
     return outputs
 
 
-def write_rows(rows: list[dict], path: Path, num_labels: int) -> None:
+def write_rows(rows: list[dict], path: Path) -> None:
     """Predictions as JSON Lines, or as CSV with one `probability_<i>` column per class."""
     from ..model_card import json_safe
 
@@ -107,11 +109,8 @@ def write_rows(rows: list[dict], path: Path, num_labels: int) -> None:
         with path.open("w", encoding="utf-8") as file:
             file.writelines(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
         return
-    flat = []
-    for row in rows:
-        row = dict(row)
-        probabilities = row.pop("probability")
-        flat.append({**row, **{f"probability_{i}": probabilities[i] for i in range(num_labels)}})
+    flat = [{**{key: value for key, value in row.items() if key != "probability"},
+             **{f"probability_{i}": p for i, p in enumerate(row["probability"])}} for row in rows]
     with path.open("w", encoding="utf-8", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for row in flat for key in row)))
         writer.writeheader()
@@ -136,8 +135,3 @@ def _prediction_input(row: dict, template, path: str, number: int) -> dict:
     if empty:
         raise UsageError(f"{path}, row {number}: the field(s) {', '.join(map(repr, empty))} are empty.")
     return {name: row[name] for name in template.fields}
-
-
-def _keep_clear_of(row: dict, record: dict) -> dict:
-    """`row` with the columns that a prediction field would overwrite (e.g. a gold `label`) renamed `input_<name>`."""
-    return {(f"input_{key}" if key in record else key): value for key, value in row.items()}
