@@ -242,9 +242,7 @@ def _source_card(src: SourceFolder, base_model: str | None) -> CLSGenCardData:
         if folder is not None and (folder / "README.md").is_file():
             card = ModelCard.load(folder / "README.md")
             if "clsgen" in card.data:
-                data = CLSGenCardData.from_card(card)
-                data.base_model = data.base_model or base_model
-                return data
+                return CLSGenCardData.from_card(card, base_model=card.data.get("base_model") or base_model)
     return CLSGenCardData(base_model=base_model)
 
 

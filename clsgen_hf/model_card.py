@@ -87,9 +87,8 @@ def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
     text = str(name_or_path)
     if DEFAULT_MODEL_PACKAGE in Path(text).parts:
         return EMBEDDED_BASE_MODEL
-    if os.path.exists(text) or text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith(".gguf"):
-        return None
-    return text
+    local = os.path.exists(text) or text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith(".gguf")
+    return None if local else text
 
 
 def _summary(values: Any, fields: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -165,8 +164,8 @@ class CLSGenCardData(ModelCardData):
     def from_card(cls, card: ModelCard, **overrides) -> CLSGenCardData:
         """The card data of a saved CLSGen card (`ModelCard.load`), with `overrides`."""
         facts = card.data.get("clsgen", {})
-        return cls(base_model=card.data.get("base_model"), datasets=card.data.get("datasets"),
-                   tags=card.data.get("tags"), **{**{key: facts.get(key) for key in CARD_FACTS}, **overrides})
+        hub = {key: card.data.get(key) for key in ("base_model", "datasets", "tags")}
+        return cls(**{**hub, **{key: facts.get(key) for key in CARD_FACTS}, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         results = self.results or {}
@@ -221,8 +220,8 @@ class CLSGenCardData(ModelCardData):
 
 
 class ModelCardCallback(TrainerCallback):
-    """Fills `trainer.model_card_data` from the run, as SetFit's callback does: training arguments, LoRA config, rows
-    and explanation synthesis when training begins, the step count as it goes."""
+    """Fills `trainer.model_card_data` when training begins, as SetFit's callback does: training arguments, LoRA
+    config, rows and explanation synthesis."""
 
     def __init__(self, trainer) -> None:
         super().__init__()
@@ -238,16 +237,11 @@ class ModelCardCallback(TrainerCallback):
         synthesis = read_json(Path(args.output_dir) / SYNTHESIS_FILE) or _dataset_synthesis(dataset)
         card.synthesis = synthesis_summary(synthesis) or card.synthesis
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.trainer.model_card_data.training is not None:
-            self.trainer.model_card_data.training["global_step"] = state.global_step
-
 
 def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: str | None = None,
                        dataset_name: str | None = None, tags: list[str] | str | None = None) -> Path:
     """Write the card of `trainer`'s model into `output_dir`, with the results and prompt template saved there."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     card, args = trainer.model_card_data, trainer.args
     model = trainer.accelerator.unwrap_model(trainer.model)
     card.model_name = model_name or (args.hub_model_id or output_dir.name).split("/")[-1]
@@ -256,6 +250,8 @@ def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: st
     card.tags = [*([tags] if isinstance(tags, str) else tags or []), *(card.tags or [])]
     card.form = "adapter" if is_peft_model(model) and not args.save_merged else "merged"
     card.config = model.config
+    if card.training is not None:
+        card.training["global_step"] = trainer.state.global_step
     card.results = read_json(output_dir / RESULTS_FILE)
     card.prompt_template = PromptTemplate.in_folder(output_dir)
     path = output_dir / "README.md"

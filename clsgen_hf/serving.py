@@ -20,7 +20,7 @@ from .output_folders import SERVING_FOLDERS, check_output_dir, staged_output
 
 
 CLSGEN_ONLY = {*LlamaCLSGenConfig.__dataclass_fields__} - {*LlamaConfig.__dataclass_fields__}
-_NOT_COPIED = {"auto_map", "clsgen_modeling_version", "model_type", "transformers_version", "architectures"}
+_NOT_COPIED = {"auto_map", "clsgen_modeling_version", "model_type", "transformers_version"}
 
 
 @dataclass
@@ -91,8 +91,7 @@ def _plain(model_class, model, exclude: tuple[str, ...], weights: dict | None = 
     """`model_class` with a plain Llama config and `model`'s tensors (shared) but those under `exclude`, plus
     `weights`."""
     data = {k: v for k, v in model.config.to_dict().items() if k not in CLSGEN_ONLY | _NOT_COPIED}
-    config = LlamaConfig(**{**data, **config_changes})
-    config.architectures = [model_class.__name__]
+    config = LlamaConfig(**{**data, **config_changes, "architectures": [model_class.__name__]})
     with torch.device("meta"):
         plain = model_class(config)
     kept = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith(exclude)}
@@ -103,12 +102,10 @@ def _plain(model_class, model, exclude: tuple[str, ...], weights: dict | None = 
 def _classifier(model, tokenizer, prompts: list[list[int]]):
     """(classifier, its tokenizer, `cls_logit_bias` or `None`).
 
-    CLSGen's probabilities are `softmax(scale * (W h + b) + bias)`, and transformers' classifier `score` has no bias
-    (nor can a bias-free map of the RMS-normalised `h` add one). So `score.weight = scale * W`, and `b' = scale * b +
-    bias` stays out: softmax ignores a shift common to all classes, so when `b' - b'[0]` is zero the classifier's own
-    softmax is calibrated; otherwise the config stores it as `cls_logit_bias`, for clients to add to the raw logits.
-    The classifier pools the rightmost non-pad token, so its pad token is the tokenizer's, else unk, eos or bos: the
-    first that no prompt ends in.
+    CLSGen's probabilities are `softmax(scale * (W h + b) + bias)`; transformers' `score` has no bias (nor can a
+    bias-free map of the RMS-normalised `h` add one). So `score.weight = scale * W`, and `b' = scale * b + bias`,
+    up to a shift common to all classes (which softmax ignores), goes to the config as `cls_logit_bias` unless zero.
+    The classifier pools the rightmost non-pad token: its pad is the first of pad, unk, eos, bos no prompt ends in.
     """
     config = model.config
     weight = model.score.weight.detach().double() * config.cls_logit_scale
