@@ -150,7 +150,7 @@ def export_model(
     Args:
         out_dir: a new or empty folder, or (with `overwrite`) one an earlier export wrote; never the source, a folder
             inside it or around it.
-        merge: write one merged `model.safetensors` (loadable with transformers alone); `False` writes the adapter.
+        merge: one merged `model.safetensors` (loadable with transformers alone), else the adapter.
         base_model: the base of an adapter whose `adapter_config.json` names none or one not on this machine.
         results: evaluation numbers for the card (a dict or a JSON file); default the run's `clsgen_results.json`,
             for a checkpoint only when it holds the run's final weights.

@@ -72,12 +72,8 @@ def predict(
 
 
 def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, labels: ArrayLike) -> float:
-    """Tune the binary decision threshold for F1 and store it as `model.config.cls_threshold` (saved with the model).
-
-    Args:
-        probabilities: positive-class probabilities `(n,)`, or per-class rows `(n, 2)`, of validation rows.
-        labels: their gold labels (0/1).
-    """
+    """Tune the binary decision threshold for F1 on validation rows (`probabilities`: positive-class `(n,)` or
+    per-class `(n, 2)`; `labels`: 0/1) and store it as `model.config.cls_threshold`, saved with the model."""
     probs = positive_scores(probabilities)
     if probs.ndim == 2:
         raise ValueError(f"Threshold tuning is for binary models; got {probs.shape[1]} classes.")
@@ -101,10 +97,8 @@ class _BatchPredictor:
         self.clsgen = hasattr(self.base, "classify_and_generate")
         classifier = max_new_tokens == 0 and type(self.base).__name__.endswith("ForSequenceClassification")
         if probability_from == "head" and not (self.clsgen or classifier):
-            raise TypeError(
-                f"{type(self.base).__name__} has no classification head; load a CLSGen model (LlamaForCLSGen), or "
-                "use probability_from='verdict' for a plain causal LM."
-            )
+            raise TypeError(f"{type(self.base).__name__} has no classification head; load a CLSGen model "
+                            "(LlamaForCLSGen), or use probability_from='verdict' for a plain causal LM.")
         self.tokenizer, self.verdict_format = tokenizer, verdict_format
         self.probability_from, self.max_new_tokens = probability_from, max_new_tokens
         self.threshold = getattr(self.base.config, "cls_threshold", 0.5) if threshold is None else threshold
@@ -181,10 +175,8 @@ def _verbalizer_token_ids(tokenizer, verdict_format: VerdictFormat) -> list[int]
         else:  # the prefix merges with the word: fall back to the word alone
             ids.append(tokenizer(f" {verdict_format.verbalizers[label]}", add_special_tokens=False)["input_ids"][0])
     if len(set(ids)) != len(ids):
-        raise ValueError(
-            f"The verbalizers {verdict_format.verbalizers} share a first token, so their next-token probabilities "
-            "cannot tell them apart; choose verbalizers that start differently."
-        )
+        raise ValueError(f"The verbalizers {verdict_format.verbalizers} share a first token, so their next-token "
+                         "probabilities cannot tell them apart; choose verbalizers that start differently.")
     return ids
 
 
@@ -219,9 +211,6 @@ class CLSGenPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model, tokenizer=None, **kwargs):
-        if tokenizer is None:
-            raise ValueError("The clsgen pipeline needs the model's tokenizer: pipeline('clsgen', model=..., "
-                             "tokenizer=...).")
         if tokenizer.pad_token is None or tokenizer.padding_side != "left":
             tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer), model.config.eos_token_id)
         kwargs.setdefault("prompt_template", PromptTemplate.in_folder(getattr(model, "name_or_path", None)))

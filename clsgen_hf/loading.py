@@ -75,11 +75,9 @@ def load_model(
     model_class: type[PreTrainedModel] = LlamaForCLSGen,
     **kwargs,
 ) -> PreTrainedModel:
-    """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file or the embedded default.
-
-    GGUF weights are dequantized (trainable, savable). GGUF maps tensor names by `model_type`, which it knows as
-    `llama` only, so a CLSGen config presents itself as such while the weights load (`score` is new).
-    """
+    """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file (dequantized) or the embedded
+    default. GGUF maps tensor names by `model_type`, which it knows as `llama` only, so a CLSGen config presents itself
+    as such while the weights load (`score` is new)."""
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
     if "gguf_file" not in source_kwargs:

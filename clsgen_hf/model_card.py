@@ -139,8 +139,7 @@ class CLSGenCardData(ModelCardData):
         base_model: the metadata gets its Hub id (`hub_base_model`); a local name is shown as text.
         datasets, dataset_name: the training data as Hub ids, and in words (e.g. "CliniFact").
         train_rows, training, lora, synthesis: the run's facts (`ModelCardCallback` fills them).
-        config: the model config: labels and `cls_threshold`.
-        results: evaluation numbers, as in `clsgen_results.json`; NaN marks an undefined number.
+        config, results: the model config (labels, `cls_threshold`) and its numbers (NaN: undefined).
         form: `"merged"` (one `model.safetensors`) or `"adapter"`; `repo_id`: what the usage snippet loads.
     """
 

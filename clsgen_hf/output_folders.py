@@ -65,8 +65,7 @@ def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
         raise UsageError(f"{out} is a file: choose a folder.")
     if not overwrite:
         raise UsageError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
-    what = _not_an_export(out)
-    if what:
+    if what := _not_an_export(out):
         raise UsageError(f"--overwrite replaces only a folder written by an export, and {out} {what}: move what you "
                          "want to keep, or choose another folder.")
 

@@ -10,8 +10,7 @@ Examples:
     clsgen-hf export --config export.yaml                               # the options (source, output_dir too) in YAML
 
 The merged folder loads with AutoModel.from_pretrained(folder, trust_remote_code=True), the adapter folder with PEFT
-on its base model (its README.md shows how); the export is reloaded so and its classification logits compared with
-the source's. `--format serving` writes standard architectures that engines such as vLLM serve (README: Serving).
+on its base model (its README.md shows how), the serving folders in engines such as vLLM (README: Serving).
 """
 
 from __future__ import annotations
