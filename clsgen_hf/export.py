@@ -97,7 +97,14 @@ def inspect_source(path: str | os.PathLike) -> SourceFolder:
         raise UsageError(f"{path} has pickled weights only ({', '.join(pickled)}), which export does not load; re-save "
                          "it with `save_pretrained` (safetensors)." if pickled else f"{path} has {config} but no "
                          "weights (safetensors).")
-    heads = [shape[0] for name, shape in _tensor_shapes(files).items() if name.endswith("score.weight")]
+    heads = []  # the rows of each `score` head, read from the safetensors headers
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as weights:
+                names = [name for name in weights.keys() if name.endswith("score.weight")]
+                heads += [weights.get_slice(name).get_shape()[0] for name in names]
+        except SafetensorError as error:
+            raise UsageError(f"{file} is truncated or corrupted (safetensors: {error}).") from None
     if not heads:
         raise UsageError(f"{path} holds no `score` head: " + (
             "it was not trained as a CLSGen adapter (CLSGenTrainer adds `score` to the LoRA config's "
@@ -111,17 +118,6 @@ def inspect_source(path: str | os.PathLike) -> SourceFolder:
         source.final = bool(state) and state.get("global_step", 0) >= state.get("max_steps", math.inf) and (
             best is None or Path(best).name == path.name)
     return source
-
-
-def _tensor_shapes(files: list[Path]) -> dict[str, list[int]]:
-    shapes = {}
-    for file in files:
-        try:
-            with safe_open(file, framework="pt") as weights:
-                shapes.update({name: weights.get_slice(name).get_shape() for name in weights.keys()})
-        except SafetensorError as error:
-            raise UsageError(f"{file} is truncated or corrupted (safetensors: {error}).") from None
-    return shapes
 
 
 def _load_config(folder: Path) -> LlamaCLSGenConfig:

@@ -65,10 +65,8 @@ def predict(
         generate_kwargs=generate_kwargs,
     )
     ids = encode_prompts(tokenizer, inputs, prompt_template, max_prompt_tokens)
-    records = []
-    for start in tqdm(range(0, len(ids), batch_size), desc="Predicting", disable=not show_progress, unit="batch"):
-        records.extend(predictor(ids[start : start + batch_size]))
-    return records
+    starts = tqdm(range(0, len(ids), batch_size), desc="Predicting", disable=not show_progress, unit="batch")
+    return [record for start in starts for record in predictor(ids[start : start + batch_size])]
 
 
 def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, labels: ArrayLike) -> float:

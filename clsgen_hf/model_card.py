@@ -125,10 +125,8 @@ def evaluation_table(results: dict[str, Any] | None) -> str:
     """The card's evaluation table (markdown) of a results dict; empty when it holds none of the card's metrics."""
     rows = [(name, f"{results[key]:.3f}" if _finite(results[key]) else "n/a")
             for key, name, _ in EVAL_METRICS if key in (results or {})]
-    if not rows:
-        return ""
     return "\n".join(["| " + " | ".join(name for name, _ in rows) + " |", "|" + "---|" * len(rows),
-                      "| " + " | ".join(value for _, value in rows) + " |"])
+                      "| " + " | ".join(value for _, value in rows) + " |"]) if rows else ""
 
 
 @dataclasses.dataclass
