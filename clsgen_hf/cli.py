@@ -1,5 +1,5 @@
 """The `clsgen-hf` command: one subcommand per job (as `trl` has), each `main(argv) -> int` in
-`clsgen_hf/commands/<name>.py`, imported only when it runs so that `clsgen-hf --help` stays fast."""
+`clsgen_hf/commands/<name>.py`, imported when it runs."""
 
 from __future__ import annotations
 

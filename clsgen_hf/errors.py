@@ -11,12 +11,6 @@ class UsageError(ValueError):
     """Bad input from the user: reported as one line, without a traceback, with exit status 2."""
 
 
-def report_usage_error(command: str, error: BaseException, status: int = 2) -> int:
-    """Print `error` as `clsgen-hf <command>: error: <message>` on stderr; returns the exit `status`."""
-    print(f"clsgen-hf {command}: error: {error}", file=sys.stderr)
-    return status
-
-
 def run_command(
     command: str,
     body: Callable[[], object],
@@ -24,14 +18,14 @@ def run_command(
     usage_errors: tuple[type[BaseException], ...] = (UsageError,),
     failures: tuple[type[BaseException], ...] = (),
 ) -> int:
-    """Run a command's `body`; returns its exit status: 2 (one line) for `usage_errors`, 1 for `failures`, else 0."""
+    """Run a command's `body`; returns its exit status: 2 for `usage_errors`, 1 for `failures` (each printed as
+    `clsgen-hf <command>: error: <message>` on stderr), else 0."""
     try:
         body()
-    except usage_errors as error:
-        return report_usage_error(command, error)
-    except failures as error:
-        return report_usage_error(command, error, status=1)
+    except (*usage_errors, *failures) as error:
+        print(f"clsgen-hf {command}: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, usage_errors) else 1
     return 0
 
 
-__all__ = ["UsageError", "report_usage_error", "run_command"]
+__all__ = ["UsageError", "run_command"]

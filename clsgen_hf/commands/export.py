@@ -22,7 +22,9 @@ from typing import Literal
 
 from trl import TrlParser
 
-from ..errors import UsageError, report_usage_error
+from ..errors import run_command
+from ..export import export_model
+from ..serving import export_serving
 
 
 @dataclass
@@ -66,18 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (paths.source and paths.output_dir):
         parser.error("give SOURCE and OUTPUT_DIR (on the command line, or as source/output_dir in --config)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ..export import export_model  # the heavy imports, after --help
-    from ..serving import export_serving
-
     options = dict(base_model=args.base_model, overwrite=args.overwrite, validate=args.validate, atol=args.atol)
-    try:
+
+    def export() -> None:
         if args.format == "serving":
-            report = export_serving(paths.source, paths.output_dir, **options)
+            print(export_serving(paths.source, paths.output_dir, **options))
         else:
-            report = export_model(paths.source, paths.output_dir, merge=args.format == "merged", results=args.results,
-                                  repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets,
-                                  **options)
-    except UsageError as error:
-        return report_usage_error("export", error)
-    print(report)
-    return 0
+            print(export_model(paths.source, paths.output_dir, merge=args.format == "merged", results=args.results,
+                               repo_id=args.repo_id, dataset_name=args.dataset_name, datasets=args.datasets,
+                               **options))
+
+    return run_command("export", export)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UsageError, report_usage_error
+from ..errors import UsageError, run_command
+from ..remote_code import MODELING_VERSION, refresh_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,15 +18,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # no options: no TrlParser
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="saved CLSGen model folder(s)")
     args = parser.parse_args(argv)
-    from ..remote_code import MODELING_VERSION, refresh_code
 
-    for folder in args.folders:
-        if not (folder / "config.json").is_file():
-            error = UsageError(f"{folder}: no config.json, so not a saved model folder.")
-            return report_usage_error("refresh-code", error)
-        try:
-            previous = refresh_code(folder)
-        except ValueError as error:  # a config.json that is not a CLSGen one
-            return report_usage_error("refresh-code", UsageError(f"{folder}: {error}"))
-        print(f"{folder}: code {previous or 'unversioned (0.1.0)'} -> {MODELING_VERSION}")
-    return 0
+    def refresh() -> None:
+        for folder in args.folders:
+            if not (folder / "config.json").is_file():
+                raise UsageError(f"{folder}: no config.json, so not a saved model folder.")
+            try:
+                previous = refresh_code(folder)
+            except ValueError as error:  # a config.json that is not a CLSGen one
+                raise UsageError(f"{folder}: {error}") from None
+            print(f"{folder}: code {previous or 'unversioned (0.1.0)'} -> {MODELING_VERSION}")
+
+    return run_command("refresh-code", refresh)
