@@ -31,11 +31,16 @@ def example_module(name: str):
 def kill_after_first_checkpoint(cmd: list[str], output_dir: Path, env: dict | None = None) -> int:
     """Run `cmd` (a training run saving `output_dir/checkpoint-N` every 2 steps), SIGKILL it and every process it
     started once checkpoint 2 is complete, remove a checkpoint the kill cut short, and return the last complete step."""
-    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    log = output_dir.with_name(output_dir.name + ".killed.log")
+    with log.open("wb") as output:
+        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     deadline = time.time() + 300
     while not (output_dir / "checkpoint-2" / "trainer_state.json").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        ended = process.poll() is not None
+        assert not ended and time.time() < deadline, (
+            f"training {'ended' if ended else 'ran 300 s'} before its first checkpoint: {log.read_text(errors='replace')[-3000:]}"
+        )
         time.sleep(0.5)
     time.sleep(0.5)
     workers = psutil.Process(process.pid).children(recursive=True)  # torchrun starts each in a session of its own

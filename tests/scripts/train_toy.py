@@ -135,6 +135,8 @@ def main() -> None:
     trainer.save_model(os.path.join(args.output_dir, "final"))
     print(f"FINISHED global_step={trainer.state.global_step} steps_here={counter.steps} fsdp={trainer.is_fsdp_enabled} "
           f"head_dtypes={','.join(dtypes)} head_params={','.join(kinds)}")
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # every rank leaves the process group together, none mid-teardown of another
 
 
 if __name__ == "__main__":
