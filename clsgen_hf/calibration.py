@@ -97,8 +97,9 @@ class DecisionRule:
 
     @classmethod
     def from_config(cls, config) -> DecisionRule:
-        """The rule in a model config (or its dict); a serving classifier's config has the scale folded into its
-        weights, so it holds no `cls_logit_scale`."""
+        """The rule in a model config, its dict, or a model's (a PEFT wrapper is unwrapped); a serving classifier's
+        config has the scale folded into its weights, so it holds no `cls_logit_scale`."""
+        config = _config_of(config)
         get = config.get if isinstance(config, dict) else lambda name, default=None: getattr(config, name, default)
         names = get("id2label")
         return cls(float(get("cls_logit_scale", 1.0)), get("cls_logit_bias"), float(get("cls_threshold", 0.5)),

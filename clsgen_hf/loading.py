@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from .calibration import restore_rule
 from .modeling_clsgen import LlamaForCLSGen
 
 
@@ -77,11 +78,15 @@ def load_model(
 ) -> PreTrainedModel:
     """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file (dequantized) or the embedded
     default. GGUF maps tensor names by `model_type`, which it knows as `llama` only, so a CLSGen config presents itself
-    as such while the weights load (`score` is new)."""
+    as such while the weights load (`score` is new). An adapter folder loads on its base model, with the decision rule
+    saved beside it (see `clsgen_hf.calibration.DecisionRule`)."""
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
     if "gguf_file" not in source_kwargs:
-        return model_class.from_pretrained(source, **kwargs)
+        model = model_class.from_pretrained(source, **kwargs)
+        if (Path(source) / "adapter_config.json").is_file():  # the base model's config holds another rule
+            restore_rule(model, source)
+        return model
     source_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     config_class = getattr(model_class, "config_class", None)  # Auto classes have none
     if "config" in kwargs or config_class is None or config_class.model_type == "llama":
