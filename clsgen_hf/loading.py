@@ -7,6 +7,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
+from peft import PeftConfig
 from transformers import AutoConfig, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .calibration import restore_rule
@@ -82,11 +83,14 @@ def load_model(
     saved beside it (see `clsgen_hf.calibration.DecisionRule`)."""
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
-    if "gguf_file" not in source_kwargs:
-        model = model_class.from_pretrained(source, **kwargs)
-        if (Path(source) / "adapter_config.json").is_file():  # the base model's config holds another rule
-            restore_rule(model, source)
+    if (Path(source) / "adapter_config.json").is_file():  # loaded by hand: transformers would take a config.json
+        base = PeftConfig.from_pretrained(source).base_model_name_or_path  # beside the adapter for the base model's
+        model = load_model(base, model_class=model_class, **kwargs)
+        model.load_adapter(source)
+        restore_rule(model, source)  # the base's config holds another rule than the adapter's
         return model
+    if "gguf_file" not in source_kwargs:
+        return model_class.from_pretrained(source, **kwargs)
     source_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     config_class = getattr(model_class, "config_class", None)  # Auto classes have none
     if "config" in kwargs or config_class is None or config_class.model_type == "llama":
