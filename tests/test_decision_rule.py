@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoModel
 
 from clsgen_hf import (CLSGenConfig, CLSGenTrainer, Calibration, LlamaForCLSGen, export_model, fit_decision_rule,
-                       load_model_and_tokenizer, predict)
+                       build_model_card, load_model_and_tokenizer, predict)
 from clsgen_hf.calibration import RULE_FILE, DecisionRule
 from clsgen_hf.export import inspect_source, load_source
 
@@ -103,6 +103,8 @@ def test_one_class_validation_rows_keep_the_identity_rule(smollm2_tokenizer, cap
         rule = fit_decision_rule(model, smollm2_tokenizer, rows["prompt"], [1] * 4)
     assert "hold one class" in caplog.text and rule["note"] and rule["threshold"] == 0.5
     assert (model.config.cls_threshold, model.config.cls_logit_scale, model.config.cls_logit_bias) == (0.5, 1.0, None)
+    card = build_model_card(model.config, decision_rule=rule["note"])
+    assert "No decision rule was fitted" in card.text and rule["note"] in card.text
 
 
 def test_predict_runs_in_eval_mode_and_restores_the_callers(smollm2_tokenizer):
