@@ -129,7 +129,7 @@ class CLSGenTrainer(SFTTrainer):
         self.add_callback(ModelCardCallback(self))
 
     def _class_head_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
-        """`class_head_metrics` at the rule the model holds now (fitted after training, it is read at each evaluation)."""
+        """`class_head_metrics` at the rule the model holds now (fitted after training: read at each evaluation)."""
         return class_head_metrics(eval_pred, DecisionRule.from_config(self.accelerator.unwrap_model(self.model)))
 
     def _check_sharding(self) -> None:

@@ -212,7 +212,7 @@ def load_source(src: SourceFolder, base_model: str | os.PathLike | None = None):
     except (OSError, ValueError, RuntimeError) as error:
         raise UsageError(f"Could not load the adapter {src.path} on the base model {base_source!r}: {error}\n"
                          "Pass its folder, Hub id or .gguf file with --base_model.") from None
-    # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final weights
+    # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final one
     restore_rule(model, src.path, src.run_dir if src.final else None)
     tokenizer = load_tokenizer(src.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base_source)
     return model, tokenizer, template, base_source

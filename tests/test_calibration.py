@@ -29,8 +29,8 @@ def test_platt_scaling_fixes_a_shifted_head():
     calibrated = calibration.probabilities(logits[200:])[:, 1]
     before, after = classification_report(raw, labels[200:]), classification_report(calibrated, labels[200:])
     assert after["ece"] < before["ece"] / 3 and after["log_loss"] < before["log_loss"]
-    assert abs(calibrated.mean() - labels[200:].mean()) < 0.1  # near the base rate (shrunk a little towards the raw head, at ~0.1)
-    assert raw.mean() < 0.2
+    assert abs(calibrated.mean() - labels[200:].mean()) < 0.1  # near the base rate (the fit's pull towards the identity
+    assert raw.mean() < 0.2  # keeps it a little towards the raw head, at ~0.1)
 
 
 def test_a_calibrated_head_is_left_nearly_alone():

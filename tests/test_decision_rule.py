@@ -2,7 +2,6 @@
 checkpoints, exports, the trainer's evaluation; and one-class validation rows never cost the trained weights."""
 
 import copy
-import json
 import logging
 
 import numpy as np
