@@ -11,6 +11,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from transformers import EvalPrediction
 from trl import SFTTrainer
 from trl.trainer.utils import pad
 
+from .calibration import DecisionRule
 from .clsgen_config import CLSGenConfig
 from .errors import UsageError
 from .evaluation import evaluate_predictions
@@ -51,11 +53,21 @@ class DataCollatorForCLSGen:
         }
 
 
-def class_head_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
-    """AUROC, F1 and log-loss of the classification head on the eval set, scored as the recipe scores test rows."""
-    probabilities = torch.from_numpy(np.asarray(eval_pred.predictions, dtype=np.float32)).softmax(-1).numpy()
-    results = evaluate_predictions([{"probability": row} for row in probabilities], np.asarray(eval_pred.label_ids))
-    return {key: results[key] for key in ("auroc", "f1", "log_loss")}
+def class_head_metrics(eval_pred: EvalPrediction, rule: DecisionRule | None = None) -> dict[str, float]:
+    """AUROC, F1 and log-loss of the classification head on the eval set, scored as the recipe scores test rows: at
+    the model's decision rule (calibrated probabilities, F1 at its threshold). Once a rule is stored, `raw_f1` and
+    `raw_log_loss` score the head before it (F1 at 0.5)."""
+    rule, labels = rule or DecisionRule(), np.asarray(eval_pred.label_ids)
+    logits = np.asarray(eval_pred.predictions, dtype=float)
+    results = evaluate_predictions([{"probability": row} for row in rule.probabilities(logits)], labels,
+                                   threshold=rule.cls_threshold)
+    metrics = {key: results[key] for key in ("auroc", "f1", "log_loss")}
+    if results["threshold"] is not None:
+        metrics["threshold"] = results["threshold"]
+    if rule.calibration.method != "none" or rule.cls_threshold != DecisionRule.cls_threshold:
+        raw = evaluate_predictions([{"probability": row} for row in DecisionRule().probabilities(logits)], labels)
+        metrics.update(raw_f1=raw["f1"], raw_log_loss=raw["log_loss"])
+    return metrics
 
 
 class CLSGenTrainer(SFTTrainer):
@@ -108,13 +120,17 @@ class CLSGenTrainer(SFTTrainer):
                 raise ValueError("CLSGenTrainer needs `processing_class`: the tokenizer of the model.")
             kwargs["data_collator"] = DataCollatorForCLSGen(tokenizer.pad_token_id, args.pad_to_multiple_of)
         super().__init__(
-            model, args, peft_config=peft_config, compute_metrics=compute_metrics or class_head_metrics, **kwargs
+            model, args, peft_config=peft_config, compute_metrics=compute_metrics or self._class_head_metrics, **kwargs
         )
         self._class_weights = torch.tensor(args.class_weights or [1.0] * self.num_labels, dtype=torch.float32)
         self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
         self._check_sharding()
         self.model_card_data = CLSGenCardData(tags=list(self._tag_names))  # filled by the callback as training goes
         self.add_callback(ModelCardCallback(self))
+
+    def _class_head_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
+        """`class_head_metrics` at the rule the model holds now (fitted after training: read at each evaluation)."""
+        return class_head_metrics(eval_pred, DecisionRule.from_config(self.accelerator.unwrap_model(self.model)))
 
     def _check_sharding(self) -> None:
         """Refuse the sharded setups that would train `score` other than in float32, or not shard at all."""
@@ -249,19 +265,36 @@ class CLSGenTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming)."""
+        """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming).
+        The decision rule goes with it (see `_save_rule`), and into the checkpoint that holds the same weights."""
         if not _internal_call:
             self.create_model_card(output_dir=output_dir)
         model = self.accelerator.unwrap_model(self.model)
-        if _internal_call or not self.args.save_merged or not isinstance(model, PeftModel):
-            return super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
-        state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None  # every rank
-        if self.args.should_save:
-            merged = copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)
-            merged.merge_and_unload().save_pretrained(output_dir)
-            self.processing_class.save_pretrained(output_dir)
-            logger.info("Saved the merged model to %s", output_dir)
+        if _internal_call or not self.args.save_merged or not isinstance(model, PeftModel):
+            super().save_model(output_dir, _internal_call)
+        else:
+            state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None  # every rank
+            if self.args.should_save:
+                merged = copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)
+                merged.merge_and_unload().save_pretrained(output_dir)
+                self.processing_class.save_pretrained(output_dir)
+                logger.info("Saved the merged model to %s", output_dir)
+        if _internal_call or not self.args.should_save:
+            return  # a checkpoint written while training has no fitted rule yet
+        checkpoint = self.state.best_model_checkpoint if self.args.load_best_model_at_end else None
+        checkpoint = Path(checkpoint or Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
+        for folder in {Path(output_dir), checkpoint}:
+            if folder.is_dir():
+                self._save_rule(model, folder)
+
+    def _save_rule(self, model, folder: Path) -> None:
+        """The rule of `model` into `folder`: beside an adapter as `clsgen_rule.json`, else in its `config.json`."""
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        if (folder / "adapter_config.json").is_file():
+            DecisionRule.from_config(base.config).save_pretrained(folder)
+        elif (folder / "config.json").is_file():
+            base.config.save_pretrained(folder)
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: str | list[str] | None = None, output_dir: str | None = None):

@@ -3,18 +3,21 @@ every later prediction follows it) and the scoring of predictions at that rule: 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
 import numpy as np
 from datasets import Dataset
 
-from .calibration import Calibration, fit_calibration
+from .calibration import Calibration, DecisionRule, fit_calibration
 from .inference import predict, tune_and_store_threshold
 from .prompt_template import PromptTemplate
 from .metrics import alignment_report, classification_report, head_labels, positive_scores
 from .verdicts import VerdictFormat
 
+
+logger = logging.getLogger(__name__)
 
 CLASSIFICATION_KEYS = ("auroc", "auprc", "brier", "ece", "log_loss")
 CALIBRATION_KEYS = ("brier", "ece", "log_loss")
@@ -26,9 +29,20 @@ def fit_decision_rule(
 ) -> dict:
     """Fit the calibration map and (binary) threshold of `model`'s head on validation prompts; store both in its config.
 
-    Returns `calibration` (the fitted `Calibration`), `threshold` (`None` for N classes) and `validation_rows`.
+    Returns `calibration` (the fitted `Calibration`), `threshold` (`None` for N classes), `validation_rows` and
+    `note` (why the rule is the default one, else `None`). Rows of one class fit nothing: the model keeps the identity
+    map and, if binary, the threshold 0.5 (warned about), so that a run ends with its weights saved.
     """
     Calibration().store(model)  # fit on the raw head
+    if len(set(labels)) < 2:
+        rule = DecisionRule(id2label=DecisionRule.from_config(model).id2label)  # identity map, threshold 0.5
+        rule.store(model)
+        note = (f"The {len(labels)} validation rows hold one class ({sorted(set(labels))}): no calibration was fitted "
+                f"and the threshold is the default {rule.cls_threshold}; fit the rule on rows of every class "
+                "(`fit_decision_rule`).")
+        logger.warning(note)
+        threshold = rule.cls_threshold if len(rule.id2label) == 2 else None
+        return {"calibration": Calibration(), "threshold": threshold, "validation_rows": len(labels), "note": note}
     records = predict(model, tokenizer, list(prompts), max_new_tokens=0, batch_size=batch_size,
                       max_prompt_tokens=max_prompt_tokens, show_progress=False)
     raw = np.array([record["probability"] for record in records])
@@ -37,7 +51,7 @@ def fit_decision_rule(
     calibration.store(model)
     calibrated = calibration.probabilities(logits)
     threshold = tune_and_store_threshold(model, calibrated, labels) if calibrated.shape[1] == 2 else None
-    return {"calibration": calibration, "threshold": threshold, "validation_rows": len(labels)}
+    return {"calibration": calibration, "threshold": threshold, "validation_rows": len(labels), "note": None}
 
 
 def evaluate_predictions(

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoModel
 from transformers.dynamic_module_utils import custom_object_save
 
+from .calibration import DecisionRule, restore_rule
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
 from .loading import load_model, load_tokenizer
@@ -206,14 +207,13 @@ def load_source(src: SourceFolder, base_model: str | os.PathLike | None = None):
         return model, load_tokenizer(src.path), template, None
     base_source = _resolve_base(base_model or PeftConfig.from_pretrained(src.path).base_model_name_or_path, src.path)
     labels = {"id2label": dict(template.verdict_format.verbalizers)} if template else {"num_labels": src.num_labels}
-    if src.find("config.json"):  # a CLSGen config next to the adapter (an adapter export, the run's merged save)
-        config = _load_config(src.find("config.json"))
-        labels = {"id2label": config.id2label, "cls_threshold": config.cls_threshold}
     try:
         model = PeftModel.from_pretrained(load_model(base_source, **labels), src.path).eval()
     except (OSError, ValueError, RuntimeError) as error:
         raise UsageError(f"Could not load the adapter {src.path} on the base model {base_source!r}: {error}\n"
                          "Pass its folder, Hub id or .gguf file with --base_model.") from None
+    # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final one
+    restore_rule(model, src.path, src.run_dir if src.final else None)
     tokenizer = load_tokenizer(src.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base_source)
     return model, tokenizer, template, base_source
 
@@ -266,6 +266,7 @@ def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
     custom_object_save(base, folder, config=base.config)  # the code files, as the base's `save_pretrained` copies them
     base.config.save_pretrained(folder)
     base.generation_config.save_pretrained(folder)
+    DecisionRule.from_config(base.config).save_pretrained(folder)
 
 
 def set_generation_tokens(model, tokenizer) -> None:

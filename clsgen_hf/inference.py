@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .calibration import DecisionRule
 from .loading import prepare_tokenizer
 from .metrics import head_labels, positive_scores, tune_threshold
 from .modeling_clsgen import CACHE_FIELD
@@ -110,7 +111,12 @@ class _BatchPredictor:
     def __call__(self, rows: list[list[int]]) -> list[dict[str, Any]]:
         inputs = self._left_pad(rows)
         from_source = self._from_head if self.probability_from == "head" else self._from_verdict
-        probabilities, explanations = from_source(inputs.input_ids, inputs.attention_mask)
+        training = self.base.training
+        self.base.eval()  # no dropout (`trainer.train()` leaves the model in train mode); the caller's mode comes back
+        try:
+            probabilities, explanations = from_source(inputs.input_ids, inputs.attention_mask)
+        finally:
+            self.base.train(training)
         labels = head_labels(positive_scores(probabilities.cpu().numpy()), self.threshold).tolist()
         verdicts = [self.verdict_format.read(explanation) for explanation in explanations]
         # `agrees` is false when the explanation states another label or none: such rows need a human look.
@@ -127,15 +133,18 @@ class _BatchPredictor:
             return out.probabilities, self._decode(out.sequences[:, input_ids.shape[1] :])
         if self.clsgen:
             probabilities = self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_probabilities
-        else:  # a sequence classifier
-            probabilities = self.base(input_ids, attention_mask=attention_mask).logits.float().softmax(-1)
+        else:  # a sequence classifier: the serving export's holds the part of the map no weight can, `cls_logit_bias`
+            logits = self.base(input_ids, attention_mask=attention_mask).logits.float().cpu().numpy()
+            probabilities = torch.as_tensor(DecisionRule.from_config(self.base).probabilities(logits))
         return probabilities, [""] * len(input_ids)
 
     def _from_verdict(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         """Generate, then score the verbalizers after `<reasoning>\\n<prefix>` from the prompt's cache."""
         prompt_length = input_ids.shape[1]
-        if self.max_new_tokens == 0:
-            cache = self.base(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)[CACHE_FIELD]
+        if self.max_new_tokens == 0:  # positions from each row's first token, as `generate` counts them
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            cache = self.base(input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                              logits_to_keep=1)[CACHE_FIELD]
             explanations = [""] * len(input_ids)
         else:
             out = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, return_dict_in_generate=True,

@@ -7,8 +7,10 @@ import importlib.util
 import logging
 from pathlib import Path
 
+from peft import PeftConfig
 from transformers import AutoConfig, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from .calibration import restore_rule
 from .modeling_clsgen import LlamaForCLSGen
 
 
@@ -77,9 +79,16 @@ def load_model(
 ) -> PreTrainedModel:
     """Load `model_class` (default `LlamaForCLSGen`) from a checkpoint, a GGUF file (dequantized) or the embedded
     default. GGUF maps tensor names by `model_type`, which it knows as `llama` only, so a CLSGen config presents itself
-    as such while the weights load (`score` is new)."""
+    as such while the weights load (`score` is new). An adapter folder loads on its base model, with the decision rule
+    saved beside it (see `clsgen_hf.calibration.DecisionRule`)."""
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
+    if (Path(source) / "adapter_config.json").is_file():  # loaded by hand: transformers would take a config.json
+        base = PeftConfig.from_pretrained(source).base_model_name_or_path  # beside the adapter for the base model's
+        model = load_model(base, model_class=model_class, **kwargs)
+        model.load_adapter(source)
+        restore_rule(model, source)  # the base's config holds another rule than the adapter's
+        return model
     if "gguf_file" not in source_kwargs:
         return model_class.from_pretrained(source, **kwargs)
     source_kwargs["quantization_config"] = GgufConfig(dequantize=True)

@@ -48,7 +48,8 @@ TRAINING_FIELDS = (
 )
 LORA_FIELDS = (("r", "r"), ("lora_alpha", "alpha"), ("lora_dropout", "dropout"), ("target_modules", "target modules"),
                ("modules_to_save", "fully trained modules"))
-CARD_FACTS = ("dataset_name", "train_rows", "training", "lora", "synthesis")  # kept in the card's `clsgen` metadata
+# kept in the card's `clsgen` metadata
+CARD_FACTS = ("dataset_name", "train_rows", "training", "lora", "synthesis", "decision_rule")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -137,6 +138,7 @@ class CLSGenCardData(ModelCardData):
         base_model: the metadata gets its Hub id (`hub_base_model`); a local name is shown as text.
         datasets, dataset_name: the training data as Hub ids, and in words (e.g. "CliniFact").
         train_rows, training, lora, synthesis: the run's facts (`ModelCardCallback` fills them).
+        decision_rule: why the stored rule is the default one (no validation rows of every class), else `None`.
         config, results: the model config (labels, `cls_threshold`) and its numbers (NaN: undefined).
         form: `"merged"` (one `model.safetensors`) or `"adapter"`; `repo_id`: what the usage snippet loads.
     """
@@ -150,6 +152,7 @@ class CLSGenCardData(ModelCardData):
     training: dict | None = None
     lora: dict | None = None
     synthesis: dict | None = None
+    decision_rule: str | None = None
     config: Any = None
     results: dict | None = None
     prompt_template: PromptTemplate | None = None
@@ -205,6 +208,7 @@ class CLSGenCardData(ModelCardData):
             prompt_template_json=json.dumps(self.prompt_template.to_dict(), indent=2, ensure_ascii=False)
             if self.prompt_template else None,
             dataset_name=self.dataset_name, train_rows=results.get("train_rows") or self.train_rows,
+            decision_rule=self.decision_rule,
             test_rows=results.get("test_rows") or results.get("n"), synthesis=self.synthesis,
             lora_rows=[(name, _show(lora[key])) for key, name in LORA_FIELDS if key in lora],
             training_rows=[(name, _show(training[key])) for key, name in TRAINING_FIELDS if key in training],

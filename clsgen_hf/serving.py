@@ -1,6 +1,7 @@
 """`export_serving` (`clsgen-hf export --format serving`): a CLSGen model as two folders of standard transformers
 architectures, for engines that run no remote code (vLLM, `transformers serve`): `classifier/`, a
-`LlamaForSequenceClassification` with the calibration folded into `score`, and `generator/`, a `LlamaForCausalLM`.
+`LlamaForSequenceClassification` with the calibration's scale folded into `score` (its per-class offset in
+`cls_logit_bias`), and `generator/`, a `LlamaForCausalLM`.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ def train_clsgen(
         rule = fit_decision_rule(trainer.model, tokenizer, validation["prompt"], validation["label"],
                                  batch_size=batch_size)
         calibration = rule["calibration"]
+        trainer.model_card_data.decision_rule = rule["note"]
         logger.info("Decision rule from %d validation rows: %s calibration (temperature %.3f, bias %s), threshold %s.",
                     len(validation), calibration.method, calibration.temperature, calibration.bias, rule["threshold"])
     trainer.save_model()

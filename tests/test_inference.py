@@ -62,6 +62,25 @@ class TestPredict:
             np.testing.assert_allclose(alone["probability"], record["probability"], atol=1e-5)
             assert alone["explanation"] == record["explanation"]
 
+    @pytest.mark.parametrize("max_new_tokens", [0, 6])
+    @pytest.mark.parametrize("probability_from", ["head", "verdict"])
+    def test_a_row_in_a_padded_batch_gets_its_probability_alone(self, tiny, probability_from, max_new_tokens):
+        """Left padding changes nothing on any path: predict, the pipeline, and `classify_and_generate`."""
+        model, tokenizer = tiny
+        kwargs = dict(max_new_tokens=max_new_tokens, probability_from=probability_from)
+        batched = _probabilities(predict(model, tokenizer, PROMPTS, batch_size=5, show_progress=False, **kwargs))
+        alone = _probabilities([predict(model, tokenizer, [p], show_progress=False, **kwargs)[0] for p in PROMPTS])
+        np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
+        texts = [prompt for prompt in PROMPTS if isinstance(prompt, str)]
+        classifier = pipeline("clsgen", model=model, tokenizer=tokenizer, device="cpu")
+        piped = _probabilities(classifier(texts, batch_size=4, **kwargs))
+        np.testing.assert_allclose(piped, [alone[PROMPTS.index(text)] for text in texts], atol=1e-5, rtol=0)
+        if probability_from == "head" and max_new_tokens:
+            ids = encode_prompts(tokenizer, PROMPTS)
+            padded = tokenizer.pad({"input_ids": ids}, padding_side="left", return_tensors="pt")
+            generated = model.classify_and_generate(**padded, max_new_tokens=max_new_tokens, do_sample=False)
+            np.testing.assert_allclose(generated.probabilities.numpy(), alone, atol=1e-5, rtol=0)
+
     def test_rows_through_a_template_and_max_new_tokens_zero(self, tiny):
         model, tokenizer = tiny
         template = default_prompt_template("note")

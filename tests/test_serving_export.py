@@ -4,6 +4,7 @@ the CLSGen model's calibrated probabilities and its explanations."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -14,7 +15,7 @@ from transformers import (
     LlamaForSequenceClassification,
 )
 
-from clsgen_hf import LlamaForCLSGen
+from clsgen_hf import LlamaForCLSGen, predict
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.data import PromptTemplate
 from clsgen_hf.prompt_template import encode_prompts
@@ -97,6 +98,19 @@ def test_classifier_gives_the_calibrated_probabilities(tmp_path, smollm2_tokeniz
         assert classifier.config.cls_logit_bias[0] == 0.0
         assert classifier.config.cls_logit_bias[1:] == pytest.approx(offset, abs=1e-6)
         assert (plain_softmax - expected).abs().max() > 1e-3
+
+
+def test_predict_on_the_classifier_gives_the_sources_records(tmp_path, smollm2_tokenizer):
+    """`predict` at `max_new_tokens=0` takes a `*ForSequenceClassification`: the served classifier's records are the
+    source's, probabilities (its `cls_logit_bias` applied) and decisions at the stored threshold."""
+    source = _source(tmp_path / "src", smollm2_tokenizer)
+    _export(tmp_path / "src", tmp_path / "dest")
+    classifier, tokenizer = _load(tmp_path / "dest" / "classifier")
+    rows = [{"text": text} for text in TEXTS]
+    served, expected = (predict(model, tok, rows, prompt_template=TEMPLATE, max_new_tokens=0, show_progress=False)
+                        for model, tok in ((classifier, tokenizer), (source, smollm2_tokenizer)))
+    np.testing.assert_allclose([r["probability"] for r in served], [r["probability"] for r in expected], atol=1e-5)
+    assert [r["label"] for r in served] == [r["label"] for r in expected]
 
 
 @pytest.mark.parametrize("tied", [True, False])

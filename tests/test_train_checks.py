@@ -217,3 +217,11 @@ def test_recipe_teacher_answers_are_cached_and_a_class_kept_by_none_fails(models
     assert _train(models, tmp_path, *argv, "--retry_rejected", model="tiny") == 0
     assert teacher.asked == asked + 6  # the six training rows, asked again
     assert _train(models, tmp_path, *argv, model="tiny") == 0 and teacher.asked == asked + 6  # now all cached
+
+
+def test_one_class_validation_rows_are_refused_before_the_model_loads(models, tmp_path, capsys):
+    """The decision rule cannot be fitted on one class: refused before training, not after it (losing the weights)."""
+    files = {"train": _csv(tmp_path / "train.csv", _rows(8)), "test": _csv(tmp_path / "test.csv", _rows(4))}
+    validation = _csv(tmp_path / "validation.csv", _rows(4, labels=(1,)))
+    assert _train(models, tmp_path, "--validation_file", str(validation), files=files) == 2
+    assert re.search(r"All 4 validation rows have the label 1 \(Yes\).*--allow_single_class", _error(capsys))

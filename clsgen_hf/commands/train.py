@@ -155,6 +155,7 @@ def load_splits(script: ScriptArguments, prompt: PromptArguments, tokenizer):
     logger.info("Validation rows (calibration and threshold): %d, from %s.", len(splits[1]), source)
     logger.info("Training rows:\n%s", describe_dataset(splits[0], tokenizer))
     check_classes(splits[0]["label"], template.verdict_format, script.allow_single_class, "training rows")
+    check_classes(splits[1]["label"], template.verdict_format, script.allow_single_class, "validation rows")
     return splits, template
 
 

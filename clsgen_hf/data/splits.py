@@ -38,10 +38,10 @@ def check_classes(labels: list[int], verdict_format: VerdictFormat, allow_single
         return
     only = next(iter(counts))
     message = (f"All {len(labels)} {what} have the label {only} ({verdict_format.verbalizers.get(only)}): "
-               "the classification head cannot learn to tell classes apart from one class.")
+               "one class can neither teach the head to tell classes apart nor fit its decision rule.")
     if not allow_single_class:
-        raise UsageError(f"{message} Add rows of the other class(es) (--max_train_samples takes a random subset of "
-                         "the file), or pass --allow_single_class to train anyway.")
+        raise UsageError(f"{message} Add rows of the other class(es) (--max_train_samples and --max_validation_samples "
+                         "take a random subset), or pass --allow_single_class to train anyway.")
     logger.warning("%s Training anyway (--allow_single_class).", message)
 
 
