@@ -27,6 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -57,7 +58,7 @@ def predict_file(
     max_prompt_tokens: int | None = None,
     threshold: float | None = None,
     max_batch_tokens: int = 8192,
-    chunk_size: int = 512,
+    chunk_size: int = 256,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Predict every row of `input` and write `output` (`.jsonl`, or `.csv` with one `probability_<i>` per class).
@@ -77,7 +78,7 @@ def predict_file(
     `seconds`, and in the main process `disagreeing` (explanations that do not state the head's label; `None`
     without explanations).
     """
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # without `cpu`, accelerate finds no gloo group on CPU
     input, output = Path(input), Path(output)
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise UsageError(f"output must end in {' or '.join(OUTPUT_FORMATS)}, got {output}.")
@@ -125,7 +126,8 @@ def predict_file(
     summary = {"rows": rows, "predicted": share - done, "resumed_at": done, "seconds": time.time() - started}
     if state.is_main_process:
         summary["disagreeing"] = _merge(output, state.num_processes, rows, max_new_tokens > 0)
-        logger.info("Predicted %d rows in %.1f s; wrote %s", summary["predicted"], summary["seconds"], output)
+        logger.info("Wrote %s (%d rows; %d predicted by this process in %.1f s)", output, rows, summary["predicted"],
+                    summary["seconds"])
     state.wait_for_everyone()
     return summary
 

@@ -49,6 +49,8 @@ class PredictArguments:
                                     "config.cls_threshold)."})
     max_batch_tokens: int = field(default=8192, metadata={"help": "Padded tokens per batch with --max_new_tokens 0 "
                                   "(prompts are then batched by tokens, not by --batch_size)."})
+    chunk_size: int = field(default=256, metadata={"help": "Rows read, predicted and written at a time (per process); "
+                            "a killed run loses at most this many."})
     overwrite: bool = field(default=False, metadata={"help": "Start again instead of refusing to resume an unfinished "
                             "run (<output>.partial) made with other options."})
 
@@ -66,7 +68,8 @@ def run(args: PredictArguments) -> dict:
     summary = predict_file(args.model, args.input, args.output, prompt_template=args.prompt_template,
                            text_fields=args.text_fields, batch_size=args.batch_size,
                            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                           threshold=args.threshold, max_batch_tokens=args.max_batch_tokens, overwrite=args.overwrite)
+                           threshold=args.threshold, max_batch_tokens=args.max_batch_tokens, chunk_size=args.chunk_size,
+                           overwrite=args.overwrite)
     if summary.get("disagreeing") is not None:
         logger.info("%d of %d explanations do not state the head's label (agrees=false): review those rows.",
                     summary["disagreeing"], summary["rows"])
