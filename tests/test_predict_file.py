@@ -178,6 +178,7 @@ def _kill_at_row(cmd: list[str], partial: Path, row: int) -> int:
     return _journal_rows(partial)
 
 
+@pytest.mark.slow
 def test_killed_twice_at_random_rows_resumes_to_the_uninterrupted_file(model_dir, resume_input, uninterrupted,
                                                                        tmp_path, caplog):
     output = tmp_path / "preds.jsonl"
@@ -278,6 +279,7 @@ def _peak_rss_mib(model_dir: Path, tmp_path: Path, n: int) -> float:
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_kib"] / 1024
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_rows(model_dir, tmp_path):
     """Peak resident memory predicting 5,000 short rows against 50 (tiny random model, --max_new_tokens 1)."""
     small, large = _peak_rss_mib(model_dir, tmp_path, 50), _peak_rss_mib(model_dir, tmp_path, 5000)
