@@ -168,26 +168,31 @@ def _shard(output: Path, rank: int, processes: int) -> Path:
 
 def _open_journal(path: Path, options: dict, overwrite: bool) -> int:
     """Rows already in the journal at `path` (created with `options` as its first line if absent); a line cut short
-    by a kill is cut off. An unfinished run of other options is refused, or discarded with `overwrite`."""
+    by a kill is cut off. An unfinished run of other options is refused, or discarded with `overwrite` (a journal
+    without rows, e.g. of a run that stopped at a bad option, is simply replaced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = json.dumps({"clsgen_predict": options}, sort_keys=True) + "\n"
+    expected = json.loads(header)["clsgen_predict"]  # as read back (tuples as lists)
     if path.is_file():
         with path.open("rb") as file:
-            recorded = json.loads(file.readline() or b"{}").get("clsgen_predict", {})
-            if recorded == json.loads(header)["clsgen_predict"]:
-                count, end = 0, file.tell()
-                for line in file:
-                    if not line.endswith(b"\n"):
-                        break
-                    count, end = count + 1, end + len(line)
-                os.truncate(path, end)
-                return count
-        changed = next((key for key in options if recorded.get(key) != json.loads(header)["clsgen_predict"][key]),
-                       "journal")
-        if not overwrite:
+            try:
+                recorded = json.loads(file.readline()).get("clsgen_predict", {})
+            except (json.JSONDecodeError, AttributeError):  # killed while writing the header
+                recorded = {}
+            count, end = 0, file.tell()
+            for line in file:
+                if not line.endswith(b"\n"):
+                    break
+                count, end = count + 1, end + len(line)
+        if recorded == expected:
+            os.truncate(path, end)
+            return count
+        changed = next((key for key in expected if recorded.get(key) != expected[key]), "journal")
+        if count and not overwrite:
             raise UsageError(f"{path} holds an unfinished run with another {changed}: rerun with the same options to "
                              f"resume it, or pass overwrite (--overwrite) to start again.")
-        logger.warning("%s: discarding an unfinished run with another %s.", path, changed)
+        if count:
+            logger.warning("%s: discarding an unfinished run with another %s.", path, changed)
     path.write_text(header, encoding="utf-8")
     return 0
 

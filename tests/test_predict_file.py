@@ -20,6 +20,7 @@ from clsgen_hf import predict
 from clsgen_hf.batch_prediction import predict_file
 from clsgen_hf.commands import predict as predict_command
 from clsgen_hf.data import load_classification_dataset, read_rows
+from clsgen_hf.errors import UsageError
 from clsgen_hf.prompt_template import default_prompt_template
 
 from .toy import tiny_model_for
@@ -236,6 +237,16 @@ def test_resuming_with_other_options_is_refused_naming_the_option(killed, model_
     output = Path(options[options.index("--output") + 1])
     assert predict_command.main([*options, "--threshold", "0.3", "--max_new_tokens", "0", "--overwrite"]) == 0
     assert len(_read_jsonl(output)) == RESUME_ROWS and not partial.exists()
+
+
+def test_a_run_stopped_before_its_first_row_does_not_block_a_corrected_rerun(tiny, tmp_path):
+    model, tokenizer = tiny
+    source, output = _write_jsonl(tmp_path / "rows.jsonl", _rows(3)), tmp_path / "preds.jsonl"
+    kwargs = dict(tokenizer=tokenizer, text_fields=["note"], max_new_tokens=0)
+    with pytest.raises(UsageError, match="max_prompt_tokens=20"):
+        predict_file(model, source, output, max_prompt_tokens=20, **kwargs)
+    predict_file(model, source, output, **kwargs)  # another max_prompt_tokens, no overwrite needed: nothing to lose
+    assert len(_read_jsonl(output)) == 3
 
 
 # -------------------------------------------------------------------------------------------- two processes
