@@ -86,11 +86,12 @@ PRESETS = {
                 bandwidth_gib=1.0),
     "gpu": dict(shape="llama-3.1-8b", precision="bf16", threads=0, prompt_tokens=1792, completion_tokens=256,
                 batch_size=4, warmup_steps=3, measured_steps=5, new_tokens=64, predict_batch_size=1,
-                predict_repeats=3, file_rows=1024, synthesis_rows=16, synthesis_batch_size=8, repeats=2, matmul_size=8192,
-                bandwidth_gib=4.0),
+                predict_repeats=3, file_rows=1024, synthesis_rows=16, synthesis_batch_size=8, repeats=2,
+                matmul_size=8192, bandwidth_gib=4.0),
     "tiny": dict(shape="tiny", precision="float32", threads=1, prompt_tokens=64, completion_tokens=8, batch_size=2,
                  warmup_steps=1, measured_steps=5, new_tokens=4, predict_batch_size=2, predict_repeats=1,
-                 file_rows=16, synthesis_rows=4, synthesis_batch_size=2, repeats=1, matmul_size=256, bandwidth_gib=0.05),
+                 file_rows=16, synthesis_rows=4, synthesis_batch_size=2, repeats=1, matmul_size=256,
+                 bandwidth_gib=0.05),
 }
 GOALS = {  # (figure, comparison, target): what the issue asks of the CPU run
     "clsgen_flop_fraction": (">=", 0.85),

@@ -137,8 +137,8 @@ def test_order_and_columns_kept_with_shuffled_lengths(tiny, tmp_path, suffix, ma
     assert [{k: row[k] for k in ("id", "note", "input_label")} for row in written] == [
         {"id": row["id"], "note": row["note"], "input_label": row["label"]} for row in rows]
     template = default_prompt_template("note")
-    alone = [predict(model, tokenizer, [{"note": row["note"]}], prompt_template=template, max_new_tokens=max_new_tokens,
-                     show_progress=False)[0] for row in rows]
+    alone = [predict(model, tokenizer, [{"note": row["note"]}], prompt_template=template,
+                     max_new_tokens=max_new_tokens, show_progress=False)[0] for row in rows]
     _assert_same_predictions(written, [{**record, "id": row["id"]} for row, record in zip(rows, alone)])
     assert not list(tmp_path.glob("*.partial*"))
 

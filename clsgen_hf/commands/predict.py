@@ -68,8 +68,8 @@ def run(args: PredictArguments) -> dict:
     summary = predict_file(args.model, args.input, args.output, prompt_template=args.prompt_template,
                            text_fields=args.text_fields, batch_size=args.batch_size,
                            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                           threshold=args.threshold, max_batch_tokens=args.max_batch_tokens, chunk_size=args.chunk_size,
-                           overwrite=args.overwrite)
+                           threshold=args.threshold, max_batch_tokens=args.max_batch_tokens,
+                           chunk_size=args.chunk_size, overwrite=args.overwrite)
     if summary.get("disagreeing") is not None:
         logger.info("%d of %d explanations do not state the head's label (agrees=false): review those rows.",
                     summary["disagreeing"], summary["rows"])

@@ -302,5 +302,5 @@ def synthesis_speed(source: ModelSource, tokenizer, prompts: list, batch_size: i
     return result
 
 
-__all__ = ["ModelSource", "file_prediction_speed", "make_trainer", "prediction_speed", "sized_prompts", "synthesis_speed", "token_rows",
-           "train_speed"]
+__all__ = ["ModelSource", "file_prediction_speed", "make_trainer", "prediction_speed", "sized_prompts",
+           "synthesis_speed", "token_rows", "train_speed"]
