@@ -192,6 +192,7 @@ def test_killed_twice_at_random_rows_resumes_to_the_uninterrupted_file(model_dir
     second = rng.randint(first + 12, 2 * RESUME_ROWS // 3)
     held = [_kill_at_row(cmd, partial, first), _kill_at_row(cmd, partial, second)]
     assert first <= held[0] < RESUME_ROWS and second <= held[1] < RESUME_ROWS, (first, second, held)
+    print(f"SIGKILL at rows {held} of {RESUME_ROWS} (targets {first}, {second})")
     assert output.read_text() == earlier  # a kill leaves the earlier output as it was
     with partial.open("ab") as file:
         file.write(b'{"id": "torn')  # a line cut short by the kill
