@@ -4,6 +4,7 @@ the package registers `LlamaCLSGenConfig`/`LlamaForCLSGen` with `AutoConfig`, `A
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .batch_prediction import predict_file
 from .calibration import Calibration, fit_calibration
 from .clsgen_config import CLSGenConfig
 from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
@@ -29,7 +30,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "LlamaCLSGenConfig", "CLSGenConfig", "CLSGenTrainer", "DataCollatorForCLSGen", "LlamaForCLSGen", "CLSGenOutput",
-    "CLSGenGenerateOutput", "predict", "tune_and_store_threshold", "Calibration", "fit_calibration",
+    "CLSGenGenerateOutput", "predict", "predict_file", "tune_and_store_threshold", "Calibration", "fit_calibration",
     "fit_decision_rule", "evaluate_predictions", "CLSGenPipeline", "classification_report", "alignment_report",
     "tune_threshold", "VerdictFormat", "read_verdict", "NO_VERDICT", "default_model_path", "load_model",
     "load_tokenizer", "load_model_and_tokenizer", "prepare_tokenizer", "export_model", "CLSGenCardData",

@@ -12,9 +12,11 @@ One run measures, on the same weights, rows, batch and precision (so that the ma
    loss on the completion. Peak memory: resident set (CPU) or `torch.cuda.max_memory_allocated` (GPU).
 2. Prediction: `clsgen_hf.predict` (probability + explanation from one prefill) against plain `generate` of the same
    prompts and new-token count, and against `generate` followed by a second forward through a sequence classifier.
-3. Synthesis: rows/s of `synthesize_explanations` with the local teacher against plain batched `generate` of the same
+3. Predicting a file: rows/s of `predict_file` (what `clsgen-hf predict` runs) over `--file_rows` rows of shuffled
+   lengths, probabilities only (`max_new_tokens=0`, batched by tokens) and with explanations.
+4. Synthesis: rows/s of `synthesize_explanations` with the local teacher against plain batched `generate` of the same
    teacher conversations.
-4. The roofline: the machine's matmul rate (float32 on CPU, bf16 on GPU) and memory bandwidth. Training tokens/s is
+5. The roofline: the machine's matmul rate (float32 on CPU, bf16 on GPU) and memory bandwidth. Training tokens/s is
    reported as a share of the FLOP limit and decode time per token as a multiple of the bandwidth floor; the JSON
    states both formulas.
 
@@ -56,6 +58,7 @@ from speed.measure import matmul_rate, memory_bandwidth, shaped_matmul_rate  # n
 from speed.workloads import (  # noqa: E402
     LORA_TARGETS,
     ModelSource,
+    file_prediction_speed,
     prediction_speed,
     sized_prompts,
     synthesis_speed,
@@ -79,15 +82,16 @@ SHAPES = {
 PRESETS = {
     "cpu": dict(shape="smollm2", precision="float32", threads=1, prompt_tokens=320, completion_tokens=64,
                 batch_size=4, warmup_steps=2, measured_steps=5, new_tokens=64, predict_batch_size=4,
-                predict_repeats=4, synthesis_rows=8, synthesis_batch_size=4, repeats=2, matmul_size=2048,
+                predict_repeats=4, file_rows=64, synthesis_rows=8, synthesis_batch_size=4, repeats=2, matmul_size=2048,
                 bandwidth_gib=1.0),
     "gpu": dict(shape="llama-3.1-8b", precision="bf16", threads=0, prompt_tokens=1792, completion_tokens=256,
                 batch_size=4, warmup_steps=3, measured_steps=5, new_tokens=64, predict_batch_size=1,
-                predict_repeats=3, synthesis_rows=16, synthesis_batch_size=8, repeats=2, matmul_size=8192,
-                bandwidth_gib=4.0),
+                predict_repeats=3, file_rows=1024, synthesis_rows=16, synthesis_batch_size=8, repeats=2,
+                matmul_size=8192, bandwidth_gib=4.0),
     "tiny": dict(shape="tiny", precision="float32", threads=1, prompt_tokens=64, completion_tokens=8, batch_size=2,
                  warmup_steps=1, measured_steps=5, new_tokens=4, predict_batch_size=2, predict_repeats=1,
-                 synthesis_rows=4, synthesis_batch_size=2, repeats=1, matmul_size=256, bandwidth_gib=0.05),
+                 file_rows=16, synthesis_rows=4, synthesis_batch_size=2, repeats=1, matmul_size=256,
+                 bandwidth_gib=0.05),
 }
 GOALS = {  # (figure, comparison, target): what the issue asks of the CPU run
     "clsgen_flop_fraction": (">=", 0.85),
@@ -113,7 +117,7 @@ class SpeedArguments:
         "help": "Where speed_<device>.json and speed.md go (default --output_dir)."})
     readme: str | None = field(default=None, metadata={
         "help": f"Paste the table into this file, between {README_START!r} and {README_END!r}."})
-    sections: list[str] = field(default_factory=lambda: ["roofline", "training", "prediction", "synthesis"],
+    sections: list[str] = field(default_factory=lambda: ["roofline", "training", "prediction", "files", "synthesis"],
                                 metadata={"help": "Sections to run."})
     precision: str | None = field(default=None, metadata={"help": "'float32' or 'bf16'."})
     threads: int | None = field(default=None, metadata={"help": "torch threads on CPU (0: leave torch's default)."})
@@ -126,6 +130,7 @@ class SpeedArguments:
     new_tokens: int | None = field(default=None, metadata={"help": "Tokens generated per prompt (exactly)."})
     predict_batch_size: int | None = field(default=None, metadata={"help": "Prompts per prediction batch."})
     predict_repeats: int | None = field(default=None, metadata={"help": "Interleaved repeats of each prediction."})
+    file_rows: int | None = field(default=None, metadata={"help": "Rows of the file that `predict_file` predicts."})
     synthesis_rows: int | None = field(default=None, metadata={"help": "Rows explained per synthesis run."})
     synthesis_batch_size: int | None = field(default=None, metadata={"help": "Conversations per teacher call."})
     repeats: int | None = field(default=None, metadata={"help": "Interleaved repeats of each synthesis run."})
@@ -191,7 +196,7 @@ def run(args: SpeedArguments, command: str = "") -> dict:
     source, config, tokenizer = source_for(args, device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     seq = args.prompt_tokens + args.completion_tokens
-    payload = {"roofline": {}, "training": {}, "prediction": {}, "synthesis": {}}
+    payload = {"roofline": {}, "training": {}, "prediction": {}, "files": {}, "synthesis": {}}
 
     if "roofline" in args.sections:
         roof = payload["roofline"]
@@ -215,6 +220,9 @@ def run(args: SpeedArguments, command: str = "") -> dict:
     if "prediction" in args.sections:
         prompts = sized_prompts(tokenizer, args.predict_batch_size, args.prompt_tokens)
         payload["prediction"] = prediction_speed(source, tokenizer, prompts, args.new_tokens, args.predict_repeats)
+    if "files" in args.sections:
+        payload["files"] = file_prediction_speed(source, tokenizer, args.file_rows, args.prompt_tokens,
+                                                 args.new_tokens, args.predict_batch_size, output_dir)
     if "synthesis" in args.sections:
         prompts = sized_prompts(tokenizer, args.synthesis_rows, args.prompt_tokens, seed=1)
         payload["synthesis"] = synthesis_speed(source, tokenizer, prompts, args.synthesis_batch_size, args.new_tokens,
@@ -314,6 +322,9 @@ def _cells(payload: dict | None) -> dict[str, str]:
             f"{p['generate_decode_s_per_token'] * 1e3:.1f} / {p['predict_decode_s_per_token'] * 1e3:.1f}, "
             f"{r['decode_floor_s_per_token'] * 1e3:.1f} ({r['generate_decode_vs_floor']:.2f}x / "
             f"{r['predict_decode_vs_floor']:.2f}x)")
+    if files := payload.get("files"):
+        cells["Predict a file, rows/s (probabilities only / explanations)"] = (
+            f"{files['probabilities_rows_per_s']:.1f} / {files['explanations_rows_per_s']:.2f}")
     if s:
         cells["Synthesis rows/s (synthesize / generate)"] = (
             f"{s['synthesize_rows_per_s']:.3f} / {s['generate_rows_per_s']:.3f} ({r['synthesis_vs_generate']:.2f}x)")

@@ -1,6 +1,8 @@
 """Text classification rows (CSV, JSON Lines, Parquet or `datasets` objects) -> classifier prompts and label ids.
 
 Bad input fails here, as a `UsageError` naming the file, line, columns, labels or rows, not deep inside training.
+Files are read without the persistent `datasets` cache: a cache keyed by path and modification time would serve the
+old rows of a file rewritten within the same second, and would leave a copy of the user's rows in a shared folder.
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +89,24 @@ def load_classification_dataset(
     return ds
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of one CSV, JSON Lines or Parquet file, read and checked as `load_classification_dataset` does."""
-    return _load_file(Path(path)).to_list()
+def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The rows of one CSV, JSON Lines or Parquet file, streamed (memory does not grow with the file), read and
+    checked as `load_classification_dataset` does."""
+    path = Path(path)
+    builder, empty = _check_file(path)
+    with tempfile.TemporaryDirectory(prefix="clsgen-read-") as cache_dir:  # only the builder's lock goes there
+        rows = _reading(path, builder, empty, lambda: load_dataset(
+            builder, data_files={"train": str(path)}, split="train", streaming=True, cache_dir=cache_dir))
+    count = 0
+    iterator = iter(rows)
+    while True:
+        row = _reading(path, builder, empty, lambda: next(iterator, None))
+        if row is None:
+            break
+        count += 1
+        yield row
+    if count == 0:
+        raise empty
 
 
 def parse_label2id(text: str) -> dict[str, int]:
@@ -123,6 +141,18 @@ def _load_source(source: Source, split: str | None) -> Dataset | DatasetDict:
 
 
 def _load_file(path: Path) -> Dataset:
+    builder, empty = _check_file(path)
+    # A cache of its own, removed once the rows are in memory: nothing left behind, nothing stale served.
+    with tempfile.TemporaryDirectory(prefix="clsgen-read-") as cache_dir:
+        ds = _reading(path, builder, empty, lambda: load_dataset(
+            builder, data_files={"train": str(path)}, split="train", cache_dir=cache_dir, keep_in_memory=True))
+    if len(ds) == 0:
+        raise empty
+    return ds
+
+
+def _check_file(path: Path) -> tuple[str, UsageError]:
+    """The `datasets` builder of `path` and the error its emptiness raises, after the checks that need no parser."""
     if not path.is_file():
         raise UsageError(f"No such data file: {path}")
     builder = _BUILDERS.get(path.suffix.lower())
@@ -134,8 +164,13 @@ def _load_file(path: Path) -> Dataset:
     empty = UsageError(f"{path} holds no rows (the file is empty{header}).")
     if path.stat().st_size == 0:
         raise empty
+    return builder, empty
+
+
+def _reading(path: Path, builder: str, empty: UsageError, read: Callable[[], Any]) -> Any:
+    """`read()`, with the parser's errors as a `UsageError` naming the file."""
     try:
-        ds = load_dataset(builder, data_files={"train": str(path)}, split="train")
+        return read()
     except ValueError as error:
         if "corresponds to no data" in str(error):
             raise empty from None
@@ -143,9 +178,6 @@ def _load_file(path: Path) -> Dataset:
     except Exception as error:  # noqa: BLE001 - datasets wraps the parser's error; its cause says what is wrong
         cause = error.__cause__ or error
         raise UsageError(f"{path} could not be read as {builder}: {type(cause).__name__}: {cause}") from error
-    if len(ds) == 0:
-        raise empty
-    return ds
 
 
 def _check_json_lines(path: Path) -> None:

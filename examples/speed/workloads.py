@@ -5,6 +5,7 @@ Every workload gets the same weights, rows, batch and precision; only the code p
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from transformers import (
 from trl import SFTConfig, SFTTrainer
 
 from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaCLSGenConfig, LlamaForCLSGen, predict
+from clsgen_hf.batch_prediction import predict_file
 from clsgen_hf.data import TransformersTeacher, default_prompt_template, synthesize_explanations, teacher_messages
 
 from .measure import basis, current_memory_gib, median, now, peak_memory_gib, release_memory, reset_peak_memory, timed
@@ -232,6 +234,32 @@ def _rotated(names: list[str], shift: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
+# ------------------------------------------------------------------------------------------- file prediction
+def file_prediction_speed(source: ModelSource, tokenizer, rows: int, prompt_tokens: int, new_tokens: int,
+                          batch_size: int, output_dir: Path) -> dict[str, Any]:
+    """Rows/s of `predict_file` over a JSON Lines file of `rows` rows of shuffled lengths (an eighth to a half of
+    `prompt_tokens` words): probabilities only (`max_new_tokens=0`, one forward per row, batched by tokens) and with
+    `new_tokens`-token explanations (`batch_size` prompts per batch)."""
+    device = source.device
+    release_memory(device)
+    model = source.load(LlamaForCLSGen).eval()
+    rng = random.Random(2)
+    path = output_dir / "file_rows.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choices(WORDS, k=rng.randint(prompt_tokens // 8,
+                                                                                            prompt_tokens // 2)))})
+                            + "\n" for _ in range(rows)))
+    result: dict[str, Any] = {"rows": rows, "batch": batch_size, "new_tokens": new_tokens}
+    for name, budget in (("probabilities", 0), ("explanations", new_tokens)):
+        seconds = timed(lambda: predict_file(model, path, output_dir / f"file_{name}.jsonl", tokenizer=tokenizer,
+                                             prompt_template=TEMPLATE, batch_size=batch_size, max_new_tokens=budget),
+                        device)
+        result[f"{name}_rows_per_s"] = rows / seconds[basis(device)]
+        result[f"{name}_wall_rows_per_s"] = rows / seconds["wall"]
+    result["clock"] = basis(device)
+    return result
+
+
 # ------------------------------------------------------------------------------------------------- synthesis
 def synthesis_speed(source: ModelSource, tokenizer, prompts: list, batch_size: int, new_tokens: int,
                     repeats: int) -> dict[str, Any]:
@@ -274,5 +302,5 @@ def synthesis_speed(source: ModelSource, tokenizer, prompts: list, batch_size: i
     return result
 
 
-__all__ = ["ModelSource", "make_trainer", "prediction_speed", "sized_prompts", "synthesis_speed", "token_rows",
-           "train_speed"]
+__all__ = ["ModelSource", "file_prediction_speed", "make_trainer", "prediction_speed", "sized_prompts",
+           "synthesis_speed", "token_rows", "train_speed"]

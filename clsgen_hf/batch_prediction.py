@@ -1,0 +1,319 @@
+"""`predict_file`: `predict` over a whole CSV, JSON Lines or Parquet file, as `clsgen-hf predict` runs it.
+
+Made for files of hundreds of thousands of rows and hours of generation:
+
+- streamed: rows are read, predicted and written `chunk_size` at a time, so memory does not grow with the file; each
+  chunk is sorted by prompt length before batching (less padding) and written back in the input's order;
+- resumable: predictions are appended, flushed batch by batch, to `<output>.partial`, whose first line records the
+  options and the input's content hash; a killed run restarted with the same options predicts only the rows not yet
+  written (a line cut short by the kill is dropped), a restart with other options is refused unless `overwrite`; the
+  finished file replaces `output` in one `os.replace`, so an earlier output survives a kill;
+- data-parallel: under `accelerate launch` (or `torchrun`) each process predicts every N-th row into a shard of its
+  own, and the main process merges the shards in input order (the same file as one process writes);
+- probabilities only (`max_new_tokens=0`): one forward per row, batched by a token budget instead of a row count.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .data import read_rows
+from .errors import UsageError
+from .export import inspect_source
+from .inference import predict
+from .loading import load_model_and_tokenizer
+from .model_card import json_safe
+from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
+
+
+logger = logging.getLogger("clsgen_hf.predict")
+
+OUTPUT_FORMATS = (".jsonl", ".csv")
+
+
+def predict_file(
+    model: str | os.PathLike | PreTrainedModel,
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    prompt_template: PromptTemplate | str | os.PathLike | None = None,
+    text_fields: list[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    max_prompt_tokens: int | None = None,
+    threshold: float | None = None,
+    max_batch_tokens: int = 8192,
+    chunk_size: int = 256,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Predict every row of `input` and write `output` (`.jsonl`, or `.csv` with one `probability_<i>` per class).
+
+    Args:
+        model: a CLSGen model folder (checked before any weight loads, then loaded), or a loaded model with its
+            `tokenizer`.
+        prompt_template: a `PromptTemplate` or its JSON file; default one built from `text_fields`, else the model
+            folder's `clsgen_prompt.json`. Rows with a non-empty `prompt` are used as they are.
+        batch_size: prompts per batch when generating; `max_batch_tokens` bounds the padded tokens of a batch when
+            `max_new_tokens=0`.
+        chunk_size: rows read, predicted and written at a time (per process).
+        overwrite: discard an unfinished run of other options instead of refusing.
+
+    Every input column is kept, followed by `predict`'s fields (an input column of the same name is kept as
+    `input_<name>`). Returns a summary: `rows` (in the file), `predicted` and `resumed_at` (this process's rows),
+    `seconds`, and in the main process `disagreeing` (explanations that do not state the head's label; `None`
+    without explanations).
+    """
+    state = PartialState(cpu=not torch.cuda.is_available())  # without `cpu`, accelerate finds no gloo group on CPU
+    input, output = Path(input), Path(output)
+    if output.suffix.lower() not in OUTPUT_FORMATS:
+        raise UsageError(f"output must end in {' or '.join(OUTPUT_FORMATS)}, got {output}.")
+    folder = None if isinstance(model, PreTrainedModel) else Path(model)
+    if folder is not None:
+        try:
+            inspect_source(folder)  # a CLSGen model with a trained head and readable weights, before any weight loads
+        except UsageError as error:
+            raise UsageError(f"model {model}: {error}") from None
+    elif tokenizer is None:
+        raise ValueError("A loaded `model` needs its `tokenizer`.")
+    template = _resolve_template(prompt_template, text_fields, folder)
+    rows, digest = _check_rows(input, template)
+    options = {"model": _model_identity(model, folder), "prompt_template": template and template.to_dict(),
+               "threshold": threshold, "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
+               "input": digest, "rows": rows}
+    shard = _shard(output, state.process_index, state.num_processes)
+    done = _open_journal(shard, options, overwrite)
+    share = len(range(state.process_index, rows, state.num_processes))
+    if done:
+        where = "" if state.num_processes == 1 else f" of process {state.process_index}'s share"
+        logger.info("%s: resuming at row %d of %d%s.", input, done, share, where)
+
+    if folder is not None:
+        try:
+            model, tokenizer = load_model_and_tokenizer(folder)
+        except (OSError, ValueError) as error:  # e.g. missing tokenizer files
+            raise UsageError(f"model {folder}: {str(error).strip().splitlines()[0]}") from None
+        model.to(state.device)
+    model.eval()
+    started = time.time()
+    settings = dict(prompt_template=template, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                    threshold=threshold, show_progress=False)
+    mine = islice(read_rows(input), state.process_index + done * state.num_processes, None, state.num_processes)
+    with shard.open("a", encoding="utf-8") as journal:
+        tokens = 0
+        for first, chunk in _chunks(mine, chunk_size, done):
+            numbers = range((first * state.num_processes + state.process_index) + 1, rows + 1, state.num_processes)
+            tokens += _predict_chunk(model, tokenizer, chunk, numbers, template, journal, settings, batch_size,
+                                     max_batch_tokens, input)
+            seconds = time.time() - started
+            logger.info("%d of %d rows (%.1f rows/s, %.0f tokens/s)", first + len(chunk), share,
+                        (first + len(chunk) - done) / seconds, tokens / seconds)
+    state.wait_for_everyone()
+    summary = {"rows": rows, "predicted": share - done, "resumed_at": done, "seconds": time.time() - started}
+    if state.is_main_process:
+        summary["disagreeing"] = _merge(output, state.num_processes, rows, max_new_tokens > 0)
+        logger.info("Wrote %s (%d rows; %d predicted by this process in %.1f s)", output, rows, summary["predicted"],
+                    summary["seconds"])
+    state.wait_for_everyone()
+    return summary
+
+
+def _resolve_template(prompt_template, text_fields: list[str] | None, folder: Path | None) -> PromptTemplate | None:
+    if isinstance(prompt_template, PromptTemplate):
+        return prompt_template
+    if prompt_template is not None:
+        return PromptTemplate.from_pretrained(prompt_template)
+    if text_fields:
+        return default_prompt_template(text_fields)
+    return PromptTemplate.in_folder(folder)
+
+
+def _check_rows(path: Path, template: PromptTemplate | None) -> tuple[int, str]:
+    """Row count and content hash of the input, every row checked (before any weight loads), in one streamed pass."""
+    count = 0
+    for count, row in enumerate(read_rows(path), start=1):
+        _prediction_input(row, template, path, count)
+    with path.open("rb") as file:
+        return count, hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _model_identity(model, folder: Path | None) -> dict[str, Any]:
+    """The model as the journal records it: the folder and its weight files' sizes and times (retrained in place:
+    another model), or a loaded model's `name_or_path`."""
+    if folder is None:
+        return {"name_or_path": model.name_or_path}
+    weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {"folder": str(folder.resolve()), "weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns]
+                                                         for p in weights]}
+
+
+def _shard(output: Path, rank: int, processes: int) -> Path:
+    suffix = ".partial" if processes == 1 else f".partial-{rank}-of-{processes}"
+    return output.with_name(output.name + suffix)
+
+
+def _open_journal(path: Path, options: dict, overwrite: bool) -> int:
+    """Rows already in the journal at `path` (created with `options` as its first line if absent); a line cut short
+    by a kill is cut off. An unfinished run of other options is refused, or discarded with `overwrite` (a journal
+    without rows, e.g. of a run that stopped at a bad option, is simply replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = json.dumps({"clsgen_predict": options}, sort_keys=True) + "\n"
+    expected = json.loads(header)["clsgen_predict"]  # as read back (tuples as lists)
+    if path.is_file():
+        with path.open("rb") as file:
+            try:
+                recorded = json.loads(file.readline()).get("clsgen_predict", {})
+            except (json.JSONDecodeError, AttributeError):  # killed while writing the header
+                recorded = {}
+            count, end = 0, file.tell()
+            for line in file:
+                if not line.endswith(b"\n"):
+                    break
+                count, end = count + 1, end + len(line)
+        if recorded == expected:
+            os.truncate(path, end)
+            return count
+        changed = next((key for key in expected if recorded.get(key) != expected[key]), "journal")
+        if count and not overwrite:
+            raise UsageError(f"{path} holds an unfinished run with another {changed}: rerun with the same options to "
+                             f"resume it, or pass overwrite (--overwrite) to start again.")
+        if count:
+            logger.warning("%s: discarding an unfinished run with another %s.", path, changed)
+    path.write_text(header, encoding="utf-8")
+    return 0
+
+
+def _chunks(rows: Iterator[dict], size: int, first: int) -> Iterator[tuple[int, list[dict]]]:
+    """(index of the chunk's first row, its rows) for consecutive chunks of `size` rows."""
+    while chunk := list(islice(rows, size)):
+        yield first, chunk
+        first += len(chunk)
+
+
+def _predict_chunk(model, tokenizer, rows: list[dict], numbers: range, template, journal, settings: dict,
+                   batch_size: int, max_batch_tokens: int, path: Path) -> int:
+    """Predict `rows` (the file's rows `numbers`) in batches of similar length, appending each finished prefix to
+    `journal` in input order; returns the tokens processed (prompt and explanation)."""
+    inputs = [_prediction_input(row, template, path, number) for row, number in zip(rows, numbers)]
+    ids = encode_prompts(tokenizer, inputs, template, settings["max_prompt_tokens"])
+    order = sorted(range(len(rows)), key=lambda i: len(ids[i]))
+    records: list[dict | None] = [None] * len(rows)
+    written, tokens = 0, sum(map(len, ids))
+    for batch in _batches(order, ids, batch_size, max_batch_tokens if settings["max_new_tokens"] == 0 else None):
+        for i, record in zip(batch, predict(model, tokenizer, [inputs[i] for i in batch], batch_size=len(batch),
+                                            **settings)):
+            records[i] = record
+            if record["explanation"]:
+                tokens += len(tokenizer(record["explanation"], add_special_tokens=False)["input_ids"])
+        while written < len(rows) and records[written] is not None:
+            row, record = rows[written], records[written]
+            # An input column that a prediction field would overwrite (e.g. a gold `label`) is kept as `input_<name>`.
+            out = {**{(f"input_{key}" if key in record else key): value for key, value in row.items()}, **record}
+            journal.write(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False) + "\n")
+            written += 1
+        journal.flush()
+    return tokens
+
+
+def _batches(order: list[int], ids: list[list[int]], batch_size: int, max_tokens: int | None) -> Iterator[list[int]]:
+    """Consecutive runs of `order` (sorted by length): `batch_size` rows each, or, with `max_tokens`, as many rows as
+    fit that many padded tokens (at least one)."""
+    if max_tokens is None:
+        yield from (order[start : start + batch_size] for start in range(0, len(order), batch_size))
+        return
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * len(ids[i]) > max_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _merge(output: Path, processes: int, rows: int, explained: bool) -> int | None:
+    """Write `output` from the shards in input order (row i from shard i mod N) through a temporary file and one
+    `os.replace`, remove the shards; returns how many explanations disagree with the head."""
+    shards = [_shard(output, rank, processes) for rank in range(processes)]
+    disagreeing = 0
+
+    def merged() -> Iterator[dict]:
+        nonlocal disagreeing
+        files = [shard.open(encoding="utf-8") for shard in shards]
+        try:
+            for file in files:
+                file.readline()  # the options
+            for i in range(rows):
+                row = json.loads(files[i % processes].readline())
+                disagreeing += not row["agrees"]
+                yield row
+        finally:
+            for file in files:
+                file.close()
+
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=output.parent, prefix=f".{output.name}.",
+                                     delete=False) as file:
+        try:
+            if output.suffix.lower() == ".jsonl":
+                file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in merged())
+            else:
+                columns = dict.fromkeys(key for row in map(_flat, _journal_rows(shards)) for key in row)
+                writer = csv.DictWriter(file, fieldnames=list(columns))
+                writer.writeheader()
+                writer.writerows(map(_flat, merged()))
+        except BaseException:
+            os.unlink(file.name)
+            raise
+    os.replace(file.name, output)
+    for shard in shards:
+        shard.unlink()
+    return disagreeing if explained else None
+
+
+def _journal_rows(shards: list[Path]) -> Iterable[dict]:
+    for shard in shards:
+        with shard.open(encoding="utf-8") as file:
+            file.readline()
+            yield from map(json.loads, file)
+
+
+def _flat(row: dict) -> dict:
+    """A CSV row: `probability` as one `probability_<i>` column per class."""
+    return {**{key: value for key, value in row.items() if key != "probability"},
+            **{f"probability_{i}": p for i, p in enumerate(row["probability"])}}
+
+
+def _prediction_input(row: dict, template: PromptTemplate | None, path: Path, number: int) -> dict:
+    """The row as `predict` takes it: its ready `prompt`, or the fields the template reads."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, str) and prompt.strip() or isinstance(prompt, list) and prompt:
+        return {"prompt": prompt}
+    if template is None:
+        raise UsageError(f"{path}: rows have no `prompt` column and the model folder has no clsgen_prompt.json; name "
+                         f"the text column(s) (text_fields, --text_fields) or pass a prompt template "
+                         f"(--prompt_template). Columns present: {sorted(row)}.")
+    missing = [name for name in template.fields if name not in row]
+    if missing:
+        raise UsageError(f"{path}, row {number}: missing the field(s) {', '.join(map(repr, missing))} the prompt "
+                         f"needs; columns present: {sorted(row)}.")
+    empty = [name for name in template.fields if row[name] is None or not str(row[name]).strip()]
+    if empty:
+        raise UsageError(f"{path}, row {number}: the field(s) {', '.join(map(repr, empty))} are empty.")
+    return {name: row[name] for name in template.fields}
+
+
+__all__ = ["predict_file"]
