@@ -23,12 +23,14 @@ from pathlib import Path
 
 from trl import TrlParser
 
+from ..arguments import check_option_ranges, parse_options
 from ..data import read_rows
 from ..errors import UsageError, run_command
 from ..export import inspect_source
 from ..inference import predict
 from ..loading import load_model_and_tokenizer
 from ..model_card import json_safe
+from ..output_folders import claim_output_file
 from ..prompt_template import PromptTemplate, default_prompt_template
 
 
@@ -55,16 +57,20 @@ class PredictArguments:
     threshold: float | None = field(default=None, metadata={"help": "Binary decision threshold (default: the model's "
                                     "config.cls_threshold)."})
 
+    def __post_init__(self):
+        check_option_ranges(self)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = TrlParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
-    return run_command("predict", lambda: run(*parser.parse_args_and_config(argv)))
+    return run_command("predict", lambda: run(*parse_options(parser, argv)))
 
 
 def run(args: PredictArguments) -> list[dict]:
     """Check the inputs (before loading any weights), predict, write `args.output`; returns the output rows."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     model_dir, output = Path(args.model), Path(args.output)
+    claim_output_file("--output", output, {"--input": args.input, "--prompt_template": args.prompt_template})
     try:
         inspect_source(model_dir)  # a CLSGen model with a trained head and readable weights, before any weight loads
     except UsageError as error:
