@@ -102,7 +102,8 @@ def test_an_option_out_of_range_is_refused_naming_it_before_any_model_loads(tmp_
     argv = {"predict": ["--model", missing, "--input", f"{missing}.csv", "--output", str(tmp_path / "out.csv")],
             "train": ["--model_name_or_path", missing, "--train_file", f"{missing}.csv", "--test_file",
                       f"{missing}.csv", "--text_fields", "note", "--output_dir", str(tmp_path / "out")],
-            "synthesize": ["--input", f"{missing}.csv", "--text_fields", "note", "--output", str(tmp_path / "o.jsonl")],
+            "synthesize": ["--input", f"{missing}.csv", "--text_fields", "note", "--output",
+                           str(tmp_path / "o.jsonl")],
             "export": [missing, str(tmp_path / "out")]}[command]
     assert cli_main([command, *argv, option, value]) == 2
     assert f"{option} must be {expected}." in _one_line_error(capsys, command)

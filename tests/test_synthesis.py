@@ -307,7 +307,8 @@ def test_openai_teacher_gives_up_on_a_hanging_endpoint(server):
 @pytest.mark.parametrize("fault, message", [
     ("trickle", r"did not finish its reply within 1 s \(2 attempts\)"),
     ("endless", r"sent a reply of more than 65536 bytes \(2 attempts\)"),
-    ("bad_json", r"answered with a body that is not JSON; it begins: '\{\"choices\": \[\{\"message\": oops' \(2 attempts\)"),
+    ("bad_json", r"answered with a body that is not JSON; it begins: '\{\"choices\": \[\{\"message\": oops' "
+                 r"\(2 attempts\)"),
 ])
 def test_openai_teacher_bounds_each_reply_in_time_and_size(server, fault, message):
     """A reply trickled byte by byte (each byte within the read timeout), one without end, or broken JSON: each try

@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{folder}: no config.json, so not a saved model folder.")
             try:
                 previous = refresh_code(folder)
-            except ValueError as error:  # a config.json that is not a CLSGen one
-                raise UsageError(f"{folder}: {error}") from None
+            except (OSError, ValueError) as error:  # a config.json that is not a CLSGen one, a read-only folder
+                raise UsageError(f"{folder}: {str(error).strip().splitlines()[0]}") from None
             print(f"{folder}: code {previous or 'unversioned (0.1.0)'} -> {MODELING_VERSION}")
 
     return run_command("refresh-code", refresh)

@@ -87,8 +87,8 @@ def run(args: SynthesizeArguments, prompt_args: PromptArguments, teacher_args: T
     print(describe_dataset(dataset), flush=True)
     result = synthesize_explanations(
         dataset, teacher_args.make_teacher(), prompt_template=template, cache_path=cache,
-        verdict_follow_up=args.verdict_follow_up, min_words=args.min_words, save_to=output, show_progress=args.progress,
-        **teacher_args.synthesis_kwargs(),
+        verdict_follow_up=args.verdict_follow_up, min_words=args.min_words, save_to=output,
+        show_progress=args.progress, **teacher_args.synthesis_kwargs(),
     )
     print(SynthesisReport.from_dataset(result))
     print(f"Wrote {len(result)} rows to {output} (metadata: {output.with_suffix('.meta.json')}).")
