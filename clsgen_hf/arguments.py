@@ -184,7 +184,7 @@ def parse_options(parser: TrlParser, argv: Sequence[str] | None = None) -> tuple
         parsed = parser.parse_args_and_config(argv)
     except UsageError:
         raise
-    except (ValueError, TypeError) as error:  # e.g. TrainingArguments.__post_init__ refusing a combination
+    except ValueError as error:  # e.g. TrainingArguments.__post_init__ refusing a combination
         raise UsageError(" ".join(str(error).split())) from None
     check_option_ranges(*parsed)
     return parsed

@@ -109,6 +109,12 @@ def test_an_option_out_of_range_is_refused_naming_it_before_any_model_loads(tmp_
     assert f"{option} must be {expected}." in _one_line_error(capsys, command)
 
 
+def test_a_combination_trainer_arguments_reject_is_one_line(capsys):
+    assert cli_main(["train", "--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy",
+                     "epoch"]) == 2
+    assert "--load_best_model_at_end requires the save and eval strategy to match" in _one_line_error(capsys, "train")
+
+
 def test_predict_never_writes_over_its_input(model, rows, tmp_path, capsys):
     before = rows.read_bytes()
     (tmp_path / "link.csv").symlink_to(rows)
