@@ -1,9 +1,17 @@
 """Command-line options shared by several `clsgen-hf` commands, as dataclasses for `TrlParser` (so each option is
-spelled once, with underscores, and every command also reads them from `--config file.yaml`)."""
+spelled once, with underscores, and every command also reads them from `--config file.yaml`), and `parse_options`,
+which every command parses with: a bad config file or an option out of its range is a `UsageError`, before any
+model loads."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+import yaml
+from trl import TrlParser
 
 from .errors import UsageError
 from .prompt_template import PromptTemplate, default_prompt_template
@@ -79,6 +87,8 @@ class TeacherArguments:
     teacher_concurrency: int = field(default=4, metadata={"help": "Requests in flight at once to an openai:<url> "
                                      "teacher (one row each, each answer cached as it returns)."})
     teacher_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the re-asks."})
+    teacher_timeout: float = field(default=300.0, metadata={"help": "Seconds an openai:<url> teacher has to send a "
+                                   "whole answer (each try); a slower one is retried, then fails the run."})
     teacher_instruction: str | None = field(default=None, metadata={"help": "The teacher's user message, with {text} "
                                             "(the row's prompt), {answer} (the gold word) and {verdict_line}; "
                                             "default: clsgen_hf.data.DEFAULT_TEACHER_INSTRUCTION."})
@@ -89,8 +99,6 @@ class TeacherArguments:
         if self.teacher and self.teacher.partition(":")[0] not in ("self", "transformers", "openai", "vllm"):
             raise UsageError(f"--teacher {self.teacher!r}: use 'self', 'transformers[:<model>]', 'openai:<url>' or "
                              "'vllm:<model>'.")
-        if self.teacher_concurrency < 1:
-            raise UsageError(f"--teacher_concurrency must be at least 1, got {self.teacher_concurrency}.")
 
     def make_teacher(self, model=None, tokenizer=None):
         """The teacher these options name; 'self' (the default) asks `model`, the model about to be trained."""
@@ -102,7 +110,7 @@ class TeacherArguments:
             return TransformersTeacher(model=model, tokenizer=tokenizer, name=f"self:{model.config._name_or_path}")
         if self.teacher.startswith("openai:"):
             return make_teacher(self.teacher, model=self.teacher_model, api_key=os.environ.get("OPENAI_API_KEY"),
-                                concurrency=self.teacher_concurrency)
+                                concurrency=self.teacher_concurrency, timeout=self.teacher_timeout)
         return make_teacher(self.teacher)
 
     def synthesis_kwargs(self) -> dict:
@@ -115,4 +123,72 @@ class TeacherArguments:
         return kwargs
 
 
-__all__ = ["PromptArguments", "TeacherArguments"]
+_AT_LEAST_1 = (lambda value: value >= 1, "at least 1")
+_AT_LEAST_0 = (lambda value: value >= 0, "at least 0")
+_POSITIVE = (lambda value: value > 0, "above 0")
+_FRACTION = (lambda value: 0 < value < 1, "between 0 and 1 (exclusive)")
+# The range of every numeric option any command has, by name (`None`, where allowed, means "all" or "default").
+OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("batch_size", "predict_batch_size", "teacher_batch_size", "teacher_concurrency",
+                     "teacher_max_new_tokens", "per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps", "max_train_samples", "max_validation_samples", "max_eval_samples",
+                     "max_rows", "max_prompt_tokens", "max_length", "lora_r"), _AT_LEAST_1),
+    **dict.fromkeys(("max_new_tokens", "teacher_retries", "teacher_temperature", "min_words", "atol",
+                     "learning_rate", "num_train_epochs"), _AT_LEAST_0),
+    **dict.fromkeys(("teacher_timeout",), _POSITIVE),
+    **dict.fromkeys(("threshold", "validation_fraction"), _FRACTION),
+}
+
+
+def check_option_ranges(*options: Any) -> None:
+    """Refuse, naming the flag, the first option of the `options` dataclasses outside its `OPTION_RANGES` range."""
+    for dataclass_ in options:
+        for option in fields(dataclass_) if is_dataclass(dataclass_) else ():
+            value, allowed = getattr(dataclass_, option.name, None), OPTION_RANGES.get(option.name)
+            if allowed is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not allowed[0](value):
+                raise UsageError(f"--{option.name} must be {allowed[1]}, got {value}.")
+
+
+def read_config(path: str, parser: TrlParser) -> dict:
+    """The options of a `--config` YAML file, checked: a mapping, every key an option of `parser`."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.safe_load(file)
+    except OSError as error:
+        raise UsageError(f"--config {path}: {error.strerror or error}.") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise UsageError(f"--config {path} is not a YAML file ({reason[:200]}).") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--config {path} must hold a YAML mapping (option: value lines), not a "
+                         f"{type(config).__name__}.")
+    known = {action.dest for action in parser._actions} | {"env"}
+    unknown = [str(key) for key in config if key not in known]
+    if unknown:
+        raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}; `--help` lists the options.")
+    return config
+
+
+def parse_options(parser: TrlParser, argv: Sequence[str] | None = None) -> tuple:
+    """`parser.parse_args_and_config(argv)`, with every mistake a one-line `UsageError`: an unreadable, non-mapping or
+    unknown-key `--config` file, a combination a dataclass rejects, an option out of its range (`OPTION_RANGES`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        position = argv.index("--config")
+        if position + 1 == len(argv):
+            raise UsageError("--config needs the path of a YAML file.")
+        read_config(argv[position + 1], parser)
+    try:
+        parsed = parser.parse_args_and_config(argv)
+    except UsageError:
+        raise
+    except ValueError as error:  # e.g. TrainingArguments.__post_init__ refusing a combination
+        raise UsageError(" ".join(str(error).split())) from None
+    check_option_ranges(*parsed)
+    return parsed
+
+
+__all__ = ["OPTION_RANGES", "PromptArguments", "TeacherArguments", "check_option_ranges", "parse_options",
+           "read_config"]

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] not in COMMANDS:
-        print(f"clsgen-hf: unknown command {argv[0]!r}.\n\n{_usage()}", file=sys.stderr)
+        named = next((arg for arg in argv if arg in COMMANDS), None)  # options typed before the command
+        hint = f" The command comes first: clsgen-hf {named} [options]." if named else ""
+        print(f"clsgen-hf: unknown command {argv[0]!r}.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:]) or 0

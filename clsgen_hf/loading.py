@@ -7,10 +7,12 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import torch
 from peft import PeftConfig
 from transformers import AutoConfig, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .calibration import restore_rule
+from .errors import UsageError
 from .modeling_clsgen import LlamaForCLSGen
 
 
@@ -104,11 +106,21 @@ def load_model(
     return model
 
 
+def check_head_is_finite(model: PreTrainedModel) -> None:
+    """Refuse a model whose classification head holds NaN or infinite weights (a diverged run): every probability it
+    gave would be NaN."""
+    weight = getattr(getattr(model, "score", None), "weight", None)
+    if weight is not None and weight.device.type != "meta" and not torch.isfinite(weight).all():
+        raise UsageError("the classification head (`score`) holds NaN or infinite weights, so every probability "
+                         "would be NaN: the training run that wrote it diverged.")
+
+
 def load_model_and_tokenizer(
     model_name_or_path: str | Path | None = None, gguf_file: str | None = None, **kwargs
 ) -> tuple[LlamaForCLSGen, PreTrainedTokenizerBase]:
     """`load_model` and `load_tokenizer` together, the tokenizer's eos matched to the model's."""
     model = load_model(model_name_or_path, gguf_file, **kwargs)
+    check_head_is_finite(model)
     tokenizer = load_tokenizer(model_name_or_path, gguf_file, eos_token_id=model.config.eos_token_id)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

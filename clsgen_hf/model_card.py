@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index
 from transformers import TrainerCallback
 
+from .atomic import atomic_path, write_text_atomic
 from .configuration_clsgen import MODELING_VERSION
 from .errors import UsageError
 from .loading import DEFAULT_MODEL_PACKAGE
@@ -77,7 +78,7 @@ def json_safe(value: Any) -> Any:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """`data` as standard JSON (undefined numbers as `null`, never a bare `NaN`), indented, UTF-8."""
     text = json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
-    Path(path).write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(path, text + "\n")
 
 
 def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
@@ -256,7 +257,8 @@ def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: st
     card.results = read_json(output_dir / RESULTS_FILE)
     card.prompt_template = PromptTemplate.in_folder(output_dir)
     path = output_dir / "README.md"
-    card.to_model_card().save(path)
+    with atomic_path(path) as temporary:
+        card.to_model_card().save(temporary)
     return path
 
 

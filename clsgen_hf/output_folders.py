@@ -1,8 +1,12 @@
-"""Where `clsgen-hf export` (all formats) may write: it stages the export next to the output folder and replaces
-that folder only if `check_output_dir` accepts it, so that it never deletes what it did not write."""
+"""Where `clsgen-hf` commands may write. Every command checks its outputs against its inputs and model folders before
+any work (`claim_output_file`, `claim_output_folder`: never an output over an input or a model), and claims them so
+that a second run writing the same output refuses. `clsgen-hf export` (all formats) also stages the export next to
+the output folder and replaces that folder only if `check_output_dir` accepts it, so that it never deletes what it
+did not write."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -10,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .atomic import OutputBusyError, claim
 from .errors import UsageError
 from .model_card import read_json
 
@@ -47,16 +52,71 @@ def staged_output(out: Path, source: Path, overwrite: bool) -> Iterator[Path]:
     shutil.rmtree(old)
 
 
-def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
-    """Refuse an output folder whose replacement could delete what the export did not write (links resolved)."""
+def claim_output_file(flag: str, output: str | Path, inputs: dict[str, str | Path | None], *,
+                      lock: bool = True) -> Path:
+    """Refuse an output file that is a folder, lies under a file or is one of `inputs` (flag -> path; links and hard
+    links resolved), then claim it for this run (`lock=False`: only check it, as the other processes of a
+    distributed run do); returns it as a `Path`."""
+    out = Path(output)
+    if out.is_dir():
+        raise UsageError(f"{flag} {output} is a folder: name the file to write.")
+    _check_parents(flag, out)
+    for name, path in inputs.items():
+        if path is not None and _same_file(out, Path(path)):
+            raise UsageError(f"{flag} {output} is the {name} file {path}: writing it would destroy the input; "
+                             f"choose another {flag}.")
+    return _claim(flag, out) if lock else out
+
+
+def claim_output_folder(flag: str, output_dir: str | Path, sources: dict[str, str | Path | None], *,
+                        lock: bool = True) -> Path:
+    """Refuse an output folder that is a file, lies under a file, or is, contains or lies inside one of the local
+    `sources` (what it is, e.g. "the source folder" -> its path; a Hub id is skipped), then claim it for this run
+    (`lock=False`: only check it, as the other processes of a distributed run do); returns it as a `Path`."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {output_dir} is a file: name a folder.")
+    _check_parents(flag, out)
+    for what, source in sources.items():
+        if source is not None and Path(source).exists() and (where := _relation(out, Path(source))):
+            raise UsageError(f"{flag} {output_dir} {where} {what} {source}: writing there could overwrite it; "
+                             f"choose a {flag} apart from it.")
+    return _claim(flag, out) if lock else out
+
+
+def _relation(out: Path, source: Path) -> str | None:
+    """How `out` overlaps `source` (links resolved): "is", "lies inside", "contains", or `None`."""
     target, src = out.resolve(), source.resolve()
     if target == src:
-        raise UsageError(f"{out} is the source folder {source}: write the export to another folder.")
-    if src in target.parents:
-        raise UsageError(f"{out} lies inside the source folder {source}: write the export outside it.")
-    if target in src.parents:
-        raise UsageError(f"{out} contains the source folder {source}: replacing it would delete the source; write "
-                         "the export to a folder outside it (--overwrite does not change this).")
+        return "is"
+    return "lies inside" if src in target.parents else "contains" if target in src.parents else None
+
+
+def _check_parents(flag: str, out: Path) -> None:
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{flag} {out}: {parent} is a file, not a folder.")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _claim(flag: str, out: Path) -> Path:
+    try:
+        claim(out)
+    except OutputBusyError as error:
+        raise UsageError(f"{flag} {error}") from None
+    return out
+
+
+def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output folder whose replacement could delete what the export did not write (links resolved)."""
+    if where := _relation(out, source):
+        raise UsageError(f"{out} {where} the source folder {source}: write the export to a folder outside it "
+                         "(--overwrite does not change this).")
     if out.is_symlink():
         raise UsageError(f"{out} is a symbolic link: give the folder itself.")
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -91,4 +151,4 @@ def _not_an_export(folder: Path, model_type: str = "llama_clsgen") -> str | None
     return None
 
 
-__all__ = ["SERVING_FOLDERS", "check_output_dir", "staged_output"]
+__all__ = ["SERVING_FOLDERS", "check_output_dir", "claim_output_file", "claim_output_folder", "staged_output"]

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from .atomic import atomic_path
+
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ def reliability_diagrams(panels: Mapping[str, Mapping], path: str | Path) -> Pat
         axis.title.set_fontsize(8)
     axes[0][0].set_ylabel("observed frequency")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120)
     plt.close(figure)
     return Path(path)
 

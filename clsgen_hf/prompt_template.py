@@ -19,6 +19,7 @@ from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 from transformers import PreTrainedTokenizerBase
 
+from .atomic import write_text_atomic
 from .errors import UsageError
 from .verdicts import VerdictFormat
 
@@ -136,10 +137,8 @@ class PromptTemplate:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write the template as `clsgen_prompt.json` in `save_directory` (created if needed); returns the file."""
-        path = Path(save_directory) / PROMPT_TEMPLATE_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
+        return write_text_atomic(Path(save_directory) / PROMPT_TEMPLATE_NAME,
+                                 json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> PromptTemplate:

@@ -1,8 +1,8 @@
 """Explanation synthesis: verdict filtering, retries, the answer cache, teachers and the `clsgen-hf synthesize` command.
 
 A scripted teacher and a small HTTP server stand in where answers must be chosen on demand (the gold verdict, none, a
-wrong one) or the endpoint must fail (HTTP 5xx/429/400, a body that is not JSON, a hang); a real `transformers serve`
-endpoint is exercised in `test_teacher_server.py`.
+wrong one) or the endpoint must fail (HTTP 5xx/429/400, a body that is not JSON, a hang, a body trickled byte by byte
+or without end); a real `transformers serve` endpoint is exercised in `test_teacher_server.py`.
 """
 
 import importlib.util
@@ -48,10 +48,14 @@ GOOD_REASON = f"Explanation: {BECAUSE}"
 class ChatServer(ThreadingHTTPServer):
     """An OpenAI-compatible endpoint on 127.0.0.1 answering as `scripted_answer`, with faults on demand.
 
-    `fail_after` makes it answer `fail_status` (503) after that many answers; `broken` makes it answer every question
-    with an apology (no verdict), `invalid_json` with an HTML page; `delay` holds every reply. Every answered user
-    message is logged, and counted per API key (per client run).
+    `fail_after` makes it answer `fail_status` (503) after that many answers, or, with `fault` set, a faulty body:
+    "trickle" (one byte every 0.2 s), "endless" (JSON that never ends) or "bad_json" (a JSON content type, a broken
+    body), each for at most `FAULT_S` seconds; `broken` makes it answer every question with an apology (no verdict),
+    `invalid_json` with an HTML page; `delay` holds every reply. Every answered user message is logged, and counted per
+    API key (per client run).
     """
+
+    FAULT_S = 30.0
 
     daemon_threads = True
 
@@ -60,6 +64,7 @@ class ChatServer(ThreadingHTTPServer):
         self.answered: list[str] = []
         self.answered_per_key: Counter = Counter()  # per API key, i.e. per client run
         self.fail_after, self.fail_status, self.failures, self.delay = None, 503, 0, 0.0
+        self.fault: str | None = None
         self.requests = 0
         self.broken = self.invalid_json = False
         self.lock = threading.Lock()
@@ -128,6 +133,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_faulty(self, fault: str):
+        """A 200 reply whose body trickles, never ends or is broken JSON; the client hanging up ends it."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if fault == "bad_json":
+            body = b'{"choices": [{"message": oops'
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return self.wfile.write(body)
+        if fault == "trickle":
+            self.send_header("Content-Length", "1000000")
+        self.end_headers()  # "endless": no length, the body runs until the connection closes
+        if fault == "endless":
+            self.wfile.write(b'{"choices": [')
+        chunk, pause = (b" ", 0.2) if fault == "trickle" else (b"0, " * 20000, 0.01)
+        end = time.monotonic() + self.server.FAULT_S
+        try:
+            while time.monotonic() < end:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:  # the client hung up
+            pass
+
     def do_GET(self):
         self._send(200, {"data": [{"id": "tiny-teacher"}]})
 
@@ -138,9 +167,14 @@ class _Handler(BaseHTTPRequestHandler):
             server.requests += 1
         time.sleep(server.delay)
         with server.lock:
-            if server.fail_after is not None and len(server.answered) >= server.fail_after:
+            failing = server.fail_after is not None and len(server.answered) >= server.fail_after
+            if failing:
                 server.failures += 1
-                return self._send(server.fail_status, {"error": f"HTTP {server.fail_status} on demand"})
+        if failing and server.fault:
+            return self._send_faulty(server.fault)
+        if failing:
+            return self._send(server.fail_status, {"error": f"HTTP {server.fail_status} on demand"})
+        with server.lock:
             server.answered.append(payload["messages"][-1]["content"])
             server.answered_per_key[self.headers.get("Authorization")] += 1
         if server.invalid_json:
@@ -268,6 +302,33 @@ def test_openai_teacher_gives_up_on_a_hanging_endpoint(server):
     with pytest.raises(TeacherError, match=r"did not answer within 0\.3 s, 2 attempts"):
         teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
     assert server.requests == 2 and time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("trickle", r"did not finish its reply within 1 s \(2 attempts\)"),
+    ("endless", r"sent a reply of more than 65536 bytes \(2 attempts\)"),
+    ("bad_json", r"answered with a body that is not JSON; it begins: '\{\"choices\": \[\{\"message\": oops' "
+                 r"\(2 attempts\)"),
+])
+def test_openai_teacher_bounds_each_reply_in_time_and_size(server, fault, message):
+    """A reply trickled byte by byte (each byte within the read timeout), one without end, or broken JSON: each try
+    ends at the deadline or the size cap, is retried, then fails naming the URL."""
+    server.fail_after, server.fault = 0, fault
+    teacher = OpenAITeacher(server.url, model="m", timeout=1.0, max_retries=1, max_reply_bytes=2**16)
+    with pytest.raises(TeacherError, match=re.escape(f"{server.url}/chat/completions ") + message):
+        teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+    assert server.requests == 2
+
+
+def test_a_teacher_trickling_its_reply_fails_the_command_and_keeps_the_answers(server, tmp_path, capsys):
+    server.fail_after, server.fault = 2, "trickle"
+    assert _synthesize(server, tmp_path, "--teacher_timeout", "1", "--teacher_concurrency", "1") == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"clsgen-hf synthesize: error: {server.url}/chat/completions did not finish its reply")
+    assert len(AnswerCache(tmp_path / "out.cache.jsonl")) == 2 and not (tmp_path / "out.jsonl").exists()
+    server.fault = None
+    server.fail_after = None
+    assert _synthesize(server, tmp_path) == 0 and len(server.answered) == 4  # the two kept answers are not asked again
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])

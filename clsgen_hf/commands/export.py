@@ -22,8 +22,10 @@ from typing import Literal
 
 from trl import TrlParser
 
+from ..arguments import parse_options
 from ..errors import run_command
 from ..export import export_model
+from ..output_folders import claim_output_folder
 from ..serving import export_serving
 
 
@@ -64,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", help="checkpoint-N folder, adapter folder or CLSGen model folder")
     parser.add_argument("output_dir", nargs="?", help="the folder to write")
-    args, paths = parser.parse_args_and_config(argv)
-    if not (paths.source and paths.output_dir):
-        parser.error("give SOURCE and OUTPUT_DIR (on the command line, or as source/output_dir in --config)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    options = dict(base_model=args.base_model, overwrite=args.overwrite, validate=args.validate, atol=args.atol)
 
     def export() -> None:
+        args, paths = parse_options(parser, argv)
+        if not (paths.source and paths.output_dir):
+            parser.error("give SOURCE and OUTPUT_DIR (on the command line, or as source/output_dir in --config)")
+        claim_output_folder("OUTPUT_DIR", paths.output_dir, {"the source folder": paths.source})
+        options = dict(base_model=args.base_model, overwrite=args.overwrite, validate=args.validate, atol=args.atol)
         if args.format == "serving":
             print(export_serving(paths.source, paths.output_dir, **options))
         else:

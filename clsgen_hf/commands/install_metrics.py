@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from ..arguments import parse_options
 from ..errors import UsageError, run_command
 from ..metric_modules import METRIC_NAMES, NAMESPACE, install_metrics, prepare_spaces, push_spaces
 
@@ -32,7 +33,7 @@ class InstallMetricsArguments:
 def main(argv: list[str] | None = None) -> int:
     parser = TrlParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
                        description=InstallMetricsArguments.__doc__)
-    return run_command("install-metrics", lambda: run(*parser.parse_args_and_config(argv)))
+    return run_command("install-metrics", lambda: run(*parse_options(parser, argv)))
 
 
 def run(args: InstallMetricsArguments) -> None:

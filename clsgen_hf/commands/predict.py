@@ -20,10 +20,12 @@ differ are refused, unless `--overwrite`). Several processes split the rows betw
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from ..arguments import check_option_ranges, parse_options
 from ..errors import run_command
 
 
@@ -54,16 +56,24 @@ class PredictArguments:
     overwrite: bool = field(default=False, metadata={"help": "Start again instead of refusing to resume an unfinished "
                             "run (<output>.partial) made with other options."})
 
+    def __post_init__(self):
+        check_option_ranges(self)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = TrlParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
-    return run_command("predict", lambda: run(*parser.parse_args_and_config(argv)))
+    return run_command("predict", lambda: run(*parse_options(parser, argv)))
 
 
 def run(args: PredictArguments) -> dict:
     """Predict every row of `args.input` into `args.output` (see `clsgen_hf.batch_prediction.predict_file`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from ..batch_prediction import predict_file
+    from ..output_folders import claim_output_file
+
+    # In a data-parallel run the main process (RANK 0) holds the claim; the others only check.
+    claim_output_file("--output", args.output, {"--input": args.input, "--prompt_template": args.prompt_template},
+                      lock=int(os.environ.get("RANK", "0")) == 0)
 
     summary = predict_file(args.model, args.input, args.output, prompt_template=args.prompt_template,
                            text_fields=args.text_fields, batch_size=args.batch_size,

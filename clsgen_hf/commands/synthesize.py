@@ -21,12 +21,13 @@ from pathlib import Path
 from transformers import set_seed
 from trl import TrlParser
 
-from ..arguments import PromptArguments, TeacherArguments
+from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..data import (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, SynthesisReport, TeacherError,
                     describe_dataset, load_classification_dataset, load_clinifact, synthesize_explanations)
 from ..data.synthesis import MIN_WORDS
 from ..errors import UsageError, run_command
 from ..loading import load_tokenizer
+from ..output_folders import claim_output_file
 
 
 CLINIFACT_PREFIX = "clinifact:"
@@ -57,8 +58,6 @@ class SynthesizeArguments:
     def __post_init__(self):
         if self.clinifact_view not in ("binary", "multiclass"):
             raise UsageError(f"--clinifact_view must be 'binary' or 'multiclass', got {self.clinifact_view!r}.")
-        if self.max_rows is not None and self.max_rows < 1:
-            raise UsageError(f"--max_rows must be at least 1, got {self.max_rows}.")
 
 
 def make_parser() -> TrlParser:
@@ -69,7 +68,7 @@ def make_parser() -> TrlParser:
 def main(argv: list[str] | None = None) -> int:
     # ValueError/FileNotFoundError: a UsageError, or input the loaders reject (exit 2); TeacherError: the teacher
     # failed, or kept no explanation for a class (exit 1).
-    return run_command("synthesize", lambda: run(*make_parser().parse_args_and_config(argv)),
+    return run_command("synthesize", lambda: run(*parse_options(make_parser(), argv)),
                        usage_errors=(ValueError, FileNotFoundError), failures=(TeacherError,))
 
 
@@ -81,14 +80,15 @@ def run(args: SynthesizeArguments, prompt_args: PromptArguments, teacher_args: T
         raise UsageError("--teacher self names the model being trained, which synthesize has none of: use "
                          "transformers[:<model>], openai:<url> or vllm:<model>.")
     teacher_args = replace(teacher_args, teacher=teacher_args.teacher or "transformers")
+    output = claim_output_file("--output", args.output, {"--input": args.input, "--cache": args.cache})
+    cache = claim_output_file("--cache", args.cache or output.with_suffix(".cache.jsonl"), {"--input": args.input})
     set_seed(args.seed)
     dataset, template = load_input(args, prompt_args)
     print(describe_dataset(dataset), flush=True)
-    output = Path(args.output)
     result = synthesize_explanations(
-        dataset, teacher_args.make_teacher(), prompt_template=template,
-        cache_path=args.cache or output.with_suffix(".cache.jsonl"), verdict_follow_up=args.verdict_follow_up,
-        min_words=args.min_words, save_to=output, show_progress=args.progress, **teacher_args.synthesis_kwargs(),
+        dataset, teacher_args.make_teacher(), prompt_template=template, cache_path=cache,
+        verdict_follow_up=args.verdict_follow_up, min_words=args.min_words, save_to=output,
+        show_progress=args.progress, **teacher_args.synthesis_kwargs(),
     )
     print(SynthesisReport.from_dataset(result))
     print(f"Wrote {len(result)} rows to {output} (metadata: {output.with_suffix('.meta.json')}).")

@@ -19,7 +19,7 @@ from accelerate import PartialState
 from transformers import set_seed
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from ..arguments import PromptArguments, TeacherArguments
+from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..clsgen_config import CLSGenConfig
 from ..data import (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, CLINIFACT_RATIONALE_COLUMN,
                     TeacherError, describe_dataset, fit_prompts, load_classification_dataset, load_clinifact,
@@ -29,6 +29,7 @@ from ..errors import UsageError, run_command
 from ..evaluation import evaluate_model
 from ..loading import load_model, load_tokenizer
 from ..model_card import RESULTS_FILE, write_json
+from ..output_folders import claim_output_folder
 from ..plots import reliability_diagrams
 from ..reports import recipe_report, results_record
 from ..training import check_model_config, resume_checkpoint, train_clsgen
@@ -83,7 +84,7 @@ def make_parser() -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     # TeacherError: the teacher failed, or kept no explanation for a class (exit status 1).
-    return run_command("train", lambda: run(*make_parser().parse_args_and_config(argv)), failures=(TeacherError,))
+    return run_command("train", lambda: run(*parse_options(make_parser(), argv)), failures=(TeacherError,))
 
 
 def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArguments, training_args: CLSGenConfig,
@@ -92,7 +93,8 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if script.explanation_column and teacher.teacher:
         raise UsageError("Choose --explanation_column (rationales you have) or --teacher (rationales it writes).")
-    output_dir = Path(training_args.output_dir)
+    output_dir = claim_output_folder("--output_dir", training_args.output_dir, {
+        "the base model folder": model_args.model_name_or_path}, lock=PartialState().is_main_process)
     training_args.resume_from_checkpoint = resume_checkpoint(training_args)
     config = check_model_config(model_args.model_name_or_path, prompt.max_prompt_tokens)
     tokenizer = load_tokenizer(model_args.model_name_or_path, eos_token_id=config.eos_token_id)

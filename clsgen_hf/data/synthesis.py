@@ -20,6 +20,7 @@ from typing import Any
 from datasets import Dataset, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path, write_text_atomic
 from ..prompt_template import PromptTemplate
 from ..verdicts import NO_VERDICT, VerdictFormat
 from .cache import AnswerCache, cache_key
@@ -174,8 +175,8 @@ def synthesize_explanations(
         prompt_template: the template that built `prompt`; its `verdict_format` reads and writes verdicts.
         cache_path: JSON Lines file of every teacher answer; a rerun with the same arguments reuses it.
         max_retries: sampled re-asks for rows whose answer was not kept (the first ask is greedy).
-        batch_size: conversations per `teacher.generate` call of a local teacher; a server (`concurrency` above 1)
-            gets one row per request, `concurrency` requests at once.
+        batch_size: conversations per `teacher.generate` call of a local teacher; a server (a teacher with a
+            `concurrency`) gets one row per request, `concurrency` requests at once.
         teacher_instruction: the teacher's user message (`{text}`, `{answer}`, `{verdict_line}`).
         verdict_follow_up: ask a teacher whose answer states no verdict for its final answer (one short extra turn).
         min_words: see `accept_answer`.
@@ -234,7 +235,7 @@ def synthesize_explanations(
         todo = [i for i in conversations if keys[i] not in cache or i in fresh]
         report.reused += len(conversations) - len(todo)
         tokens_before, start = teacher.generated_tokens, time.perf_counter()
-        size = 1 if concurrency > 1 else batch_size
+        size = 1 if hasattr(teacher, "concurrency") else batch_size  # a server: each answer cached as it returns
         batches = [todo[begin : begin + size] for begin in range(0, len(todo), size)]
         with tqdm(total=len(todo), desc=desc, unit="row", disable=not show_progress or not todo) as bar:
             generate = lambda rows: teacher.generate([conversations[i] for i in rows], **generation)  # noqa: E731
@@ -292,10 +293,10 @@ def synthesize_explanations(
         info=DatasetInfo(description=json.dumps(metadata, ensure_ascii=False), features=FEATURES),
     )
     if save_to is not None:
-        save_to = Path(save_to)
-        save_to.parent.mkdir(parents=True, exist_ok=True)
-        result.to_json(save_to, lines=True, force_ascii=False)
-        save_to.with_suffix(".meta.json").write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+        with atomic_path(save_to) as temporary:
+            result.to_json(temporary, lines=True, force_ascii=False)
+        meta = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
+        write_text_atomic(Path(save_to).with_suffix(".meta.json"), meta)
     return result
 
 

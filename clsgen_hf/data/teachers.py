@@ -4,7 +4,9 @@ engine, behind one `Teacher` interface; `make_teacher("kind:target")` picks one.
 from __future__ import annotations
 
 import functools
+import json
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -24,7 +26,7 @@ class TeacherError(RuntimeError):
 
 class Teacher(Protocol):
     """Anything that answers a batch of chat conversations. `name` identifies it in cache keys; one with a `concurrency`
-    above 1 (a server) is called from that many threads at once, one conversation per call."""
+    (a server) is asked one conversation per call, from that many threads at once."""
 
     name: str
     generated_tokens: int
@@ -88,8 +90,9 @@ class OpenAITeacher:
     Ollama, hosted APIs), asked through the `openai` client.
 
     The client retries connection errors, timeouts, 408/409/429 and 5xx with backoff (honouring `Retry-After`), never
-    another 4xx; then a `TeacherError` names the URL. Thread-safe: the synthesizer keeps `concurrency` requests in
-    flight.
+    another 4xx; a reply that takes more than `timeout` seconds in all, exceeds `max_reply_bytes` or is not JSON is
+    retried as well (a trickling or endless body must not hang the run or fill the memory); then a `TeacherError`
+    names the URL. Thread-safe: the synthesizer keeps `concurrency` requests in flight.
 
     Args:
         base_url: e.g. `http://localhost:8000/v1` (a bare `http://host:port` gets `/v1`; a full
@@ -97,7 +100,9 @@ class OpenAITeacher:
         model: the served model name; `None` asks the server's `/models` for its first one.
         api_key: sent as a bearer token (local servers need none).
         concurrency: requests in flight at once.
+        timeout: seconds each try has for its whole reply (also the client's timeout for each read).
         max_retries: retries per request after the first try.
+        max_reply_bytes: the largest reply body read.
     """
 
     def __init__(
@@ -109,6 +114,7 @@ class OpenAITeacher:
         concurrency: int = 4,
         timeout: float = 300.0,
         max_retries: int = 3,
+        max_reply_bytes: int = 8 * 2**20,
     ):
         import openai
 
@@ -118,6 +124,7 @@ class OpenAITeacher:
         self.base_url = url if urlsplit(url).path else url + "/v1"
         self.url = self.base_url + "/chat/completions"
         self.model, self.concurrency, self.timeout, self.max_retries = model, concurrency, timeout, max_retries
+        self.max_reply_bytes = max_reply_bytes
         # Named as configured (not after `/models` is asked), so that cache keys are known before any request.
         self.name = f"openai:{self.base_url}" + (f"#{model}" if model else "")
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "none", timeout=timeout,
@@ -133,33 +140,46 @@ class OpenAITeacher:
         model, temperature = self.served_model(), temperature if do_sample else 0.0
         texts = []
         for messages in conversations:
-            reply = self._call(functools.partial(self.client.chat.completions.create, model=model, messages=messages,
-                                                 max_tokens=max_new_tokens, temperature=temperature), self.url)
+            reply = self._call(functools.partial(self.client.chat.completions.with_streaming_response.create,
+                                                 model=model, messages=messages, max_tokens=max_new_tokens,
+                                                 temperature=temperature), self.url)
             try:
-                texts.append((reply.choices[0].message.content or "").strip())
-            except (AttributeError, IndexError, TypeError) as error:
+                texts.append((reply["choices"][0]["message"]["content"] or "").strip())
+            except (KeyError, IndexError, TypeError, AttributeError) as error:
                 raise TeacherError(f"{self.url} answered without choices[0].message.content: {reply!r:.300}") from error
+            usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
             with self._lock:
-                self.generated_tokens += getattr(reply.usage, "completion_tokens", 0) or 0
+                self.generated_tokens += usage.get("completion_tokens") or 0
         return texts
 
     def served_model(self) -> str:
         """The model name sent with each request: the configured one, else the server's first (asked once)."""
         with self._lock:
             if self.model is None:
-                models = self._call(lambda: self.client.models.list().data, self.base_url + "/models")
-                if not models:
-                    raise TeacherError(f"{self.base_url}/models lists no model; name one with --teacher_model.")
-                self.model = models[0].id
+                models = self._call(self.client.models.with_streaming_response.list, self.base_url + "/models")
+                try:
+                    self.model = models["data"][0]["id"]
+                except (KeyError, IndexError, TypeError) as error:
+                    raise TeacherError(f"{self.base_url}/models lists no model; name one with --teacher_model.") \
+                        from error
             return self.model
 
-    def _call(self, request, url: str):
-        """`request()`, its errors (the client's retries spent) turned into one-line `TeacherError`s naming `url`."""
+    def _call(self, request, url: str) -> dict:
+        """The JSON object `request()` (a `with_streaming_response` call) answers, read within `timeout` and
+        `max_reply_bytes` (a reply breaking either, or not JSON, is asked again up to `max_retries` times); every
+        failure, once the retries are spent, a one-line `TeacherError` naming `url`."""
         import openai
 
         attempts = self.max_retries + 1
         try:
-            reply = request()
+            for attempt in range(attempts):
+                try:
+                    with request() as response:
+                        return self._read_reply(response)
+                except _BadReply as error:
+                    if attempt == self.max_retries:
+                        raise TeacherError(f"{url} {error} ({attempts} attempts)") from None
+                    time.sleep(min(0.5 * 2**attempt, 8.0))
         except openai.APITimeoutError:
             raise TeacherError(f"{url} did not answer within {self.timeout:g} s, {attempts} attempts") from None
         except openai.APIConnectionError as error:
@@ -172,9 +192,33 @@ class OpenAITeacher:
                 raise TeacherError(f"{url} did not answer after {attempts} attempts; last reply: HTTP "
                                    f"{error.status_code}: {body}") from None
             raise TeacherError(f"{url} refused the request: HTTP {error.status_code}: {body}") from None
-        if isinstance(reply, str):  # the client hands back a body that is not JSON as text
-            raise TeacherError(f"{url} answered with a body that is not JSON; it begins: {reply[:200]!r}")
+
+    def _read_reply(self, response) -> dict:
+        """The body of `response` as a JSON object, read chunk by chunk against the deadline and the size cap."""
+        import httpx2  # the openai client's HTTP library
+
+        deadline, body = time.monotonic() + self.timeout, bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > self.max_reply_bytes:
+                    raise _BadReply(f"sent a reply of more than {self.max_reply_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise _BadReply(f"did not finish its reply within {self.timeout:g} s")
+        except httpx2.HTTPError as error:  # the connection dropped, or one read timed out, mid-body
+            raise _BadReply(f"broke off its reply: {type(error).__name__}: {error}") from None
+        try:
+            reply = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            reply = None
+        if not isinstance(reply, dict):
+            text = body[:200].decode("utf-8", errors="replace")
+            raise _BadReply(f"answered with a body that is not JSON; it begins: {text!r}")
         return reply
+
+
+class _BadReply(Exception):
+    """A reply too slow, too large or not JSON (retried, then a `TeacherError`)."""
 
 
 class VLLMTeacher:
