@@ -313,7 +313,7 @@ def stratified_subset(rows: Dataset, n: int | None, seed: int) -> Dataset:
 def stratified_positions(labels: list[int], n: int, seed: int) -> list[int]:
     """Positions of `n` rows (`stratified_subset` of `labels`); all of them for `n` 0 or too large."""
     rows = Dataset.from_dict({"label": labels, "position": list(range(len(labels)))})
-    return stratified_subset(rows, n, seed)["position"]
+    return list(stratified_subset(rows, n, seed)["position"])
 
 
 def prepare_base_model(model_name_or_path: str | None, output_dir: Path) -> str:

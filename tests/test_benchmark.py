@@ -2,11 +2,13 @@
 calibration, explanation text), resumability, the report (fast), and the tiny dry runs of both scripts (slow)."""
 
 import importlib
+import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +270,52 @@ def test_stratified_positions_keep_both_classes(benchmark):
     positions = benchmark.stratified_positions(labels, 8, seed=0)
     assert len(positions) == 8 and {labels[i] for i in positions} == {0, 1}
     assert benchmark.stratified_positions(labels, 0, seed=0) == list(range(36))  # 0 = every row
+
+
+# ------------------------------------------------------------------------------------------------ GPU carry plan
+@pytest.fixture(scope="module")
+def gpu():
+    spec = importlib.util.spec_from_file_location("benchmark_gpu", REPO / "examples" / "gpu" / "benchmark_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pack_splits_the_model_under_the_call_limit_and_join_restores_it(gpu, tmp_path):
+    """The two halves of the model travel in two calls; joined, they are the file again, and a wrong part is refused.
+    The data travels compressed."""
+    model = tmp_path / "model.gguf"
+    model.write_bytes(os.urandom(3000))
+    data = tmp_path / "clinifact"
+    data.mkdir()
+    for name in ("train.csv", "validation.csv", "test.csv"):
+        (data / name).write_text(f"index,label\n1,{name}\n")
+    carry = tmp_path / "carry"
+    gpu.FIRST_PART_BYTES, first_part_bytes = 1000, gpu.FIRST_PART_BYTES
+    try:
+        manifest = gpu.pack(carry, model, data, download=False)
+    finally:
+        gpu.FIRST_PART_BYTES = first_part_bytes
+    parts = [carry / "call1" / f"{gpu.GGUF_NAME}.part1", carry / "call2" / f"{gpu.GGUF_NAME}.part2"]
+    assert [part.stat().st_size for part in parts] == [1000, 2000]
+    assert json.loads((carry / "manifest.json").read_text()) == manifest and manifest["bytes"] == 3000
+    assert manifest["call_bytes"]["call2"] == 2000
+    joined = gpu.join_parts(parts, tmp_path / "joined" / "model.gguf", manifest["sha256"])
+    assert joined.read_bytes() == model.read_bytes()
+    with pytest.raises(SystemExit, match="do not match"):
+        gpu.join_parts(parts[::-1], tmp_path / "wrong" / "model.gguf", manifest["sha256"])
+    assert not (tmp_path / "wrong" / "model.gguf").exists()
+    with tarfile.open(carry / "call1" / "clinifact.tar.xz") as archive:
+        assert sorted(archive.getnames()) == ["clinifact/test.csv", "clinifact/train.csv", "clinifact/validation.csv"]
+
+
+@pytest.mark.skipif(not any((REPO / ".whl" / "call1" / "wheels").glob("*.whl")),
+                    reason="needs the wheels that --pack downloads into .whl/call1/wheels")
+def test_carried_wheels_install_offline_as_one_set(gpu, tmp_path):
+    """The device's install step (no index, no dependencies) on the packed wheels, for the device's Python 3.12."""
+    gpu.install_wheels(REPO / ".whl" / "call1" / "wheels", tmp_path / "site", target_python="3.12")
+    installed = {path.name.split("-")[0].lower() for path in (tmp_path / "site").glob("*.dist-info")}
+    assert {"transformers", "trl", "datasets", "gguf", "dill", "multiprocess", "peft"} <= installed
 
 
 # ------------------------------------------------------------------------------------------------ dry runs

@@ -180,9 +180,10 @@ def run_configuration(bench: Bench, options: dict, splits: dict[str, Dataset], e
                  "test": len(test), "explained": len(bench.explained), "disjoint": len(bench.disjoint),
                  "positives": {split: int(sum(rows["label"])) for split, rows in
                                (("train", train), ("validation", validation), ("test", test))}},
-        "row_ids": {"train": splits["train"]["index"], "validation": validation["index"], "test": test["index"],
-                    "explained_positions": bench.explained, "disjoint_positions": bench.disjoint},
-        "labels": {"validation": validation["label"], "test": test["label"]},
+        "row_ids": {"train": list(splits["train"]["index"]), "validation": list(validation["index"]),
+                    "test": list(test["index"]), "explained_positions": bench.explained,
+                    "disjoint_positions": bench.disjoint},
+        "labels": {"validation": list(validation["label"]), "test": list(test["label"])},
         "budget": bench.budget,
         "lora_r": bench.model_args.lora_r,
         "explanations": explanations,

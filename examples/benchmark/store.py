@@ -24,6 +24,7 @@ def write_atomically(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
                                      delete=False) as file:
         file.write(text)
+    os.chmod(file.name, 0o644)  # a temporary file is private; the result is not
     os.replace(file.name, path)
 
 
