@@ -299,12 +299,13 @@ def load_splits(args: BenchmarkArguments, prompt: PromptArguments, tokenizer: Pr
     template = prompt.build_template(CLINIFACT_BINARY_TEMPLATE)
     data = load_clinifact(data_dir, view="binary", prompt_template=template)
     sizes = {"train": args.max_train_samples, "validation": args.max_validation_samples, "test": args.max_eval_samples}
-    return {split: fit_prompts(stratified_subset(data[split], n, seed), template, tokenizer, template.max_prompt_tokens)
+    budget = template.max_prompt_tokens
+    return {split: fit_prompts(stratified_subset(data[split], n, seed), template, tokenizer, budget)
             for split, n in sizes.items()}, template
 
 
 def stratified_subset(rows: Dataset, n: int | None, seed: int) -> Dataset:
-    """`n` rows in the label proportions, both classes kept (`stratified_split`); every row for `n` None/0/too large."""
+    """`n` rows in the label proportions, both classes kept (`stratified_split`); all for `n` None/0/too large."""
     if not n or n >= len(rows):
         return rows
     return stratified_split(rows, (n - 0.5) / len(rows), seed)[1]  # a share that rounds up to exactly n rows

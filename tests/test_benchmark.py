@@ -231,7 +231,8 @@ def test_pooling_seeds_and_the_paired_comparison(scoring):
 def test_report_file_and_readme(report, scoring, tmp_path):
     _, pooled, comparison = _pooled(scoring)
     config = {
-        "model": "tiny", "lora_r": 16, "device": "cpu (2 threads)", "date": "2026-12-04", "total_seconds": 150.0, "seeds": [0, 1], "command": "python examples/benchmark_clinifact.py",
+        "model": "tiny", "lora_r": 16, "device": "cpu (2 threads)", "date": "2026-12-04", "total_seconds": 150.0,
+        "seeds": [0, 1], "command": "python examples/benchmark_clinifact.py",
         "rows": {"train_asked": 16, "train": 12, "validation": 6, "test": 6, "explained": 4, "disjoint": 4},
         "budget": {"max_steps": 2, "num_train_epochs": 1.0, "per_device_train_batch_size": 4,
                    "gradient_accumulation_steps": 1, "learning_rate": 5e-4, "bf16": False},

@@ -128,14 +128,14 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict, compa
     return text
 
 
-def paste_into_readme(readme: Path, report: str) -> None:
-    """Replace what lies between `README_START` and `README_END` in `readme` by `report`."""
+def paste_into_readme(readme: Path, report: str, start: str = README_START, end: str = README_END) -> None:
+    """Replace what lies between the lines `start` and `end` in `readme` by `report`."""
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to paste the table into.")
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    readme.write_text(f"{head}{README_START}\n{report.strip()}\n{README_END}{tail}", encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block to paste the table into.")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{start}\n{report.strip()}\n{end}{tail}", encoding="utf-8")
 
 
 def draw_plots(output_dir: Path, runs: dict[str, dict]) -> list[str]:
@@ -189,7 +189,8 @@ def run_configuration(bench: Bench, options: dict, splits: dict[str, Dataset], e
         "explanations": explanations,
         "base_perplexity": base_perplexity,
         **options,
-        "versions": {"python": platform.python_version(), "clsgen_hf": clsgen_hf.__version__, "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "clsgen_hf": clsgen_hf.__version__,
+                     "torch": torch.__version__,
                      "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__,
                      "scikit-learn": sklearn.__version__},
     }

@@ -191,7 +191,8 @@ def run(model: Path, data_dir: Path, work_dir: Path, out_dir: Path, budget_minut
               str(data_dir), "--model_name_or_path", str(model), *sizes, *extra], deadline, log, env)
     for name in ("benchmark_results.json", "benchmark_results.md", "roc_curves.png", "reliability_diagrams.png"):
         if (bench_dir / name).is_file():
-            shutil.copy(bench_dir / name, out_dir / name.replace("benchmark_results", "benchmark").replace(".", "_gpu."))
+            target = name.replace("benchmark_results", "benchmark").replace(".", "_gpu.")
+            shutil.copy(bench_dir / name, out_dir / target)
     preset = ["--preset", "tiny"] if dry_run else ["--preset", "gpu"]
     liger = [False] if dry_run or not _importable("liger_kernel", env) else [False, True]
     for use_liger in liger:
@@ -212,6 +213,7 @@ def collect(files_at: Path, results_dir: Path, readme: Path) -> None:
     """Step 4 (here): the results into `results_dir`; the README's GPU benchmark block and the speed table."""
     sys.path.insert(0, str(REPO / "examples"))
     import benchmark_speed
+    from benchmark.report import paste_into_readme
 
     results_dir.mkdir(parents=True, exist_ok=True)
     for name in RESULT_FILES:
@@ -227,19 +229,11 @@ def collect(files_at: Path, results_dir: Path, readme: Path) -> None:
         steps = json.loads(liger.read_text())["training"]
         heading += " With Liger kernels, train step s (CLSGen / TRL SFT / SeqCls): " + " / ".join(
             f"{steps[kind]['median_step_s']:.3f}" for kind in benchmark_speed.TRAINERS) + "."
-    _paste(readme, README_START, README_END, f"{heading}\n\n{text}")
+    paste_into_readme(readme, f"{heading}\n\n{text}", README_START, README_END)
     if (results_dir / "speed_gpu.json").is_file():
         table = benchmark_speed.report(results_dir)
         (results_dir / "speed.md").write_text(table)
         benchmark_speed.paste_into_readme(readme, table)
-
-
-def _paste(readme: Path, start: str, end: str, block: str) -> None:
-    text = readme.read_text(encoding="utf-8")
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} block.")
-    head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{block.strip()}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
