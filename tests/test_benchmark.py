@@ -282,7 +282,7 @@ def gpu():
     return module
 
 
-def test_pack_splits_the_model_under_the_call_limit_and_join_restores_it(gpu, tmp_path):
+def test_pack_splits_the_model_under_the_call_limit_and_join_restores_it(gpu, tmp_path, monkeypatch):
     """The two halves of the model travel in two calls; joined, they are the file again, and a wrong part is refused.
     The data travels compressed."""
     model = tmp_path / "model.gguf"
@@ -292,11 +292,13 @@ def test_pack_splits_the_model_under_the_call_limit_and_join_restores_it(gpu, tm
     for name in ("train.csv", "validation.csv", "test.csv"):
         (data / name).write_text(f"index,label\n1,{name}\n")
     carry = tmp_path / "carry"
-    gpu.FIRST_PART_BYTES, first_part_bytes = 1000, gpu.FIRST_PART_BYTES
-    try:
-        manifest = gpu.pack(carry, model, data, download=False)
-    finally:
-        gpu.FIRST_PART_BYTES = first_part_bytes
+    monkeypatch.setattr(gpu, "FIRST_PART_BYTES", 1000)
+    monkeypatch.setattr(gpu, "CALL_LIMIT_BYTES", 1500)
+    monkeypatch.setattr(gpu, "TREE_MARGIN_BYTES", 0)
+    with pytest.raises(SystemExit, match="over what one device call carries"):  # part 2 is 2000 bytes
+        gpu.pack(carry, model, data, download=False)
+    monkeypatch.setattr(gpu, "CALL_LIMIT_BYTES", 64 * 2**20)
+    manifest = gpu.pack(carry, model, data, download=False)
     parts = [carry / "call1" / f"{gpu.GGUF_NAME}.part1", carry / "call2" / f"{gpu.GGUF_NAME}.part2"]
     assert [part.stat().st_size for part in parts] == [1000, 2000]
     assert json.loads((carry / "manifest.json").read_text()) == manifest and manifest["bytes"] == 3000

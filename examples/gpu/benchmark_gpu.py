@@ -64,6 +64,7 @@ WHEELS = ["transformers==5.24.0", "trl==1.16.0", "datasets==5.2.0", "dill==0.4.1
           "gguf==0.19.0", "evaluate==0.4.6", "peft==0.21.2", "liger-kernel==0.8.5"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 FIRST_PART_BYTES = 40 * 2**20  # call 1 also carries ~17 MB of wheels, the data and the tree: under 64 MiB
+CALL_LIMIT_BYTES, TREE_MARGIN_BYTES = 64 * 2**20, 4 * 2**20  # a call's limit; what the working tree may take of it
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 README_START, README_END = "<!-- benchmark-gpu:start -->", "<!-- benchmark-gpu:end -->"
 FULL_SIZE = ["--max_train_samples", "0", "--max_validation_samples", "0", "--max_eval_samples", "0",
@@ -125,6 +126,9 @@ def pack(carry: Path, gguf: Path, data_dir: Path, download: bool = True) -> dict
     split_file(gguf, call1 / f"{GGUF_NAME}.part1", call2 / f"{GGUF_NAME}.part2", FIRST_PART_BYTES)
     sizes = {str(path.relative_to(carry)): sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
              for path in (call1, call2)}
+    over = {call: size for call, size in sizes.items() if size > CALL_LIMIT_BYTES - TREE_MARGIN_BYTES}
+    if over:
+        raise SystemExit(f"{over}: over what one device call carries beside the working tree; lower FIRST_PART_BYTES.")
     manifest = {"gguf": GGUF_NAME, "sha256": sha256(gguf), "bytes": gguf.stat().st_size, "call_bytes": sizes}
     (carry / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
