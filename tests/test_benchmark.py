@@ -378,4 +378,4 @@ def test_gpu_script_dry_run(tmp_path):
     assert set(saved["per_seed"]) == {"prompting", "discriminative", "sft", "tfidf", "clsgen"}
     assert all(set(runs) == {"0", "1", "2"} for runs in saved["per_seed"].values())
     readme = (tmp_path / "README.md").read_text()
-    assert "GPU (dry run" in readme and "| Method | AUROC [95% CI]" in readme
+    assert "tiny-size dry run of `examples/gpu/benchmark_gpu.py`" in readme and "| Method | AUROC [95% CI]" in readme
