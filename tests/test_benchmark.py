@@ -363,13 +363,12 @@ def test_tiny_benchmark_fills_the_tables(benchmark, report, tmp_path):
 @pytest.mark.slow
 @needs_clinifact
 def test_gpu_script_dry_run(tmp_path):
-    """`examples/gpu/benchmark_gpu.py --dry_run`: the GPU run's code path at tiny size on this CPU, its results and
-    tables written where the GPU run writes them (here a temporary folder)."""
+    """`examples/gpu/benchmark_gpu.py --dry_run`: every step of the GPU run at tiny size on this CPU (pack, split and
+    join the model, run, collect), its results and tables written to a temporary folder, never the committed ones."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "examples/gpu/benchmark_gpu.py", "--dry_run", "--data_dir", str(CLINIFACT),
-         "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "results"),
-         "--readme", str(tmp_path / "README.md")],
+         "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "results")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -377,5 +376,5 @@ def test_gpu_script_dry_run(tmp_path):
     assert saved["config"]["seeds"] == [0, 1, 2] and saved["config"]["device"].startswith("cpu")
     assert set(saved["per_seed"]) == {"prompting", "discriminative", "sft", "tfidf", "clsgen"}
     assert all(set(runs) == {"0", "1", "2"} for runs in saved["per_seed"].values())
-    readme = (tmp_path / "README.md").read_text()
+    readme = (tmp_path / "work" / "README.md").read_text()  # without --readme: a copy of the README, pasted into
     assert "tiny-size dry run of `examples/gpu/benchmark_gpu.py`" in readme and "| Method | AUROC [95% CI]" in readme
