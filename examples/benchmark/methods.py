@@ -1,6 +1,7 @@
-"""The five methods of the CliniFact benchmark, each trained (where it trains) on the same rows, base model and
-budget, and returning `predict`-style records: `probability` (one per class) and, for a method that writes one,
-`explanation`. Also the language-retention measure every method with a language model is scored on."""
+"""The five methods of the CliniFact benchmark, each trained (where it trains) on the same rows, base model, budget
+and seed, and returning raw (uncalibrated) class probabilities for every validation and test row and, for a method
+that writes one, the explanation of each explained test row. Also the language-retention measure every method with
+a language model is scored on."""
 
 from __future__ import annotations
 
@@ -53,24 +54,22 @@ BUDGET_FIELDS = (
 
 @dataclass
 class MethodResult:
-    """What one method produced on the validation and test rows (records as `predict` returns them)."""
+    """What one method produced, before any calibration: raw class probabilities of every validation and test row,
+    and (for a method that writes one) the explanation of each explained test row."""
 
-    validation: list[dict]
-    test: list[dict]
+    validation: list[list[float]]
+    test: list[list[float]]
+    explanations: list[str] | None
     train_seconds: float
     predict_seconds: float
     lm_perplexity: float | None
 
-    @property
-    def explanations(self) -> list[str] | None:
-        """The test rows' explanations; `None` for a method that writes none."""
-        texts = [record.get("explanation") for record in self.test]
-        return None if None in texts else texts
-
 
 @dataclass
 class Bench:
-    """Everything the methods share: the rows, the base model, the budget."""
+    """Everything the methods share: the rows, the base model, the budget. `explained` holds the positions (in
+    `test`) of the rows whose explanations are generated and scored, `disjoint` those whose abstract no training row
+    has."""
 
     training_args: CLSGenConfig
     model_args: ModelConfig
@@ -81,6 +80,8 @@ class Bench:
     train: Dataset
     validation: Dataset
     test: Dataset
+    explained: list[int]
+    disjoint: list[int]
     reference: dict
     device: torch.device
     predict_batch_size: int
@@ -90,26 +91,48 @@ class Bench:
     def budget(self) -> dict:
         return {name: getattr(self.training_args, name) for name in BUDGET_FIELDS}
 
+    def run_dir(self, method: str) -> str:
+        return str(self.output_dir / f"{method}-seed{self.training_args.seed}")
+
     def load(self, model_class: type, **kwargs) -> PreTrainedModel:
         return model_class.from_pretrained(self.base, **kwargs).to(self.device).eval()
 
     def predict(self, model: PreTrainedModel, rows: Dataset, **kwargs) -> list[dict]:
         kwargs = {"batch_size": self.predict_batch_size, "max_new_tokens": self.max_new_tokens, **kwargs}
-        return predict(model, self.tokenizer, rows["prompt"], prompt_template=self.template, show_progress=False,
-                       **kwargs)
+        return predict(model, self.tokenizer, rows["prompt"], prompt_template=self.template, **kwargs)
 
-    def verdict_predictions(self, model: PreTrainedModel, train_seconds: float) -> MethodResult:
-        """An LM asked for reasoning + verdict, its probability read after the verdict prefix."""
+    def probabilities(self, model: PreTrainedModel, rows: Dataset, **kwargs) -> list[list[float]]:
+        return [record["probability"] for record in self.predict(model, rows, max_new_tokens=0, **kwargs)]
+
+    def explain(self, model: PreTrainedModel, **kwargs) -> list[str]:
+        """Explanations of the explained test rows."""
+        return [record["explanation"] for record in self.predict(model, self.test.select(self.explained), **kwargs)]
+
+    def verdict_result(self, model: PreTrainedModel, train_seconds: float) -> MethodResult:
+        """An LM's probability of each verdict word right after the prompt and the verdict prefix (every row), and
+        its explanation (reasoning + verdict) of the explained rows, generated separately: the probability does not
+        restate the explanation's verdict, so alignment measures something."""
         model.eval()
-        validation = self.predict(model, self.validation, probability_from="verdict")
+        validation = self.probabilities(model, self.validation, probability_from="verdict")
         started = time.time()
-        test = self.predict(model, self.test, probability_from="verdict")
-        return MethodResult(validation, test, train_seconds, time.time() - started,
+        test = self.probabilities(model, self.test, probability_from="verdict")
+        explanations = self.explain(model, probability_from="verdict")
+        return MethodResult(validation, test, explanations, train_seconds, time.time() - started,
                             perplexity(model, self.tokenizer, self.reference))
+
+    def head_test(self, model: PreTrainedModel) -> tuple[list[list[float]], list[str]]:
+        """A CLSGen model's head probability of every test row and explanation of the explained rows, from one
+        prefill per row (`predict` reads the head and generates from the same cache)."""
+        explained = set(self.explained)
+        rest = [i for i in range(len(self.test)) if i not in explained]
+        with_text = self.predict(model, self.test.select(self.explained))
+        probabilities = dict(zip(self.explained, (record["probability"] for record in with_text)))
+        probabilities.update(zip(rest, self.probabilities(model, self.test.select(rest)) if rest else []))
+        return [probabilities[i] for i in range(len(self.test))], [record["explanation"] for record in with_text]
 
 
 def run_prompting(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
-    return bench.verdict_predictions(base_lm, 0.0)
+    return bench.verdict_result(base_lm, 0.0)
 
 
 def run_discriminative(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
@@ -122,7 +145,7 @@ def run_discriminative(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     ids = encode_prompts(bench.tokenizer, bench.train["prompt"])
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(str(bench.output_dir / "discriminative"), **bench.budget),
+        args=TrainingArguments(bench.run_dir("discriminative"), **bench.budget),
         train_dataset=Dataset.from_dict({"input_ids": ids, "labels": bench.train["label"]}),
         data_collator=DataCollatorWithPadding(bench.tokenizer),
     )
@@ -130,31 +153,28 @@ def run_discriminative(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     trainer.train()
     train_seconds = time.time() - started
     classifier = _merged(trainer.model)
-    validation = bench.predict(classifier, bench.validation, max_new_tokens=0)
+    validation = bench.probabilities(classifier, bench.validation)
     started = time.time()
-    test = bench.predict(classifier, bench.test, max_new_tokens=0)
+    test = bench.probabilities(classifier, bench.test)
     # The tuned backbone under the base model's own lm_head, asked for an explanation and verdict.
     lm = copy.deepcopy(base_lm)
     lm.model.load_state_dict(classifier.model.state_dict())
-    explained = bench.predict(lm, bench.test, probability_from="verdict")
-    predict_seconds = time.time() - started
-    test = [{"probability": head["probability"], "explanation": text["explanation"]}
-            for head, text in zip(test, explained)]
-    return MethodResult(validation, test, train_seconds, predict_seconds,
+    explanations = bench.explain(lm, probability_from="verdict")
+    return MethodResult(validation, test, explanations, train_seconds, time.time() - started,
                         perplexity(lm, bench.tokenizer, bench.reference))
 
 
 def run_sft(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     trainer = SFTTrainer(
         bench.load(AutoModelForCausalLM),
-        args=SFTConfig(str(bench.output_dir / "sft"), max_length=bench.training_args.max_length, **bench.budget),
+        args=SFTConfig(bench.run_dir("sft"), max_length=bench.training_args.max_length, **bench.budget),
         train_dataset=bench.train.select_columns(["prompt", "completion"]),
         processing_class=bench.tokenizer,
         peft_config=get_peft_config(bench.model_args),
     )
     started = time.time()
     trainer.train()
-    return bench.verdict_predictions(_merged(trainer.model), time.time() - started)
+    return bench.verdict_result(_merged(trainer.model), time.time() - started)
 
 
 def run_tfidf(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
@@ -165,38 +185,34 @@ def run_tfidf(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     def texts(rows: Dataset) -> list[str]:  # the user message: the same (fitted) text the LLMs read
         return [prompt[-1]["content"] for prompt in rows["prompt"]]
 
-    def records(rows: Dataset) -> list[dict]:
-        return [{"probability": row} for row in classifier.predict_proba(texts(rows)).tolist()]
-
     classifier = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=1000)
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(max_iter=1000, random_state=bench.training_args.seed),
     )
     started = time.time()
     classifier.fit(texts(bench.train), bench.train["label"])
     train_seconds = time.time() - started
-    validation = records(bench.validation)
+    validation = classifier.predict_proba(texts(bench.validation)).tolist()
     started = time.time()
-    test = records(bench.test)
-    return MethodResult(validation, test, train_seconds, time.time() - started, None)
+    test = classifier.predict_proba(texts(bench.test)).tolist()
+    return MethodResult(validation, test, None, train_seconds, time.time() - started, None)
 
 
 def run_clsgen(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
-    """The library's recipe (`clsgen_hf.training.train_clsgen`), then the saved model as users load it."""
+    """The library's recipe (`clsgen_hf.training.train_clsgen`), then the saved model as users load it. The recipe's
+    decision rule (`fit_decision_rule`) is the benchmark's own `calibrate` on the head's validation probabilities,
+    which the benchmark applies to every method alike; so the model is saved without one and read raw here."""
     training_args = copy.copy(bench.training_args)
-    training_args.output_dir = str(bench.output_dir / "clsgen")
-    model = load_model(bench.base)
-    # Calibration and threshold come from the head alone on the validation rows and are saved with the model.
-    _, train_seconds, _ = train_clsgen(model, bench.tokenizer, bench.train, bench.template, training_args,
-                                       get_peft_config(bench.model_args), validation=bench.validation,
-                                       batch_size=bench.predict_batch_size)
-    del model
+    training_args.output_dir = bench.run_dir("clsgen")
+    _, train_seconds, _ = train_clsgen(load_model(bench.base), bench.tokenizer, bench.train, bench.template,
+                                       training_args, get_peft_config(bench.model_args))
     model, tokenizer = load_model_and_tokenizer(training_args.output_dir)
     model.to(bench.device).eval()
-    validation = bench.predict(model, bench.validation, max_new_tokens=0)
+    validation = bench.probabilities(model, bench.validation)
     started = time.time()
-    test = bench.predict(model, bench.test)
-    predict_seconds = time.time() - started
-    return MethodResult(validation, test, train_seconds, predict_seconds, perplexity(model, tokenizer, bench.reference))
+    test, explanations = bench.head_test(model)
+    return MethodResult(validation, test, explanations, train_seconds, time.time() - started,
+                        perplexity(model, tokenizer, bench.reference))
 
 
 RUNNERS = {

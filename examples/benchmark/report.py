@@ -29,36 +29,55 @@ METHODS = {
     "clsgen": "CLSGen",
 }
 
-COLUMNS = [  # (key in the JSON results, table header, format)
-    ("auroc", "AUROC", ".3f"), ("auprc", "AUPRC", ".3f"), ("f1", "F1@0.5", ".3f"), ("f1_tuned", "F1@val-thr", ".3f"),
-    ("brier", "Brier", ".3f"), ("ece", "ECE", ".3f"), ("auroc_alignment", "AUROC-Align", ".3f"),
-    ("r_lkappa", "R-LKappa", ".3f"), ("rli", "RLI", ".3f"), ("readability", "Readability", ".3f"),
-    ("language_retention", "LM retention", ".3f"), ("train_seconds", "Train s", ".1f"),
-    ("predict_seconds", "Predict s", ".1f"),
+PROBABILITY_COLUMNS = [  # (key in a pooled result, header, format)
+    ("auroc", "AUROC [95% CI]", "ci"), ("disjoint.auroc", "AUROC disjoint [95% CI]", "ci"), ("auprc", "AUPRC", ".3f"),
+    ("f1", "F1@thr", ".3f"), ("brier", "Brier", ".3f"), ("ece_before", "ECE raw", ".3f"), ("ece", "ECE cal", ".3f"),
+    ("log_loss", "Log-loss", ".3f"), ("train_seconds", "Train s", ".0f"), ("predict_seconds", "Predict s", ".0f"),
 ]
-ALIGNMENT_KEYS = ("auroc_alignment", "r_lkappa", "rli", "readability")
+EXPLANATION_COLUMNS = [
+    ("agreement", "Agreement", ".3f"), ("auroc_alignment", "AUROC-Align", ".3f"), ("r_lkappa", "R-LKappa", ".3f"),
+    ("rli", "RLI", ".3f"), ("readability", "Readability", ".3f"), ("loop_rate", "Loops", ".3f"),
+    ("ends_at_verdict", "Ends at verdict", ".3f"), ("language_retention", "LM retention", ".3f"),
+]
 README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-    """One row per method; `n/a` where the method cannot have the metric, `NaN` where it is undefined on these rows."""
-    lines = ["| Method | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+def _cell(row: dict, key: str, fmt: str) -> str:
+    """`n/a` where the method cannot have the metric, `NaN` where it is undefined on these rows."""
+    if key in row["not_applicable"]:
+        return "n/a"
+    value = row
+    for part in key.split("."):
+        value = value[part]
+    if value is None:
+        return "NaN"
+    if fmt == "ci":
+        interval = row["disjoint"]["auroc_ci"] if key.startswith("disjoint.") else row["auroc_ci"]
+        return f"{value:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+    return format(value, fmt)
+
+
+def markdown_table(results: dict[str, dict], columns: list[tuple[str, str, str]]) -> str:
+    """One row per method (its pooled result), one column per metric."""
+    lines = ["| Method | " + " | ".join(header for _, header, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
     for method, row in results.items():
-        cells = []
-        for key, _, fmt in COLUMNS:
-            if key in row["not_applicable"]:
-                cells.append("n/a")
-            elif row[key] is None:
-                cells.append("NaN")
-            else:
-                cells.append(format(row[key], fmt))
-        lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {METHODS[method]} | " + " | ".join(_cell(row, key, fmt) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
 
 
-def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> str:
-    """`benchmark_results.md` (table + setup, for a README to include verbatim); returns the Markdown."""
+def comparison_line(comparison: dict | None) -> str:
+    """The paired CLSGen - SeqCls AUROC difference, on all test rows and on the disjoint subset."""
+    if comparison is None:
+        return "CLSGen - SeqCls: not measured (both methods must run)."
+    every, disjoint = comparison["all"], comparison["disjoint"]
+    return (f"CLSGen - SeqCls AUROC (paired bootstrap, {every['samples']} resamples of the test rows): "
+            f"{every['difference']:+.3f} [{every['low']:+.3f}, {every['high']:+.3f}] on every test row, "
+            f"{disjoint['difference']:+.3f} [{disjoint['low']:+.3f}, {disjoint['high']:+.3f}] on the disjoint rows.")
+
+
+def write_report(output_dir: Path, results: dict[str, dict], config: dict, comparison: dict | None) -> str:
+    """`benchmark_results.md` (setup, both tables, the CLSGen - SeqCls difference; for a README to include
+    verbatim); returns the Markdown."""
     rows, budget = config["rows"], config["budget"]
     steps = (f"{budget['max_steps']} steps" if budget["max_steps"] > 0
              else f"{budget['num_train_epochs']:g} epoch{'s' * (budget['num_train_epochs'] != 1)}")
@@ -70,23 +89,37 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
         source = f"explanations from the `{explanations['column']}` column"
     else:
         source = f"explained by the teacher `{explanations['teacher']}`"
-    caveat = (" With so few rows and steps the numbers check that every method runs end to end; they do not rank "
-              "the methods." if rows["test"] < 100 else "")
+    seeds = config["seeds"]
+    caveat = (" With so few rows the numbers check that every method runs end to end; they do not rank the methods."
+              if rows["test"] < 100 else "")
     text = "\n".join([
         "<!-- Written by examples/benchmark_clinifact.py; do not edit by hand. -->",
         f"CliniFact (binary), base model `{config['model']}`: {rows['train']} of {rows['train_asked']} training "
-        f"rows kept ({source}), {rows['validation']} validation rows (threshold tuning), {rows['test']} test rows. "
-        f"Training budget shared by every trained method: {steps} of {batch} row{'s' * (batch != 1)}, "
-        f"learning rate {budget['learning_rate']:g}, LoRA r={config['lora_r']}, "
-        f"{'bf16' if budget['bf16'] else 'float32'}. Run on {config['date']}, {config['device']}, in "
-        f"{config['total_seconds'] / 60:.0f} minutes.{caveat}",
+        f"rows kept ({source}), {rows['validation']} validation rows (calibration, then threshold), {rows['test']} "
+        f"test rows, of which {rows['disjoint']} have an abstract that no training row used (disjoint) and "
+        f"{rows['explained']} are explained. Training budget shared by every trained method: {steps} of {batch} "
+        f"row{'s' * (batch != 1)}, learning rate {budget['learning_rate']:g}, LoRA r={config['lora_r']}, "
+        f"{'bf16' if budget['bf16'] else 'float32'}; seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
+        f"{' (numbers are means over the seeds)' if len(seeds) > 1 else ''}. Run on {config['date']}, "
+        f"{config['device']}, in {config['total_seconds'] / 60:.0f} minutes.{caveat}",
         "",
-        markdown_table(results),
+        markdown_table(results, PROBABILITY_COLUMNS),
         "",
-        "`n/a`: the method writes no explanation (alignment metrics) or has no language model (retention). "
-        "`NaN`: undefined on these rows (reason in `benchmark_results.json`). Language retention = base-model "
-        "perplexity / method perplexity on the base model's own answers to general instructions (1 = unchanged). "
-        "Times are wall-clock seconds (train: fitting; predict: the test rows). " + _decision_note(config),
+        comparison_line(comparison),
+        "",
+        markdown_table(results, EXPLANATION_COLUMNS),
+        "",
+        "Every method's probabilities are calibrated by the same procedure on the same validation rows "
+        "(`clsgen_hf.calibration.fit_calibration` on the log of its raw probabilities, then the F1 threshold tuned "
+        "on the calibrated ones: what `fit_decision_rule` does for a CLSGen head); ECE raw/cal is before/after. "
+        "Prompting and explanation SFT score each verdict word right after the prompt and the verdict prefix; their "
+        "explanations are generated separately. Agreement: share of explained rows whose explanation states the "
+        "head's label at the tuned threshold (an unreadable verdict disagrees). Loops: share of explanations that "
+        "repeat a 4-word run 3 times or more; ends at verdict: share whose last line is a readable verdict. "
+        "Language retention = base-model perplexity / method perplexity on the base model's own answers to general "
+        "instructions (1 = unchanged). `n/a`: the method has no explanation or language model; `NaN`: undefined "
+        "on these rows (reason in the JSON). Times are wall-clock seconds (train: fitting; predict: the test "
+        "rows, explanations included).",
         "",
         f"Command: `{config['command']}`",
         "",
@@ -95,74 +128,69 @@ def write_report(output_dir: Path, results: dict[str, dict], config: dict) -> st
     return text
 
 
-def _decision_note(config: dict) -> str:
-    """How the run decided, from the release that made it (runs of clsgen_hf 0.1.0 recorded no version)."""
-    if "clsgen_hf" not in config["versions"]:
-        return ("This run was made by clsgen_hf 0.1.0: its alignment metrics are at threshold 0.5 (not the tuned "
-                "threshold), CLSGen's head is uncalibrated, and verdicts were read by the 0.1.0 reader.")
-    return ("Alignment metrics are computed at each method's validation-tuned threshold; CLSGen's probabilities are "
-            "calibrated on the validation rows first (`clsgen_hf.calibration`). Prompting and explanation SFT read "
-            "their probability right after their own explanation's verdict prefix, so under greedy decoding it "
-            "restates that verdict: their alignment is near-perfect by construction and says nothing about "
-            "faithfulness.")
-
-
-def paste_into_readme(readme: Path, report: str) -> None:
-    """Replace what lies between `README_START` and `README_END` in `readme` by `report`."""
+def paste_into_readme(readme: Path, report: str, start: str = README_START, end: str = README_END) -> None:
+    """Replace what lies between the lines `start` and `end` in `readme` by `report`."""
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to paste the table into.")
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    readme.write_text(f"{head}{README_START}\n{report.strip()}\n{README_END}{tail}", encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block to paste the table into.")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{start}\n{report.strip()}\n{end}{tail}", encoding="utf-8")
 
 
-def draw_plots(output_dir: Path, results: dict[str, dict]) -> list[str]:
-    """ROC curves and reliability diagrams as PNG; skipped, with a message, without matplotlib."""
+def draw_plots(output_dir: Path, runs: dict[str, dict]) -> list[str]:
+    """ROC curves and reliability diagrams (after calibration) of one seed's run of every method, as PNG; skipped,
+    with a message, without matplotlib."""
     plt = pyplot()
     if plt is None:
         return []
     figure, axis = plt.subplots(figsize=(5.5, 5))
-    for method, row in results.items():
-        auroc = row["auroc"]
-        axis.plot(row["roc"]["fpr"], row["roc"]["tpr"], label=f"{METHODS[method]} ({'NaN' if auroc is None else f'{auroc:.3f}'})")
+    for method, row in runs.items():
+        auroc = "NaN" if row["auroc"] is None else f"{row['auroc']:.3f}"
+        axis.plot(row["roc"]["fpr"], row["roc"]["tpr"], label=f"{METHODS[method]} ({auroc})")
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
     axis.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curves (test rows)")
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(output_dir / "roc_curves.png", dpi=120)
     plt.close(figure)
-    reliability_diagrams({METHODS[method]: row for method, row in results.items()}, output_dir / "reliability_diagrams.png")
+    reliability_diagrams({METHODS[method]: row for method, row in runs.items()},
+                         output_dir / "reliability_diagrams.png")
     return ["roc_curves.png", "reliability_diagrams.png"]
 
 
 def run_configuration(bench: Bench, options: dict, splits: dict[str, Dataset], explanations: dict,
                       base_perplexity: float, command: str) -> dict:
-    """What `write_report` and a reader of the JSON file need to know about the run: rows, budget, explanation
-    source, every option (`options`: e.g. "arguments" -> the script's options as a dict), device and library
-    versions."""
+    """What `write_report` and a reader of the JSON file need to know about the run: rows (CliniFact `index` of each
+    row asked for, positions in the test rows of the explained and disjoint ones), budget, explanation source, every
+    option (`options`: e.g. "arguments" -> the script's options as a dict), device and library versions."""
     import peft
     import sklearn
     import transformers
     import trl
 
-    explained = bench.train
+    train, validation, test = bench.train, bench.validation, bench.test
     return {
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
         "model": bench.model_args.model_name_or_path or "SmolLM2-135M-Instruct (embedded GGUF)",
         "base_model_source": bench.base,
         "device": _device_name(bench.device),
-        "rows": {"train_asked": len(splits["train"]), "train": len(explained), "validation": len(bench.validation),
-                 "test": len(bench.test),
+        "rows": {"train_asked": len(splits["train"]), "train": len(train), "validation": len(validation),
+                 "test": len(test), "explained": len(bench.explained), "disjoint": len(bench.disjoint),
                  "positives": {split: int(sum(rows["label"])) for split, rows in
-                               (("train", explained), ("validation", bench.validation), ("test", bench.test))}},
+                               (("train", train), ("validation", validation), ("test", test))}},
+        "row_ids": {"train": list(splits["train"]["index"]), "validation": list(validation["index"]),
+                    "test": list(test["index"]), "explained_positions": bench.explained,
+                    "disjoint_positions": bench.disjoint},
+        "labels": {"validation": list(validation["label"]), "test": list(test["label"])},
         "budget": bench.budget,
         "lora_r": bench.model_args.lora_r,
         "explanations": explanations,
         "base_perplexity": base_perplexity,
         **options,
-        "versions": {"python": platform.python_version(), "clsgen_hf": clsgen_hf.__version__, "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "clsgen_hf": clsgen_hf.__version__,
+                     "torch": torch.__version__,
                      "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__,
                      "scikit-learn": sklearn.__version__},
     }
