@@ -23,8 +23,6 @@ from typing import Literal
 from trl import TrlParser
 
 from ..errors import run_command
-from ..export import export_model
-from ..serving import export_serving
 
 
 @dataclass
@@ -71,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(base_model=args.base_model, overwrite=args.overwrite, validate=args.validate, atol=args.atol)
 
     def export() -> None:
+        from ..export import export_model
+        from ..serving import export_serving
+
         if args.format == "serving":
             print(export_serving(paths.source, paths.output_dir, **options))
         else:

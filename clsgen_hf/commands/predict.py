@@ -23,13 +23,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..data import read_rows
 from ..errors import UsageError, run_command
-from ..export import inspect_source
-from ..inference import predict
-from ..loading import load_model_and_tokenizer
-from ..model_card import json_safe
-from ..prompt_template import PromptTemplate, default_prompt_template
 
 
 logger = logging.getLogger("clsgen_hf.predict")
@@ -63,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: PredictArguments) -> list[dict]:
     """Check the inputs (before loading any weights), predict, write `args.output`; returns the output rows."""
+    from ..data import read_rows
+    from ..export import inspect_source
+    from ..inference import predict
+    from ..loading import load_model_and_tokenizer
+    from ..prompt_template import PromptTemplate, default_prompt_template
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     model_dir, output = Path(args.model), Path(args.output)
     try:
@@ -102,6 +102,8 @@ def run(args: PredictArguments) -> list[dict]:
 
 def write_rows(rows: list[dict], path: Path) -> None:
     """Predictions as JSON Lines, or as CSV with one `probability_<i>` column per class."""
+    from ..model_card import json_safe
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".jsonl":
         with path.open("w", encoding="utf-8") as file:

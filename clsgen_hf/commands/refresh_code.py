@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import UsageError, run_command
-from ..remote_code import MODELING_VERSION, refresh_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def refresh() -> None:
+        from ..remote_code import MODELING_VERSION, refresh_code
+
         for folder in args.folders:
             if not (folder / "config.json").is_file():
                 raise UsageError(f"{folder}: no config.json, so not a saved model folder.")
