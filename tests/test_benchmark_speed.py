@@ -47,6 +47,8 @@ def test_tiny_run_writes_every_figure(speed, smollm2_tokenizer, tmp_path):
     assert saved["prediction"]["new_tokens"] == 4 and 60 <= saved["prediction"]["prompt_tokens"] <= 64
     for key in ("synthesize_rows_per_s", "generate_rows_per_s"):
         assert _finite(saved["synthesis"][key]), key
+    assert set(saved["startup"]) == {"clsgen-hf --help", "clsgen-hf train --help", "import clsgen_hf", "trl --help"}
+    assert all(_finite(seconds) and seconds > 0 for seconds in saved["startup"].values())
     for key in ("matmul_flops_per_s", "layer_matmul_flops_per_s", "memory_bytes_per_s"):
         assert _finite(saved["roofline"][key]), key
     expected = {"clsgen_vs_sft_step", "clsgen_vs_sft_memory", "clsgen_vs_seqcls_step", "predict_vs_generate",
@@ -61,7 +63,7 @@ def test_tiny_run_writes_every_figure(speed, smollm2_tokenizer, tmp_path):
     table = (tmp_path / "speed.md").read_text()
     assert table == speed.report(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0] == "| | CPU | GPU |" and len(rows) == 11
+    assert rows[0] == "| | CPU | GPU |" and len(rows) == 12
     assert all(line.endswith("| unmeasured |") for line in rows[1:]) and "GPU: unmeasured." in table
 
     readme = tmp_path / "README.md"
