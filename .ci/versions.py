@@ -28,8 +28,8 @@ OLDEST = ("transformers", "trl", "peft")
 # The test extras must not pull these below what a plain `pip install .` resolves: the leg would test older releases
 # than users get.
 NOT_BELOW_PLAIN = ("transformers", "trl", "peft", "accelerate")
-WATCHED = ("transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "huggingface-hub", "torch", "safetensors",
-           "tokenizers")
+WATCHED = ("transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "huggingface-hub", "torch",
+           "safetensors", "tokenizers")
 
 
 def canonical(name: str) -> str:
@@ -107,7 +107,8 @@ def main(argv: list[str]) -> int:
             end = argv[argv.index("--failed") + 1]
             moved_text = (f"moved from the lock ({lock.name}): {', '.join(changes)}" if changes else
                           f"nothing moved from the lock ({lock.name}): the failure is in this code, not upstream")
-            print(f"CI: the fast tests FAIL on the {end} versions allowed by pyproject.toml; {moved_text}.", file=sys.stderr)
+            print(f"CI: the fast tests FAIL on the {end} versions allowed by pyproject.toml; {moved_text}.",
+                  file=sys.stderr)
         else:
             print(f"versions that differ from {lock.name}: {', '.join(changes) or 'none'}")
     else:

@@ -51,8 +51,9 @@ def test_help_and_option_errors_load_nothing_heavy(tmp_path):
     assert result["loaded"] == []
 
 
-@pytest.mark.parametrize("before", ["", "from transformers import AutoModel", "from transformers import PreTrainedModel",
-                                    "import peft"])
+@pytest.mark.parametrize(
+    "before", ["", "from transformers import AutoModel", "from transformers import PreTrainedModel", "import peft"]
+)
 def test_auto_classes_load_a_clsgen_folder_after_import_clsgen_hf(before, tmp_path):
     from clsgen_hf import LlamaForCLSGen
 
