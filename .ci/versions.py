@@ -2,23 +2,34 @@
 
     python .ci/versions.py oldest constraints.txt   -> pip arguments: the lock, with transformers/TRL/PEFT at the
                                                        lower bounds pyproject.toml declares
-    python .ci/versions.py latest constraints.txt   -> pip arguments: none (a fresh resolve takes the newest allowed)
+    python .ci/versions.py snapshot FILE            -> write the installed versions of the watched packages to FILE
+                                                       (the newest leg: after a plain `pip install .`)
+    python .ci/versions.py extras FILE constraints.txt
+                                                    -> after the test extras: print the versions the leg tests, and
+                                                       fail if the extras moved transformers/TRL/PEFT/accelerate below
+                                                       what the plain install resolved (FILE)
     python .ci/versions.py report constraints.txt [--failed END]
                                                     -> the installed versions that differ from the lock; with
                                                        --failed, the one-line verdict CI prints when tests fail
 """
 
+import json
 import re
 import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+from packaging.version import Version
+
 
 ROOT = Path(__file__).resolve().parent.parent
 OLDEST = ("transformers", "trl", "peft")
-WATCHED = ("transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "huggingface-hub", "torch", "safetensors",
-           "tokenizers")
+# The test extras must not pull these below what a plain `pip install .` resolves: the leg would test older releases
+# than users get.
+NOT_BELOW_PLAIN = ("transformers", "trl", "peft", "accelerate")
+WATCHED = ("transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "huggingface-hub", "torch",
+           "safetensors", "tokenizers")
 
 
 def canonical(name: str) -> str:
@@ -53,32 +64,51 @@ def oldest_arguments(lock: Path) -> str:
     return f"-c {constraints}"
 
 
-def moved(lock: Path) -> list[str]:
-    pins = read_lock(lock)
-    changes = []
+def installed() -> dict[str, str]:
+    versions = {}
     for name in WATCHED:
         try:
-            installed = metadata.version(name)
+            versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            continue
-        if pins.get(name) != installed:
-            changes.append(f"{name} {pins.get(name, 'unpinned')} -> {installed}")
-    return changes
+            pass
+    return versions
+
+
+def check_extras(plain_file: Path, lock: Path) -> int:
+    plain, now = json.loads(plain_file.read_text()), installed()
+    print("CI newest leg tests: " + ", ".join(f"{name} {version}" for name, version in now.items()))
+    print(f"versions that differ from {lock.name}: {', '.join(moved(lock)) or 'none'}")
+    lowered = [f"{name} {plain[name]} -> {now.get(name, 'missing')}" for name in NOT_BELOW_PLAIN
+               if name in plain and (name not in now or Version(now[name]) < Version(plain[name]))]
+    if lowered:
+        print(f"CI: FAIL: the test extras pulled older releases than a plain `pip install .`: {', '.join(lowered)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def moved(lock: Path) -> list[str]:
+    pins = read_lock(lock)
+    return [f"{name} {pins.get(name, 'unpinned')} -> {version}" for name, version in installed().items()
+            if pins.get(name) != version]
 
 
 def main(argv: list[str]) -> int:
     command, lock = argv[0], Path(argv[1])
     if command == "oldest":
         print(oldest_arguments(lock))
-    elif command == "latest":
-        print("")
+    elif command == "snapshot":
+        Path(argv[1]).write_text(json.dumps(installed()))
+    elif command == "extras":
+        return check_extras(Path(argv[1]), Path(argv[2]))
     elif command == "report":
         changes = moved(lock)
         if "--failed" in argv:
             end = argv[argv.index("--failed") + 1]
             moved_text = (f"moved from the lock ({lock.name}): {', '.join(changes)}" if changes else
                           f"nothing moved from the lock ({lock.name}): the failure is in this code, not upstream")
-            print(f"CI: the fast tests FAIL on the {end} versions allowed by pyproject.toml; {moved_text}.", file=sys.stderr)
+            print(f"CI: the fast tests FAIL on the {end} versions allowed by pyproject.toml; {moved_text}.",
+                  file=sys.stderr)
         else:
             print(f"versions that differ from {lock.name}: {', '.join(changes) or 'none'}")
     else:

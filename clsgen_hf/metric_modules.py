@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import evaluate
-from evaluate.loading import files_to_hash, init_dynamic_modules
+from .resources import resource_dir
+
+
+if TYPE_CHECKING:
+    import evaluate
 
 
 METRIC_NAMES = ("auroc_alignment", "r_lkappa", "rli")
@@ -18,8 +22,8 @@ SPACE_FILES = ("{name}.py", "README.md", "requirements.txt", "app.py")
 
 
 def metrics_source_dir() -> Path:
-    """The `evaluate_metrics/` folder beside the package (in a checkout, or next to `clsgen_hf/` in site-packages)."""
-    return Path(__file__).resolve().parents[1] / "evaluate_metrics"
+    """The repository's `evaluate_metrics/` folder (inside the installed package, or the checkout's)."""
+    return resource_dir("evaluate_metrics")
 
 
 def _metric_dir(name: str) -> Path:
@@ -30,6 +34,8 @@ def _metric_dir(name: str) -> Path:
 
 def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
     """`evaluate.load` of the metric folder by path (kwargs go to `evaluate.load`, e.g. `config_name="multiclass"`)."""
+    import evaluate
+
     return evaluate.load(str(_metric_dir(name)), **kwargs)
 
 
@@ -39,6 +45,8 @@ def install_metrics(cache_dir: str | os.PathLike | None = None) -> list[Path]:
     Offline, evaluate takes the newest copy in `<cache_dir>/evaluate_modules/metrics/<namespace>--<name>/<hash>/`, the
     layout its Hub download writes. `cache_dir` defaults to evaluate's `HF_MODULES_CACHE`.
     """
+    from evaluate.loading import files_to_hash, init_dynamic_modules
+
     dynamic_modules = Path(init_dynamic_modules(hf_modules_cache=cache_dir))  # <cache>/evaluate_modules
     installed = []
     for name in METRIC_NAMES:

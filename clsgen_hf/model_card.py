@@ -23,11 +23,11 @@ from .configuration_clsgen import MODELING_VERSION
 from .errors import UsageError
 from .loading import DEFAULT_MODEL_PACKAGE
 from .prompt_template import PromptTemplate, default_prompt_template
+from .resources import resource_dir
 from .verdicts import VerdictFormat
 
 
-# The template beside the package: the checkout's, or the one a wheel installs (pyproject includes "model_cards*").
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "clsgen_model_card.md"
+MODEL_CARD_TEMPLATE = resource_dir("model_cards") / "clsgen_model_card.md"
 RESULTS_FILE = "clsgen_results.json"  # the run's evaluation numbers (written by `clsgen-hf train`, copied by export)
 SYNTHESIS_FILE = "explanations.meta.json"  # written next to `explanations.jsonl` by `synthesize_explanations`
 # The embedded default model (`clsgen_hf.loading.default_model_path`) is a GGUF export of this Hub model.

@@ -16,7 +16,9 @@ One run measures, on the same weights, rows, batch and precision (so that the ma
    lengths, probabilities only (`max_new_tokens=0`, batched by tokens) and with explanations.
 4. Synthesis: rows/s of `synthesize_explanations` with the local teacher against plain batched `generate` of the same
    teacher conversations.
-5. The roofline: the machine's matmul rate (float32 on CPU, bf16 on GPU) and memory bandwidth. Training tokens/s is
+5. Start-up: median wall time (of 3, fresh processes) of `clsgen-hf --help`, `clsgen-hf train --help` and
+   `python -c "import clsgen_hf"`, beside `trl --help`.
+6. The roofline: the machine's matmul rate (float32 on CPU, bf16 on GPU) and memory bandwidth. Training tokens/s is
    reported as a share of the FLOP limit and decode time per token as a multiple of the bandwidth floor; the JSON
    states both formulas.
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -117,7 +120,8 @@ class SpeedArguments:
         "help": "Where speed_<device>.json and speed.md go (default --output_dir)."})
     readme: str | None = field(default=None, metadata={
         "help": f"Paste the table into this file, between {README_START!r} and {README_END!r}."})
-    sections: list[str] = field(default_factory=lambda: ["roofline", "training", "prediction", "files", "synthesis"],
+    sections: list[str] = field(default_factory=lambda: ["roofline", "training", "prediction", "files", "synthesis",
+                                                        "startup"],
                                 metadata={"help": "Sections to run."})
     precision: str | None = field(default=None, metadata={"help": "'float32' or 'bf16'."})
     threads: int | None = field(default=None, metadata={"help": "torch threads on CPU (0: leave torch's default)."})
@@ -196,7 +200,7 @@ def run(args: SpeedArguments, command: str = "") -> dict:
     source, config, tokenizer = source_for(args, device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     seq = args.prompt_tokens + args.completion_tokens
-    payload = {"roofline": {}, "training": {}, "prediction": {}, "files": {}, "synthesis": {}}
+    payload = {"roofline": {}, "training": {}, "prediction": {}, "files": {}, "synthesis": {}, "startup": {}}
 
     if "roofline" in args.sections:
         roof = payload["roofline"]
@@ -228,6 +232,9 @@ def run(args: SpeedArguments, command: str = "") -> dict:
         payload["synthesis"] = synthesis_speed(source, tokenizer, prompts, args.synthesis_batch_size, args.new_tokens,
                                                args.repeats)
 
+    if "startup" in args.sections:
+        payload["startup"] = startup_speed(repeats=1 if args.preset == "tiny" else 3)
+
     payload["ratios"] = ratios(payload)
     payload["goals"] = {name: {"value": payload["ratios"].get(name), "target": f"{op} {target}",
                                "met": _meets(payload["ratios"].get(name), op, target)}
@@ -243,6 +250,26 @@ def run(args: SpeedArguments, command: str = "") -> dict:
         paste_into_readme(Path(args.readme), table)
     print("\n" + table)
     return payload
+
+
+def startup_speed(repeats: int) -> dict:
+    """Median seconds from process start to exit of each start-up command (the console scripts beside this Python)."""
+    scripts = Path(sys.executable).parent
+    commands = {
+        "clsgen-hf --help": [str(scripts / "clsgen-hf"), "--help"],
+        "clsgen-hf train --help": [str(scripts / "clsgen-hf"), "train", "--help"],
+        "import clsgen_hf": [sys.executable, "-c", "import clsgen_hf"],
+        "trl --help": [str(scripts / "trl"), "--help"],
+    }
+    seconds = {}
+    for name, command in commands.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        seconds[name] = sorted(times)[len(times) // 2]
+    return seconds
 
 
 def ratios(payload: dict) -> dict:
@@ -328,6 +355,9 @@ def _cells(payload: dict | None) -> dict[str, str]:
     if s:
         cells["Synthesis rows/s (synthesize / generate)"] = (
             f"{s['synthesize_rows_per_s']:.3f} / {s['generate_rows_per_s']:.3f} ({r['synthesis_vs_generate']:.2f}x)")
+    if payload.get("startup"):
+        cells["Start-up s (" + " / ".join(payload["startup"]) + ")"] = " / ".join(
+            f"{seconds:.2f}" for seconds in payload["startup"].values())
     if roof:
         cells["Matmul GFLOP/s (square / layer shape), bandwidth GB/s"] = (
             f"{roof['matmul_flops_per_s'] / 1e9:.1f} / {roof['layer_matmul_flops_per_s'] / 1e9:.1f}, "

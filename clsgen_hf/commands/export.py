@@ -24,9 +24,6 @@ from trl import TrlParser
 
 from ..arguments import parse_options
 from ..errors import run_command
-from ..export import export_model
-from ..output_folders import claim_output_folder
-from ..serving import export_serving
 
 
 @dataclass
@@ -72,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         args, paths = parse_options(parser, argv)
         if not (paths.source and paths.output_dir):
             parser.error("give SOURCE and OUTPUT_DIR (on the command line, or as source/output_dir in --config)")
+        from ..export import export_model  # after the options are checked: these load torch
+        from ..output_folders import claim_output_folder
+        from ..serving import export_serving
+
         claim_output_folder("OUTPUT_DIR", paths.output_dir, {"the source folder": paths.source})
         options = dict(base_model=args.base_model, overwrite=args.overwrite, validate=args.validate, atol=args.atol)
         if args.format == "serving":

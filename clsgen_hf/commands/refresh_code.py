@@ -11,8 +11,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import UsageError, run_command
-from ..output_folders import claim_output_folder
-from ..remote_code import MODELING_VERSION, refresh_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def refresh() -> None:
+        from ..output_folders import claim_output_folder
+        from ..remote_code import MODELING_VERSION, refresh_code
+
         for folder in args.folders:
             claim_output_folder("FOLDER", folder, {})
             if not (folder / "config.json").is_file():

@@ -18,16 +18,12 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from transformers import set_seed
 from trl import TrlParser
 
 from ..arguments import PromptArguments, TeacherArguments, parse_options
-from ..data import (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, SynthesisReport, TeacherError,
-                    describe_dataset, load_classification_dataset, load_clinifact, synthesize_explanations)
+from ..data import TeacherError
 from ..data.synthesis import MIN_WORDS
 from ..errors import UsageError, run_command
-from ..loading import load_tokenizer
-from ..output_folders import claim_output_file
 
 
 CLINIFACT_PREFIX = "clinifact:"
@@ -74,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: SynthesizeArguments, prompt_args: PromptArguments, teacher_args: TeacherArguments):
     """Load the rows, ask the teacher, write `args.output` and print its report; returns the synthesized dataset."""
+    from transformers import set_seed
+
+    from ..data import SynthesisReport, describe_dataset, synthesize_explanations
+    from ..output_folders import claim_output_file
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # the openai client logs every request at INFO
     if teacher_args.teacher == "self":
@@ -97,6 +98,14 @@ def run(args: SynthesizeArguments, prompt_args: PromptArguments, teacher_args: T
 
 def load_input(args: SynthesizeArguments, prompt_args: PromptArguments):
     """(dataset, prompt template) for `--input`."""
+    from ..data import (
+        CLINIFACT_BINARY_TEMPLATE,
+        CLINIFACT_MULTICLASS_TEMPLATE,
+        load_classification_dataset,
+        load_clinifact,
+    )
+    from ..loading import load_tokenizer
+
     tokenizer = load_tokenizer(args.tokenizer) if prompt_args.max_prompt_tokens else None
     common = dict(allow_empty_text=prompt_args.allow_empty_text, tokenizer=tokenizer,
                   max_prompt_tokens=prompt_args.max_prompt_tokens)

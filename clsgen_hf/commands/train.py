@@ -15,24 +15,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate import PartialState
-from transformers import set_seed
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser
 
 from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..clsgen_config import CLSGenConfig
-from ..data import (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, CLINIFACT_RATIONALE_COLUMN,
-                    TeacherError, describe_dataset, fit_prompts, load_classification_dataset, load_clinifact,
-                    training_explanations)
-from ..data.splits import check_classes, stratified_split, subset
+from ..data import CLINIFACT_RATIONALE_COLUMN, TeacherError
 from ..errors import UsageError, run_command
-from ..evaluation import evaluate_model
-from ..loading import load_model, load_tokenizer
-from ..model_card import RESULTS_FILE, write_json
-from ..output_folders import claim_output_folder
-from ..plots import reliability_diagrams
-from ..reports import recipe_report, results_record
-from ..training import check_model_config, resume_checkpoint, train_clsgen
 
 
 logger = logging.getLogger("clsgen_hf.train")
@@ -90,6 +78,19 @@ def main(argv: list[str] | None = None) -> int:
 def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArguments, training_args: CLSGenConfig,
         model_args: ModelConfig) -> dict:
     """Run the recipe; returns the evaluation numbers (also saved to `<output_dir>/clsgen_results.json`)."""
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import get_peft_config
+
+    from ..data import training_explanations
+    from ..evaluation import evaluate_model
+    from ..loading import load_model, load_tokenizer
+    from ..model_card import RESULTS_FILE, write_json
+    from ..output_folders import claim_output_folder
+    from ..plots import reliability_diagrams
+    from ..reports import recipe_report, results_record
+    from ..training import check_model_config, resume_checkpoint, train_clsgen
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if script.explanation_column and teacher.teacher:
         raise UsageError("Choose --explanation_column (rationales you have) or --teacher (rationales it writes).")
@@ -127,6 +128,16 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
 
 def load_splits(script: ScriptArguments, prompt: PromptArguments, tokenizer):
     """The (train, validation, test) rows, subsets first, then their prompts fitted to the template's budget."""
+    from ..data import (
+        CLINIFACT_BINARY_TEMPLATE,
+        CLINIFACT_MULTICLASS_TEMPLATE,
+        describe_dataset,
+        fit_prompts,
+        load_classification_dataset,
+        load_clinifact,
+    )
+    from ..data.splits import check_classes, stratified_split, subset
+
     if script.train_file:
         if not script.test_file:
             raise UsageError("--train_file needs --test_file (held-out rows) and --text_fields (the text columns).")
