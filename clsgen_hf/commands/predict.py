@@ -54,6 +54,9 @@ class PredictArguments:
                                           "(default: the template's, from training)."})
     threshold: float | None = field(default=None, metadata={"help": "Binary decision threshold (default: the model's "
                                     "config.cls_threshold)."})
+    explain: str = field(default="natural", metadata={"help": "'natural' (the explanation states the LM's own "
+                         "verdict) or 'decision' (the head decides, the explanation follows its decision).",
+                                                      "choices": ["natural", "decision"]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +91,7 @@ def run(args: PredictArguments) -> list[dict]:
     started = time.time()
     records = predict(model, tokenizer, inputs, prompt_template=template, batch_size=args.batch_size,
                       max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                      threshold=args.threshold)
+                      threshold=args.threshold, explain=args.explain)
     # An input column that a prediction field would overwrite (e.g. a gold `label`) is kept as `input_<name>`.
     outputs = [{**{(f"input_{key}" if key in record else key): value for key, value in row.items()}, **record}
                for row, record in zip(rows, records)]
