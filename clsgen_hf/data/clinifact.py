@@ -6,6 +6,7 @@ vs the rest). `registry_rationale` writes free label-conditioned explanations, f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,21 +46,45 @@ CLINIFACT_MULTICLASS_TEMPLATE = PromptTemplate(
 """3-class view, the dataset's own labels: 0 = inconclusive, 1 = evidence, 2 = no information."""
 
 _BINARY_LABEL2ID = {0: 0, 1: 1, 2: 0}
-_FINDINGS = {  # by raw label
-    1: "The abstract reports results on this outcome that support the claim.",
-    0: "The abstract reports results on this outcome, but they do not establish the claim.",
-    2: "The abstract gives background only and reports no results on this outcome.",
+_FINDINGS = {  # by raw label: what the quoted sentence shows
+    1: "This result supports the claim.",
+    0: "This result does not establish the claim.",
 }
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+_WORD = re.compile(r"[a-z0-9]{3,}")
+_RESULT = re.compile(r"p\s*[<=>≤]|signific|\d\s*%|\bci\b|versus|\bvs\b|compared|reduc|increas|improv|differ|"
+                     r"superior|inferior|efficac|effective", re.IGNORECASE)
+_QUOTE_WORDS = 30
 
 
 def registry_rationale(row: Mapping[str, Any]) -> str:
-    """Two sentences from a CliniFact row's registry fields (arms, outcome) and its raw gold label (`original_label`
-    in the binary view); the verdict line is the trainer's to add."""
+    """An explanation grounded in the row's text: the abstract sentence that reports on the claim's outcome, quoted,
+    then what it shows for the claim (by the raw gold label, `original_label` in the binary view); with no results
+    on the outcome (raw label 2), the article's title, quoted. The verdict line is the trainer's to add."""
     outcome = (row["outcome_title"] or "").strip() or "the claimed outcome"
     raw_label = int(row["original_label"] if "original_label" in row else row["label"])
-    return (f"The claim compares {(row['intervention_group_title'] or '').strip()} with "
-            f"{(row['comparator_group_title'] or '').strip()} on {outcome}. "
-            + _FINDINGS[raw_label])
+    if raw_label == 2:
+        return f'The abstract reports no results on {outcome}; the article is about: "{row["article_title"].strip()}"'
+    return f'The abstract reports: "{outcome_sentence(row)}" {_FINDINGS[raw_label]}'
+
+
+def outcome_sentence(row: Mapping[str, Any]) -> str:
+    """The abstract sentence that shares most words with the claim's outcome and arms, a reported result preferred
+    (cut to its first words)."""
+    topic = _words(row["outcome_title"])
+    arms = _words(f"{row['intervention_group_title'] or ''} {row['comparator_group_title'] or ''}")
+    sentences = _SENTENCE_END.split((row["article_abstract"] or "").strip())
+
+    def score(sentence: str) -> int:
+        words = _words(sentence)
+        return 2 * len(topic & words) + len(arms & words) + 2 * bool(_RESULT.search(sentence))
+
+    words = max(sentences, key=score).split()
+    return " ".join(words[:_QUOTE_WORDS]) + (" ..." if len(words) > _QUOTE_WORDS else "")
+
+
+def _words(text: str | None) -> set[str]:
+    return set(_WORD.findall((text or "").lower()))
 
 
 def load_clinifact(
@@ -101,4 +126,4 @@ def load_clinifact(
 
 
 __all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "CLINIFACT_RATIONALE_COLUMN", "load_clinifact",
-           "registry_rationale"]
+           "outcome_sentence", "registry_rationale"]
