@@ -23,8 +23,8 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from ..arguments import PromptArguments, TeacherArguments
 from ..clsgen_config import CLSGenConfig
 from ..data import (CLINIFACT_BINARY_TEMPLATE, CLINIFACT_MULTICLASS_TEMPLATE, CLINIFACT_RATIONALE_COLUMN,
-                    TeacherError, describe_dataset, fit_prompts, load_classification_dataset, load_clinifact,
-                    training_explanations, with_decision_cues)
+                    DEFAULT_DECISION_SHARE, TeacherError, describe_dataset, fit_prompts, load_classification_dataset,
+                    load_clinifact, training_explanations, with_decision_cues)
 from ..data.splits import check_classes, stratified_split, subset
 from ..errors import UsageError, run_command
 from ..evaluation import evaluate_model
@@ -70,7 +70,7 @@ class ScriptArguments:
     max_validation_samples: int | None = field(default=48, metadata={"help": "Validation rows (None: all)."})
     max_eval_samples: int | None = field(default=16, metadata={"help": "Held-out rows predicted (None: all)."})
     max_new_tokens: int = field(default=96, metadata={"help": "Explanation budget at prediction time."})
-    decision_share: float = field(default=0.5, metadata={"help": "Share of training rows whose explanation follows "
+    decision_share: float = field(default=DEFAULT_DECISION_SHARE, metadata={"help": "Share of training rows whose explanation follows "
                                   "their decision's cue (teaches `--explain decision`; 0: natural rows only)."})
     predict_batch_size: int = field(default=8, metadata={"help": "Prompts per prediction batch."})
     allow_single_class: bool = field(default=False, metadata={"help": "Train even when every training row has one "

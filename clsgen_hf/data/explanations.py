@@ -71,6 +71,9 @@ def rationale_completions(rows: Dataset, prompt_template: PromptTemplate, column
     return kept.select_columns(["prompt", "completion", "label"])
 
 
+DEFAULT_DECISION_SHARE = 0.5  # the recipe's and the benchmark's share of decision-conditioned training rows
+
+
 def with_decision_cues(rows: Dataset, verdict_format: VerdictFormat, share: float, seed: int = 0) -> Dataset:
     """`rows` (prompt, completion, label) with a random `share` of them conditioned on their decision: the completion
     starts with the gold label's cue (`VerdictFormat.cue`), named in the `decision_cue` column so that the trainer
@@ -93,4 +96,4 @@ def with_decision_cues(rows: Dataset, verdict_format: VerdictFormat, share: floa
     return rows.map(cue, with_indices=True)
 
 
-__all__ = ["rationale_completions", "training_explanations", "with_decision_cues"]
+__all__ = ["DEFAULT_DECISION_SHARE", "rationale_completions", "training_explanations", "with_decision_cues"]

@@ -26,7 +26,8 @@ from transformers import (
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from clsgen_hf import CLSGenConfig, DataCollatorForCLSGen, load_model, load_model_and_tokenizer, predict
-from clsgen_hf.data import TransformersTeacher
+from clsgen_hf.data import DEFAULT_DECISION_SHARE, TransformersTeacher, with_decision_cues
+from clsgen_hf.errors import UsageError
 from clsgen_hf.prompt_template import PromptTemplate, encode_example, encode_prompts
 from clsgen_hf.training import train_clsgen
 
@@ -186,7 +187,9 @@ def run_clsgen(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     training_args.output_dir = str(bench.output_dir / "clsgen")
     model = load_model(bench.base)
     # Calibration and threshold come from the head alone on the validation rows and are saved with the model.
-    _, train_seconds, _ = train_clsgen(model, bench.tokenizer, bench.train, bench.template, training_args,
+    rows = with_decision_cues(bench.train, bench.template.verdict_format, DEFAULT_DECISION_SHARE,
+                              seed=training_args.seed)  # as the recipe trains, for both explanation modes
+    _, train_seconds, _ = train_clsgen(model, bench.tokenizer, rows, bench.template, training_args,
                                        get_peft_config(bench.model_args), validation=bench.validation,
                                        batch_size=bench.predict_batch_size)
     del model
@@ -199,12 +202,26 @@ def run_clsgen(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     return MethodResult(validation, test, train_seconds, predict_seconds, perplexity(model, tokenizer, bench.reference))
 
 
+def run_clsgen_decision(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
+    """The model `run_clsgen` saved, explaining in decision mode: the head decides, the explanation follows."""
+    folder = bench.output_dir / "clsgen"
+    if not (folder / "config.json").is_file():
+        raise UsageError("The method clsgen_decision explains the model that the clsgen method trains: run both.")
+    model, tokenizer = load_model_and_tokenizer(folder)
+    model.to(bench.device).eval()
+    validation = bench.predict(model, bench.validation, max_new_tokens=0)
+    started = time.time()
+    test = bench.predict(model, bench.test, explain="decision")
+    return MethodResult(validation, test, 0.0, time.time() - started, perplexity(model, tokenizer, bench.reference))
+
+
 RUNNERS = {
     "prompting": run_prompting,
     "discriminative": run_discriminative,
     "sft": run_sft,
     "tfidf": run_tfidf,
     "clsgen": run_clsgen,
+    "clsgen_decision": run_clsgen_decision,
 }
 
 

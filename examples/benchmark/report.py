@@ -27,6 +27,7 @@ METHODS = {
     "sft": "Explanation SFT",
     "tfidf": "TF-IDF + logistic regression",
     "clsgen": "CLSGen",
+    "clsgen_decision": "CLSGen, decision mode",
 }
 
 COLUMNS = [  # (key in the JSON results, table header, format)
@@ -36,7 +37,7 @@ COLUMNS = [  # (key in the JSON results, table header, format)
     ("language_retention", "LM retention", ".3f"), ("train_seconds", "Train s", ".1f"),
     ("predict_seconds", "Predict s", ".1f"),
 ]
-ALIGNMENT_KEYS = ("auroc_alignment", "r_lkappa", "rli", "readability")
+ALIGNMENT_KEYS = ("auroc_alignment", "r_lkappa", "rli", "readability", "agreement", "loop_rate", "ends_at_verdict")
 README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
