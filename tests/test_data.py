@@ -21,6 +21,7 @@ from clsgen_hf.data import (
     registry_rationale,
     with_decision_cues,
 )
+from clsgen_hf.data.clinifact import CLINIFACT_GROUNDED_COLUMN, grounded_rationale
 from clsgen_hf.errors import UsageError
 from clsgen_hf.verdicts import DECISION_CUE_COLUMN, VerdictFormat
 
@@ -97,20 +98,33 @@ def test_clinifact_views(clinifact_train):
     assert [multi["validation"]["label"].count(k) for k in (0, 1, 2)] == [67, 83, 166]
 
 
-def test_registry_rationale_quotes_the_abstract_sentence_on_the_outcome(clinifact_train):
+def test_registry_rationale_states_the_finding(clinifact_train):
+    row = {"intervention_group_title": "Drug A ", "comparator_group_title": "Placebo", "outcome_title": "Pain",
+           "original_label": 2}
+    assert registry_rationale(row) == (
+        "The claim compares Drug A with Placebo on Pain. The abstract gives background only and reports no results "
+        "on this outcome."
+    )
+    assert "support the claim" in registry_rationale({**row, "original_label": 1})
+    evidence = clinifact_train.filter(lambda row: row["original_label"] == 1)[0]
+    assert evidence[CLINIFACT_RATIONALE_COLUMN] == registry_rationale(evidence)
+    assert "support the claim" in evidence[CLINIFACT_RATIONALE_COLUMN]
+
+
+def test_grounded_rationale_quotes_the_abstract_sentence_on_the_outcome(clinifact_train):
     row = {"intervention_group_title": "Drug A ", "comparator_group_title": "Placebo", "outcome_title": "Pain score",
            "article_title": "A trial of drug A. ", "original_label": 2,
            "article_abstract": "Pain is common. We randomised 80 adults. The pain score fell with drug A "
                                "versus placebo (p < 0.01). Drug A was well tolerated."}
-    assert registry_rationale(row) == ('The abstract reports no results on Pain score; the article is about: "A trial '
+    assert grounded_rationale(row) == ('The abstract reports no results on Pain score; the article is about: "A trial '
                                        'of drug A."')
-    assert registry_rationale({**row, "original_label": 1}) == (
+    assert grounded_rationale({**row, "original_label": 1}) == (
         'The abstract reports: "The pain score fell with drug A versus placebo (p < 0.01)." This result supports the '
         "claim.")
-    assert registry_rationale({**row, "original_label": 0}).endswith("This result does not establish the claim.")
+    assert grounded_rationale({**row, "original_label": 0}).endswith("This result does not establish the claim.")
     evidence = clinifact_train.filter(lambda row: row["original_label"] == 1)[0]
-    assert evidence[CLINIFACT_RATIONALE_COLUMN] == registry_rationale(evidence)
-    quote = evidence[CLINIFACT_RATIONALE_COLUMN].split('"')[1].removesuffix(" ...")
+    assert evidence[CLINIFACT_GROUNDED_COLUMN] == grounded_rationale(evidence)
+    quote = evidence[CLINIFACT_GROUNDED_COLUMN].split('"')[1].removesuffix(" ...")
     assert quote in evidence["article_abstract"]  # grounded: copied from the row, not a paraphrase of the claim
 
 

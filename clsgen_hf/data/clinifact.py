@@ -1,7 +1,8 @@
 """CliniFact (Zhang et al., Sci. Data 2025): does a trial publication's abstract support a clinical claim?
 
 Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information; the CLSGen paper evaluates the binary view (evidence
-vs the rest). `registry_rationale` writes free label-conditioned explanations, for runs with no capable teacher.
+vs the rest). `registry_rationale` writes free label-conditioned explanations, for runs with no capable teacher;
+`grounded_rationale` quotes the abstract instead (the `grounded_rationale` column: `--explanation_column`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .classification import load_classification_dataset
 
 CLINIFACT_TEXT_FIELDS = ("claim", "article_title", "article_abstract")
 CLINIFACT_RATIONALE_COLUMN = "registry_rationale"
+CLINIFACT_GROUNDED_COLUMN = "grounded_rationale"
 CLINIFACT_SPLITS = ("train", "validation", "test")
 
 _SYSTEM = "You are a clinical research expert who checks claims about clinical trials against published abstracts."
@@ -46,7 +48,12 @@ CLINIFACT_MULTICLASS_TEMPLATE = PromptTemplate(
 """3-class view, the dataset's own labels: 0 = inconclusive, 1 = evidence, 2 = no information."""
 
 _BINARY_LABEL2ID = {0: 0, 1: 1, 2: 0}
-_FINDINGS = {  # by raw label: what the quoted sentence shows
+_FINDINGS = {  # by raw label
+    1: "The abstract reports results on this outcome that support the claim.",
+    0: "The abstract reports results on this outcome, but they do not establish the claim.",
+    2: "The abstract gives background only and reports no results on this outcome.",
+}
+_QUOTED_FINDINGS = {  # by raw label: what the quoted sentence shows
     1: "This result supports the claim.",
     0: "This result does not establish the claim.",
 }
@@ -58,6 +65,16 @@ _QUOTE_WORDS = 30
 
 
 def registry_rationale(row: Mapping[str, Any]) -> str:
+    """Two sentences from a CliniFact row's registry fields (arms, outcome) and its raw gold label (`original_label`
+    in the binary view); the verdict line is the trainer's to add."""
+    outcome = (row["outcome_title"] or "").strip() or "the claimed outcome"
+    raw_label = int(row["original_label"] if "original_label" in row else row["label"])
+    return (f"The claim compares {(row['intervention_group_title'] or '').strip()} with "
+            f"{(row['comparator_group_title'] or '').strip()} on {outcome}. "
+            + _FINDINGS[raw_label])
+
+
+def grounded_rationale(row: Mapping[str, Any]) -> str:
     """An explanation grounded in the row's text: the abstract sentence that reports on the claim's outcome, quoted,
     then what it shows for the claim (by the raw gold label, `original_label` in the binary view); with no results
     on the outcome (raw label 2), the article's title, quoted. The verdict line is the trainer's to add."""
@@ -65,7 +82,7 @@ def registry_rationale(row: Mapping[str, Any]) -> str:
     raw_label = int(row["original_label"] if "original_label" in row else row["label"])
     if raw_label == 2:
         return f'The abstract reports no results on {outcome}; the article is about: "{row["article_title"].strip()}"'
-    return f'The abstract reports: "{outcome_sentence(row)}" {_FINDINGS[raw_label]}'
+    return f'The abstract reports: "{outcome_sentence(row)}" {_QUOTED_FINDINGS[raw_label]}'
 
 
 def outcome_sentence(row: Mapping[str, Any]) -> str:
@@ -96,7 +113,7 @@ def load_clinifact(
     **kwargs,
 ) -> Dataset | DatasetDict:
     """CliniFact's `<split>.csv` files in `data_dir` as classifier prompts (claim, title, abstract), each row with its
-    `registry_rationale`.
+    `registry_rationale` and `grounded_rationale`.
 
     Args:
         view: `"binary"` (the raw label kept as `original_label`) or `"multiclass"` (the three original labels).
@@ -122,8 +139,9 @@ def load_clinifact(
         split=names[0] if isinstance(splits, str) else None,
         **kwargs,
     )
-    return data.map(lambda row: {CLINIFACT_RATIONALE_COLUMN: registry_rationale(row)})
+    return data.map(lambda row: {CLINIFACT_RATIONALE_COLUMN: registry_rationale(row),
+                                 CLINIFACT_GROUNDED_COLUMN: grounded_rationale(row)})
 
 
 __all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "CLINIFACT_RATIONALE_COLUMN", "load_clinifact",
-           "outcome_sentence", "registry_rationale"]
+           "CLINIFACT_GROUNDED_COLUMN", "grounded_rationale", "outcome_sentence", "registry_rationale"]
