@@ -60,6 +60,7 @@ def predict_file(
     max_batch_tokens: int = 8192,
     chunk_size: int = 256,
     overwrite: bool = False,
+    explain: str = "natural",
 ) -> dict[str, Any]:
     """Predict every row of `input` and write `output` (`.jsonl`, or `.csv` with one `probability_<i>` per class).
 
@@ -72,6 +73,7 @@ def predict_file(
             `max_new_tokens=0`.
         chunk_size: rows read, predicted and written at a time (per process).
         overwrite: discard an unfinished run of other options instead of refusing.
+        explain: `predict`'s explanation mode ("natural" or "decision").
 
     Every input column is kept, followed by `predict`'s fields (an input column of the same name is kept as
     `input_<name>`). Returns a summary: `rows` (in the file), `predicted` and `resumed_at` (this process's rows),
@@ -94,7 +96,7 @@ def predict_file(
     rows, digest = _check_rows(input, template)
     options = {"model": _model_identity(model, folder), "prompt_template": template and template.to_dict(),
                "threshold": threshold, "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
-               "input": digest, "rows": rows}
+               "explain": explain, "input": digest, "rows": rows}
     shard = _shard(output, state.process_index, state.num_processes)
     done = _open_journal(shard, options, overwrite)
     share = len(range(state.process_index, rows, state.num_processes))
@@ -111,7 +113,7 @@ def predict_file(
     model.eval()
     started = time.time()
     settings = dict(prompt_template=template, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                    threshold=threshold, show_progress=False)
+                    threshold=threshold, explain=explain, show_progress=False)
     mine = islice(read_rows(input), state.process_index + done * state.num_processes, None, state.num_processes)
     with shard.open("a", encoding="utf-8") as journal:
         tokens = 0

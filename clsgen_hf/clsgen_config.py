@@ -20,6 +20,11 @@ class CLSGenConfig(SFTConfig):
 
         lm_loss_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the LM loss (next-token cross-entropy on the explanation tokens).
+        verdict_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of each explanation's verdict word in the LM loss, relative to its other tokens: the verdict is one
+            token of dozens, yet it is the decision the explanation has to agree on. The verdict word is the last
+            completion token that starts a verbalizer (the model's `id2label` words, which `train_clsgen` sets from
+            the prompt template).
         cls_loss_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the classification loss (cross-entropy of the `score` head at the last prompt token).
         class_weights (`list[float]`, *optional*):
@@ -42,6 +47,7 @@ class CLSGenConfig(SFTConfig):
     """
 
     lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the LM (explanation) loss."})
+    verdict_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the verdict word in the LM loss."})
     cls_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the classification-head loss."})
     class_weights: list[float] | None = field(default=None, metadata={"help": "Per-class weights of the class loss."})
     pos_weight: float | None = field(default=None, metadata={"help": "Shortcut for class_weights=[1, pos_weight]."})
@@ -63,6 +69,8 @@ class CLSGenConfig(SFTConfig):
                 f"Loss weights must be >= 0 and not both 0, got lm_loss_weight={self.lm_loss_weight}, "
                 f"cls_loss_weight={self.cls_loss_weight}."
             )
+        if self.verdict_loss_weight < 0:
+            raise ValueError(f"`verdict_loss_weight` must be >= 0, got {self.verdict_loss_weight}.")
         if self.pos_weight is not None:
             if self.class_weights is not None:
                 raise ValueError("Set `class_weights` or `pos_weight`, not both.")

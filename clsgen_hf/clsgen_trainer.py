@@ -29,6 +29,7 @@ from .evaluation import evaluate_predictions
 from .loading import load_model
 from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
 from .prompt_template import encode_example
+from .verdicts import DECISION_CUE_COLUMN
 
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class CLSGenTrainer(SFTTrainer):
             model, args, peft_config=peft_config, compute_metrics=compute_metrics or self._class_head_metrics, **kwargs
         )
         self._class_weights = torch.tensor(args.class_weights or [1.0] * self.num_labels, dtype=torch.float32)
+        self._verdict_token_ids = _verdict_token_ids(self.processing_class, model.config.id2label)
         self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
         self._check_sharding()
         self.model_card_data = CLSGenCardData(tags=list(self._tag_names))  # filled by the callback as training goes
@@ -193,7 +195,8 @@ class CLSGenTrainer(SFTTrainer):
 
         def encode(row):
             example = encode_example(tokenizer, row["prompt"], row["completion"], args.max_length)
-            return {"input_ids": example.input_ids, "labels": example.labels, "cls_positions": example.cls_position,
+            labels = _mask_decision_cue(tokenizer, example, row.get(DECISION_CUE_COLUMN))
+            return {"input_ids": example.input_ids, "labels": labels, "cls_positions": example.cls_position,
                     "cls_labels": row[args.label_column], "truncated": example.truncated}
 
         prepared = dataset.map(encode, remove_columns=dataset.column_names, num_proc=args.dataset_num_proc,
@@ -235,7 +238,8 @@ class CLSGenTrainer(SFTTrainer):
         whole step (tokens: `num_items_in_batch`, rows: their class weight): how a batch is split cannot matter."""
         mode = "train" if self.model.training else "eval"
         cls_labels = inputs.pop("cls_labels")
-        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
+        hidden = {"output_hidden_states": True} if self.args.verdict_loss_weight != 1 else {}
+        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch, **hidden)
         row_weights = self._row_weights(cls_labels)
         per_row = torch.nn.functional.cross_entropy(outputs.cls_logits, cls_labels, reduction="none")
         weighted = (row_weights * per_row).sum()
@@ -247,6 +251,10 @@ class CLSGenTrainer(SFTTrainer):
                 cls_objective = cls_objective * self.accelerator.num_processes
 
         lm_loss = lm_mean = outputs.lm_loss
+        if self.args.verdict_loss_weight != 1:
+            extra, verdict_loss = self._extra_verdict_loss(model, outputs, inputs["labels"], num_items_in_batch)
+            lm_loss = lm_loss + (self.args.verdict_loss_weight - 1) * extra
+            self._metrics[mode]["verdict_loss"].append(self.accelerator.gather_for_metrics(verdict_loss).mean().item())
         if num_items_in_batch is None:
             lm_loss = lm_loss / (self.current_gradient_accumulation_steps if mode == "train" else 1)
         else:
@@ -263,6 +271,21 @@ class CLSGenTrainer(SFTTrainer):
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         outputs.cls_labels = cls_labels
         return (loss, outputs) if return_outputs else loss
+
+    def _extra_verdict_loss(self, model, outputs, labels: torch.Tensor, num_items_in_batch) -> tuple:
+        """The verdict words' summed cross-entropy, normalised as the LM loss is (to add `weight - 1` times of it),
+        and its mean over the rows (for the logs)."""
+        targets = labels[:, 1:]  # (B, T-1): position t predicts targets[:, t]
+        is_verdict = torch.isin(targets, self._verdict_token_ids.to(targets.device))
+        steps = torch.arange(targets.shape[1], device=targets.device)
+        last = torch.where(is_verdict, steps, -1).max(-1).values  # (B,): each row's last verdict word, -1 if none
+        rows = (last >= 0).nonzero().flatten()
+        hidden = outputs.hidden_states[-1][rows, last[rows]]  # (R, H)
+        lm_head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        per_row = torch.nn.functional.cross_entropy(lm_head(hidden).float(), targets[rows, last[rows]],
+                                                    reduction="none")
+        denominator = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum().clamp(min=1)
+        return per_row.sum() / denominator, per_row.detach().mean() if len(rows) else per_row.detach().sum()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming).
@@ -332,6 +355,23 @@ def _unsharded_copy(model: PeftModel, state_dict: dict[str, torch.Tensor]) -> Pe
             new_base.get_submodule(owner).register_buffer(leaf, buffer.detach().cpu(), persistent=False)
     new_base.tie_weights()
     return copy_
+
+
+def _verdict_token_ids(tokenizer, id2label: dict) -> torch.Tensor:
+    """The first token of each label's word as it follows a verdict prefix (`" Yes"`)."""
+    return torch.tensor(sorted({tokenizer(f" {word}", add_special_tokens=False)["input_ids"][0]
+                                for word in id2label.values()}))
+
+
+def _mask_decision_cue(tokenizer, example, cue: str | None) -> list[int]:
+    """`example`'s labels, with its completion's leading decision cue (given at inference, not generated) masked."""
+    if not cue:
+        return example.labels
+    cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"]
+    start = example.cls_position + 1
+    if example.input_ids[start : start + len(cue_ids)] != cue_ids:
+        raise ValueError(f"A completion does not start with its decision cue {cue!r} as tokens.")
+    return example.labels[:start] + [-100] * len(cue_ids) + example.labels[start + len(cue_ids) :]
 
 
 def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> None:

@@ -13,7 +13,7 @@ from datasets import Dataset
 from .calibration import Calibration, DecisionRule, fit_calibration
 from .inference import predict, tune_and_store_threshold
 from .prompt_template import PromptTemplate
-from .metrics import alignment_report, classification_report, head_labels, positive_scores
+from .metrics import alignment_report, classification_report, generation_report, head_labels, positive_scores
 from .verdicts import VerdictFormat
 
 
@@ -61,7 +61,8 @@ def evaluate_predictions(
     """Score `predict` records (`probability`, optionally `explanation`) against gold labels at the model's `threshold`.
 
     Returns the `classification_report` numbers (F1 at `threshold`; macro argmax for N classes); when every record has
-    an explanation, the alignment metrics and `disagreements` (explanations not stating the head's label); given the
+    an explanation, the alignment metrics, `generation_report`'s loop rate and ends-at-verdict share, `disagreements`
+    (explanations not stating the head's label) and `agreement` (the share that do); given the
     `calibration` the records went through, `before_calibration` (the raw head's Brier, ECE, log-loss, reliability).
     """
     probabilities = np.array([record["probability"] for record in records])
@@ -74,8 +75,10 @@ def evaluate_predictions(
     explanations = [record.get("explanation") for record in records]
     if None not in explanations:
         results.update(alignment_report(scores, explanations, verdict_format=verdict_format, threshold=threshold))
+        results.update(generation_report(explanations, verdict_format=verdict_format))
         stated = [(verdict_format or VerdictFormat()).read(text) for text in explanations]
         results["disagreements"] = int(np.sum(np.array(stated) != head_labels(scores, threshold)))
+        results["agreement"] = 1 - results["disagreements"] / len(records)
     if calibration is not None:
         raw = classification_report(positive_scores(calibration.uncalibrated(probabilities)), labels)
         results["before_calibration"] = {key: raw[key] for key in (*CALIBRATION_KEYS, "reliability")}
@@ -84,13 +87,14 @@ def evaluate_predictions(
 
 def evaluate_model(
     model, tokenizer, rows: Dataset, prompt_template: PromptTemplate, *, calibration: Calibration | None = None,
-    batch_size: int = 8, max_new_tokens: int = 128,
+    batch_size: int = 8, max_new_tokens: int = 128, explain: str = "natural",
 ) -> tuple[dict, list[dict]]:
-    """Predict `rows` at the model's stored rule and score them with `evaluate_predictions` (plus `predict_seconds`
-    and `mean_probability` per class); returns the numbers and the `predict` records."""
+    """Predict `rows` at the model's stored rule (explanations in `explain` mode) and score them with
+    `evaluate_predictions` (plus `predict_seconds` and `mean_probability` per class); returns the numbers and the
+    `predict` records."""
     started = time.time()
     records = predict(model, tokenizer, rows["prompt"], prompt_template=prompt_template, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens)
+                      max_new_tokens=max_new_tokens, explain=explain)
     threshold = getattr(model.config, "cls_threshold", None)
     results = evaluate_predictions(records, rows["label"], verdict_format=prompt_template.verdict_format,
                                    threshold=0.5 if threshold is None else threshold, calibration=calibration)

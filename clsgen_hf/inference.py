@@ -1,6 +1,10 @@
 """`predict` (wrapped by the `clsgen` pipeline and `clsgen-hf predict`): the class probability from the prefill of each
 prompt, the explanation generated from the same cache; for any causal LM, the probability can come instead from the
 verbalizers' next-token probabilities after the explanation (scored from the prompt's cache too).
+
+Explanations stop at their verdict line and cannot loop (a repeated n-gram of the generated tokens is banned; text
+copied from the prompt is not). In `explain="decision"` mode the head decides first and the explanation is generated
+after its decision cue (the verdict line), from the same prefill.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Any, Literal
 import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList, Pipeline, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .calibration import DecisionRule
@@ -23,6 +28,8 @@ from .prompt_template import Messages, PromptTemplate, encode_prompts
 from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
 
 ProbabilitySource = Literal["head", "verdict"]
+ExplainMode = Literal["natural", "decision"]
+BLOCKED_NGRAM_SIZE = 6  # no 6-gram of generated tokens twice: a loop is blocked, a repeated short phrase is not
 
 
 def predict(
@@ -37,6 +44,8 @@ def predict(
     max_new_tokens: int = 128,
     max_prompt_tokens: int | None = None,
     threshold: float | None = None,
+    explain: ExplainMode = "natural",
+    blocked_ngram_size: int = BLOCKED_NGRAM_SIZE,
     show_progress: bool = True,
     **generate_kwargs,
 ) -> list[dict[str, Any]]:
@@ -52,18 +61,24 @@ def predict(
             verbalizers after the explanation and the verdict prefix).
         max_new_tokens: explanation budget; 0 gives probabilities only (explanation `""`, verdict -1).
         threshold: binary decision threshold; default the model's `config.cls_threshold` (0.5 if it has none).
-        generate_kwargs: passed to `generate` (greedy unless `do_sample=True`).
+        explain: `"natural"` (the paper's: the explanation is generated freely after the prompt, its verdict is the
+            LM's own) or `"decision"` (the head decides first; the explanation is generated after the decision's cue,
+            `VerdictFormat.cue`, and its closing verdict shows whether its content led back to that decision).
+        blocked_ngram_size: an n-gram of the generated tokens may not occur twice (0: no blocking); the prompt's
+            text stays free to copy.
+        generate_kwargs: passed to `generate` (greedy unless `do_sample=True`; stops at the verdict line unless
+            `stop_strings` is given).
 
     Returns:
         One record per input: `probability` (one per class, calibrated), `label` (decided at `threshold`),
-        `explanation`, `verdict` (the label it states, -1 if none) and `agrees`.
+        `explanation`, `verdict` (the label it states, -1 if none: flag the row), `agrees` and `explain` (the mode).
     """
     if not inputs:
         raise ValueError("Nothing to predict: `inputs` is empty.")
     predictor = _BatchPredictor(
         model, tokenizer, verdict_format=_verdict_format(prompt_template, verbalizers),
         probability_from=probability_from, max_new_tokens=max_new_tokens, threshold=threshold,
-        generate_kwargs=generate_kwargs,
+        generate_kwargs=generate_kwargs, explain=explain, blocked_ngram_size=blocked_ngram_size,
     )
     ids = encode_prompts(tokenizer, inputs, prompt_template, max_prompt_tokens)
     starts = tqdm(range(0, len(ids), batch_size), desc="Predicting", disable=not show_progress, unit="batch")
@@ -86,10 +101,15 @@ class _BatchPredictor:
 
     def __init__(
         self, model, tokenizer, *, verdict_format: VerdictFormat, probability_from: ProbabilitySource,
-        max_new_tokens: int, threshold: float | None, generate_kwargs: dict,
+        max_new_tokens: int, threshold: float | None, generate_kwargs: dict, explain: ExplainMode = "natural",
+        blocked_ngram_size: int = BLOCKED_NGRAM_SIZE,
     ):
         if probability_from not in ("head", "verdict"):
             raise ValueError(f"`probability_from` must be 'head' or 'verdict', got {probability_from!r}.")
+        if explain not in ("natural", "decision"):
+            raise ValueError(f"`explain` must be 'natural' or 'decision', got {explain!r}.")
+        if explain == "decision" and probability_from != "head":
+            raise ValueError("`explain='decision'` explains the head's decision: it needs probability_from='head'.")
         if max_new_tokens < 0:
             raise ValueError(f"`max_new_tokens` must be >= 0, got {max_new_tokens}.")
         self.base = _unwrap(model)
@@ -101,9 +121,10 @@ class _BatchPredictor:
         self.tokenizer, self.verdict_format = tokenizer, verdict_format
         self.probability_from, self.max_new_tokens = probability_from, max_new_tokens
         self.threshold = getattr(self.base.config, "cls_threshold", 0.5) if threshold is None else threshold
+        self.explain, self.blocked_ngram_size = explain, blocked_ngram_size
         self.generate_kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens,
                                 "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-                                **generate_kwargs}
+                                "stop_strings": verdict_format.stop_strings, "tokenizer": tokenizer, **generate_kwargs}
         if probability_from == "verdict":
             self.verbalizer_ids = _verbalizer_token_ids(tokenizer, verdict_format)
 
@@ -117,19 +138,34 @@ class _BatchPredictor:
             probabilities, explanations = from_source(inputs.input_ids, inputs.attention_mask)
         finally:
             self.base.train(training)
-        labels = head_labels(positive_scores(probabilities.cpu().numpy()), self.threshold).tolist()
+        labels = self._labels(probabilities)
         verdicts = [self.verdict_format.read(explanation) for explanation in explanations]
         # `agrees` is false when the explanation states another label or none: such rows need a human look.
         per_row = zip(probabilities.tolist(), labels, explanations, verdicts)
         return [{"probability": probability, "label": label, "explanation": explanation, "verdict": verdict,
-                 "agrees": verdict == label} for probability, label, explanation, verdict in per_row]
+                 "agrees": verdict == label, "explain": self.explain}
+                for probability, label, explanation, verdict in per_row]
 
     def _left_pad(self, rows: list[list[int]]):
         return self.tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt").to(self.base.device)
 
+    def _generation(self, start: int) -> dict:
+        """`generate`'s arguments for explanations whose generated tokens begin at position `start`."""
+        kwargs = dict(self.generate_kwargs)
+        if self.blocked_ngram_size > 0:
+            block = NoRepeatGeneratedNGramLogitsProcessor(self.blocked_ngram_size, start)
+            kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), block])
+        return kwargs
+
+    def _labels(self, probabilities: torch.Tensor) -> list[int]:
+        return head_labels(positive_scores(probabilities.cpu().numpy()), self.threshold).tolist()
+
     def _from_head(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
+        if self.max_new_tokens > 0 and self.explain == "decision":
+            return self._decide_then_explain(input_ids, attention_mask)
         if self.max_new_tokens > 0:
-            out = self.base.classify_and_generate(input_ids, attention_mask=attention_mask, **self.generate_kwargs)
+            out = self.base.classify_and_generate(input_ids, attention_mask=attention_mask,
+                                                  **self._generation(input_ids.shape[1]))
             return out.probabilities, self._decode(out.sequences[:, input_ids.shape[1] :])
         if self.clsgen:
             probabilities = self.base(input_ids, attention_mask=attention_mask, logits_to_keep=1).cls_probabilities
@@ -137,6 +173,18 @@ class _BatchPredictor:
             logits = self.base(input_ids, attention_mask=attention_mask).logits.float().cpu().numpy()
             probabilities = torch.as_tensor(DecisionRule.from_config(self.base).probabilities(logits))
         return probabilities, [""] * len(input_ids)
+
+    def _decide_then_explain(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
+        """Prefill the prompts, decide with the head, append each decision's cue and generate from the same cache."""
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        prefill = self.base(input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=1)
+        cues = [self.verdict_format.cue(label) for label in self._labels(prefill.cls_probabilities)]
+        cue = self._left_pad(self.tokenizer(cues, add_special_tokens=False)["input_ids"])
+        ids, mask = torch.cat([input_ids, cue.input_ids], -1), torch.cat([attention_mask, cue.attention_mask], -1)
+        sequences = self.base.generate(input_ids=ids, attention_mask=mask, **{CACHE_FIELD: prefill[CACHE_FIELD]},
+                                       **self._generation(ids.shape[1]))
+        return prefill.cls_probabilities, self._decode(sequences[:, ids.shape[1] :])
 
     def _from_verdict(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         """Generate, then score the verbalizers after `<reasoning>\\n<prefix>` from the prompt's cache."""
@@ -148,7 +196,7 @@ class _BatchPredictor:
             explanations = [""] * len(input_ids)
         else:
             out = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, return_dict_in_generate=True,
-                                     **self.generate_kwargs)
+                                     **self._generation(prompt_length))
             explanations = self._decode(out.sequences[:, prompt_length:])
             cache = out[CACHE_FIELD]
             extra = cache.get_seq_length() - prompt_length
@@ -169,6 +217,30 @@ class _BatchPredictor:
 
     def _decode(self, new_tokens: torch.Tensor) -> list[str]:
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+class NoRepeatGeneratedNGramLogitsProcessor(LogitsProcessor):
+    """Bans every token that would repeat an `ngram_size`-gram of the tokens generated from position `start` on.
+
+    Unlike `no_repeat_ngram_size` (which counts the prompt too) or `repetition_penalty`, text copied from the prompt
+    stays free: explanations quote their input, but a generation going round in a loop is cut off.
+    """
+
+    def __init__(self, ngram_size: int, start: int):
+        if ngram_size < 1:
+            raise ValueError(f"`ngram_size` must be >= 1, got {ngram_size}.")
+        self.ngram_size, self.start = ngram_size, start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        n = self.ngram_size
+        for row, tokens in enumerate(input_ids[:, self.start :].tolist()):
+            if len(tokens) < n - 1:
+                continue
+            context = tokens[len(tokens) - n + 1 :] if n > 1 else []
+            banned = {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i : i + n - 1] == context}
+            if banned:
+                scores[row, list(banned)] = -float("inf")
+        return scores
 
 
 def _verbalizer_token_ids(tokenizer, verdict_format: VerdictFormat) -> list[int]:
@@ -230,11 +302,11 @@ class CLSGenPipeline(Pipeline):
 
     def _sanitize_parameters(
         self, prompt_template=None, verbalizers=None, max_new_tokens=None, max_prompt_tokens=None, threshold=None,
-        probability_from=None, **generate_kwargs,
+        probability_from=None, explain=None, **generate_kwargs,
     ):
         preprocess = {"prompt_template": prompt_template, "max_prompt_tokens": max_prompt_tokens}
         forward = {"max_new_tokens": max_new_tokens, "threshold": threshold, "probability_from": probability_from,
-                   "generate_kwargs": generate_kwargs or None}
+                   "explain": explain, "generate_kwargs": generate_kwargs or None}
         if prompt_template is not None or verbalizers is not None:
             forward["verdict_format"] = _verdict_format(prompt_template, verbalizers)
         given = [{name: value for name, value in d.items() if value is not None} for d in (preprocess, forward)]
@@ -244,14 +316,14 @@ class CLSGenPipeline(Pipeline):
         return {"prompt_ids": encode_prompts(self.tokenizer, [item], prompt_template, max_prompt_tokens)[0]}
 
     def _forward(self, model_inputs, verdict_format=None, max_new_tokens=128, threshold=None, probability_from="head",
-                 generate_kwargs=None):
+                 explain="natural", generate_kwargs=None):
         rows = model_inputs["prompt_ids"]
         if rows and isinstance(rows[0], int):  # a single prompt (no batching)
             rows = [rows]
         predictor = _BatchPredictor(
             self.model, self.tokenizer, verdict_format=verdict_format or VerdictFormat(),
             probability_from=probability_from, max_new_tokens=max_new_tokens, threshold=threshold,
-            generate_kwargs=generate_kwargs or {},
+            generate_kwargs=generate_kwargs or {}, explain=explain,
         )
         return {"records": predictor(rows)}
 
@@ -266,6 +338,7 @@ PIPELINE_REGISTRY.register_pipeline("clsgen", pipeline_class=CLSGenPipeline, pt_
 
 __all__ = [
     "CLSGenPipeline",
+    "NoRepeatGeneratedNGramLogitsProcessor",
     "predict",
     "tune_and_store_threshold",
 ]

@@ -8,6 +8,7 @@ one row of N class probabilities (decided by argmax). `evaluate_metrics/` repeat
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -122,6 +123,25 @@ def alignment_report(
     }
 
 
+LOOP_NGRAM, LOOP_REPEATS = 4, 3  # a loop: some word 4-gram said three times or more
+
+
+def has_loop(text: str | None, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
+    """Whether `text` repeats a word `n`-gram at least `repeats` times (a generation stuck in a loop)."""
+    words = (text or "").lower().split()
+    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return bool(counts) and max(counts.values()) >= repeats
+
+
+def generation_report(explanations: Sequence[str | None], *, verdict_format: VerdictFormat | None = None) -> dict:
+    """How explanations end: `loop_rate` (share with a loop, see `has_loop`) and `ends_at_verdict` (share whose last
+    line is a readable verdict line)."""
+    verdict_format = verdict_format or VerdictFormat()
+    texts = [text or "" for text in explanations]
+    return {"loop_rate": float(np.mean([has_loop(text) for text in texts])),
+            "ends_at_verdict": float(np.mean([verdict_format.ends_with_verdict(text) for text in texts]))}
+
+
 def tune_threshold(probabilities: ArrayLike, labels: ArrayLike) -> float:
     """The threshold `t` maximising F1 of `probability >= t` on these (validation) examples; ties go to the lowest."""
     probs, labels = _validated(probabilities, labels, "labels")
@@ -203,6 +223,6 @@ def classification_report(
 
 
 __all__ = [
-    "alignment_report", "auroc_alignment", "classification_report", "expected_calibration_error", "head_labels",
-    "positive_scores", "r_lkappa", "reliability_curve", "rli", "tune_threshold",
+    "alignment_report", "auroc_alignment", "classification_report", "expected_calibration_error", "generation_report",
+    "has_loop", "head_labels", "positive_scores", "r_lkappa", "reliability_curve", "rli", "tune_threshold",
 ]

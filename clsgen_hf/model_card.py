@@ -38,9 +38,12 @@ EVAL_METRICS = (
     ("auroc", "AUROC", "roc_auc"), ("f1", "F1", "f1"), ("auroc_alignment", "AUROC-Alignment", "auroc_alignment"),
     ("r_lkappa", "R-LKappa", "r_lkappa"), ("rli", "RLI", "rli"), ("readability", "Readability", "readability"),
 )
+# What each explanation mode is scored on (the head's numbers are the same in both).
+MODE_KEYS = ("agreement", "auroc_alignment", "r_lkappa", "rli", "readability", "loop_rate", "ends_at_verdict")
 # (CLSGenConfig field, name in the card)
 TRAINING_FIELDS = (
-    ("lm_loss_weight", "LM loss weight"), ("cls_loss_weight", "classification loss weight"),
+    ("lm_loss_weight", "LM loss weight"), ("verdict_loss_weight", "verdict word weight in the LM loss"),
+    ("cls_loss_weight", "classification loss weight"),
     ("class_weights", "class weights"), ("num_train_epochs", "epochs"), ("max_steps", "max steps"),
     ("global_step", "optimizer steps done"), ("learning_rate", "learning rate"), ("lr_scheduler_type", "LR schedule"),
     ("warmup_steps", "warmup steps"), ("per_device_train_batch_size", "batch size per device"),
@@ -121,6 +124,15 @@ def synthesis_summary(synthesis: dict[str, Any] | None) -> dict[str, Any] | None
     return {"teacher": synthesis["teacher"], "instruction": synthesis.get("teacher_instruction"),
             "max_retries": synthesis.get("max_retries", 0), "rows": rows, "total": total,
             "kept": total["first_try"] + total["after_retries"]}
+
+
+def mode_table(results: dict) -> str:
+    """A markdown table of each explanation mode's agreement figures (`results` and its `decision` entry)."""
+    modes = [("natural", results), *([("decision", results["decision"])] if "decision" in results else [])]
+    lines = ["| mode | " + " | ".join(MODE_KEYS) + " |", "|---" * (len(MODE_KEYS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(_show_number(numbers.get(key)) for key in MODE_KEYS) + " |"
+              for name, numbers in modes]
+    return "\n".join(lines)
 
 
 def evaluation_table(results: dict[str, Any] | None) -> str:
@@ -215,6 +227,7 @@ class CLSGenCardData(ModelCardData):
             training_rows=[(name, _show(training[key])) for key, name in TRAINING_FIELDS if key in training],
             eval_names=[name for key, name, _ in EVAL_METRICS if key in results],
             eval_table=evaluation_table(results), eval_split=self.eval_split, versions=list(_versions().items()),
+            mode_table=mode_table(results) if "agreement" in results else None,
         )
 
     def to_model_card(self) -> ModelCard:
@@ -270,6 +283,10 @@ def build_model_card(config: Any, training_args: Any = None, peft_config: Any = 
     return CLSGenCardData(config=config, training=training_summary(training_args) if training_args else None,
                           lora=_summary(peft_config, LORA_FIELDS) if peft_config is not None else None,
                           synthesis=synthesis_summary(synthesis), results=results, **kwargs).to_model_card()
+
+
+def _show_number(value: Any) -> str:
+    return f"{value:.3f}" if _finite(value) else "n/a"
 
 
 def _finite(value: Any) -> bool:

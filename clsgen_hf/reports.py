@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
 
 from .evaluation import CALIBRATION_KEYS
+from .model_card import json_safe, mode_table
 
 
 SUMMARY_KEYS = ("auroc", "f1", "auroc_alignment", "r_lkappa", "rli", "readability")
+PREDICTIONS_FILE = "predictions.jsonl"
+ID_COLUMNS = ("id", "index")  # the first one a dataset has identifies its rows in the predictions file
+
+
+def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
+    """`rows` as JSON Lines (UTF-8, undefined numbers as `null`): the one writer of prediction records."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as file:
+        file.writelines(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+
+
+def prediction_rows(records: Sequence[dict], rows: Dataset) -> list[dict]:
+    """`predict` records of dataset `rows`, each led by the row's `input_id` (its id column, else its position) and
+    `gold` label: what `predictions.jsonl` holds, one line per row and explanation mode."""
+    column = next((name for name in ID_COLUMNS if name in rows.column_names), None)
+    ids = rows[column] if column else range(len(rows))
+    return [{"input_id": input_id, "gold": gold, **record}
+            for input_id, gold, record in zip(ids, rows["label"], records)]
 
 
 def results_record(results: dict, rule: dict, train_rows: Dataset, validation_rows: Dataset, test_rows: Dataset,
@@ -28,7 +50,8 @@ def results_record(results: dict, rule: dict, train_rows: Dataset, validation_ro
 
 
 def recipe_report(results: dict, predictions: list[dict], rows: Dataset, output_dir: Path, plot_file: str) -> str:
-    """The run's summary: the decision rule, calibration before and after, alignment, and three example predictions."""
+    """The run's summary: the decision rule, calibration before and after, alignment per explanation mode, and example
+    predictions of each mode (`predictions`: `prediction_rows`, natural mode first)."""
     header = "| " + " | ".join(SUMMARY_KEYS) + " |"
     values = "| " + " | ".join(f"{results.get(n, float('nan')):.3f}" for n in SUMMARY_KEYS) + " |"
     calibration, before = results["calibration"], results["before_calibration"]
@@ -42,18 +65,24 @@ def recipe_report(results: dict, predictions: list[dict], rows: Dataset, output_
             f"{key} {before[key]:.3f} -> {results[key]:.3f}" for key in ("ece", "brier", "log_loss")),
         f"Mean probability per class on the test rows: {results['mean_probability']} (class shares of the training "
         f"rows: {results['class_shares']}).",
-        "", "Alignment at the stored threshold:", header, "|" + "---|" * len(SUMMARY_KEYS), values,
-        f"{results['disagreements']} of {results['test_rows']} explanations do not state the head's label "
-        "(`agrees` is false): review them.", "", "Example predictions:",
+        "", "Alignment at the stored threshold (natural mode, the paper's):", header, "|" + "---|" * len(SUMMARY_KEYS),
+        values, f"{results['disagreements']} of {results['test_rows']} explanations do not state the head's label "
+        "(`agrees` is false): review them.", "", "Explanations per mode (decision: the head decides first, the "
+        "explanation follows its cue):", mode_table(results), "",
     ]
-    for prediction, row in list(zip(predictions, rows))[:3]:
-        lines += [
-            f"- gold {row['label']} | P = {[round(p, 3) for p in prediction['probability']]} | head label "
-            f"{prediction['label']} | verdict {prediction['verdict']}",
-            "  " + prediction["explanation"].replace("\n", "\n  "),
-        ]
-    lines += ["", f"Saved the model, its prompt template, the results and {plot_file} to {output_dir}"]
+    for mode in ("natural", "decision"):
+        examples = [prediction for prediction in predictions if prediction["explain"] == mode][:2]
+        lines += [f"Example predictions ({mode} mode):"] if examples else []
+        for prediction in examples:
+            lines += [
+                f"- gold {prediction['gold']} | P = {[round(p, 3) for p in prediction['probability']]} | head label "
+                f"{prediction['label']} | verdict {prediction['verdict']}",
+                "  " + prediction["explanation"].replace("\n", "\n  "),
+            ]
+    lines += ["", f"Saved the model, its prompt template, the results, {PREDICTIONS_FILE} (every test row, each mode) "
+              f"and {plot_file} to {output_dir}"]
     return "\n".join(lines)
 
 
-__all__ = ["recipe_report", "results_record"]
+__all__ = ["PREDICTIONS_FILE", "prediction_rows", "recipe_report", "results_record",
+           "write_jsonl"]

@@ -13,6 +13,9 @@ NO_VERDICT = -1
 """Returned when no verdict (or two conflicting ones) can be read from a text."""
 
 DEFAULT_VERBALIZERS = {0: "No", 1: "Yes"}
+DECISION_CUE_COLUMN = "decision_cue"
+"""Training rows whose completion starts with a decision cue (`VerdictFormat.cue`) name it in this column: the trainer
+masks it out of the LM loss, as it is given at inference, not generated."""
 DEFAULT_VERDICT_PREFIX = "Answer:"
 
 _LEAD = r"[\s#>*_`~+\-]*"  # markdown before the prefix: heading, quote, bullet, emphasis
@@ -54,6 +57,24 @@ class VerdictFormat:
         if label not in self.verbalizers:
             raise ValueError(f"Label {label!r} has no verbalizer; known labels: {sorted(self.verbalizers)}.")
         return f"{self.prefix} {self.verbalizers[label]}"
+
+    def cue(self, label: int) -> str:
+        """The decision cue of decision-consistent explanations: the verdict line of `label`, given before the
+        reasoning (the model continues after it and ends with its own verdict line)."""
+        return self.line(label) + "\n"
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """The verdict lines generation stops at; a line that another one extends ("Answer: No" before "Answer: No
+        information") is left out, since stopping there would cut the longer verdict."""
+        lines = [self.line(label) for label in sorted(self.verbalizers)]
+        return [line for line in lines if not any(other != line and other.startswith(line) for other in lines)]
+
+    def ends_with_verdict(self, text: str | None) -> bool:
+        """Whether `text` ends on a readable verdict line (nothing but blank lines after it)."""
+        lines = (text or "").strip().splitlines()
+        found = self.verdict_lines("\n".join(lines))
+        return bool(found) and found[-1].end == len(lines) and found[-1].label != NO_VERDICT
 
     def read(self, text: str | None) -> int:
         """The label stated by `text`, or `NO_VERDICT` (see `read_verdict`)."""
@@ -156,5 +177,6 @@ def _normalised(word: str) -> str:
 
 
 __all__ = [
-    "NO_VERDICT", "DEFAULT_VERBALIZERS", "DEFAULT_VERDICT_PREFIX", "VerdictFormat", "VerdictLine", "read_verdict"
+    "NO_VERDICT", "DECISION_CUE_COLUMN", "DEFAULT_VERBALIZERS", "DEFAULT_VERDICT_PREFIX", "VerdictFormat", "VerdictLine",
+    "read_verdict",
 ]

@@ -111,16 +111,6 @@ def test_calibrate_is_fit_calibration_then_the_threshold(stats):
     assert np.allclose(calibrated, expected.probabilities(logits))
 
 
-def test_explanation_loops_and_ending(stats):
-    verdicts = VerdictFormat({0: "No", 1: "Yes"})
-    assert stats.loops("the drug was better. " * 3) and not stats.loops("The drug lowered the score.\nAnswer: Yes")
-    assert stats.ends_at_verdict("It worked.\nAnswer: Yes\n", verdicts)
-    assert not stats.ends_at_verdict("Answer: Yes\nBut also more text.", verdicts)
-    assert not stats.ends_at_verdict("It worked.\nAnswer: maybe", verdicts)
-    rates = stats.text_rates(["a b c d a b c d a b c d", "It worked.\nAnswer: No"], verdicts)
-    assert rates == {"loop_rate": 0.5, "ends_at_verdict": 0.5}
-
-
 # ------------------------------------------------------------------------------------------------ resuming
 def test_result_key_ignores_presentation_options(benchmark):
     args = benchmark.make_parser().parse_args_and_config(["--output_dir", "/tmp/a"])

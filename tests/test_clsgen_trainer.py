@@ -12,8 +12,10 @@ from peft import PeftModel
 from transformers import AutoModel
 
 from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaForCLSGen
+from clsgen_hf.data import with_decision_cues
 from clsgen_hf.errors import UsageError
 from clsgen_hf.prompt_template import encode_example, encode_prompts
+from clsgen_hf.verdicts import VerdictFormat
 
 from .helpers import kill_after_first_checkpoint
 from .toy import lora_config, tiny_model_for, toy_dataset
@@ -249,3 +251,38 @@ def test_a_fresh_head_starts_at_the_class_prior(smollm2_tokenizer, tmp_path):
         trained.score.bias.fill_(0.25)
     CLSGenTrainer(trained, _config(tmp_path), train_dataset=rows, processing_class=smollm2_tokenizer)
     assert trained.score.bias.tolist() == [0.25, 0.25]  # a head that has been trained is left alone
+
+
+def test_verdict_word_weight_adds_its_cross_entropy(smollm2_tokenizer, tmp_path):
+    """`verdict_loss_weight` w adds (w - 1) times the verdict word's cross-entropy, normalised as the LM loss is."""
+    tokenizer, rows = smollm2_tokenizer, toy_dataset(4)
+    model = tiny_model_for(tokenizer, id2label={0: "No", 1: "Yes"}).eval()
+    losses = []
+    for weight in (1.0, 3.0):
+        trainer = CLSGenTrainer(model, _config(tmp_path, verdict_loss_weight=weight), train_dataset=rows,
+                                processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(model, dict(batch)).item())
+    with torch.no_grad():
+        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    verdict_ids = [tokenizer(f" {word}", add_special_tokens=False)["input_ids"][0] for word in ("No", "Yes")]
+    verdict_ce = 0.0
+    for row in range(4):
+        position = max(t for t in range(targets.shape[1]) if targets[row, t].item() in verdict_ids)
+        verdict_ce += torch.nn.functional.cross_entropy(logits[row, position], targets[row, position]).item()
+    assert losses[1] - losses[0] == pytest.approx(2 * verdict_ce / (targets != -100).sum().item(), rel=1e-4)
+
+
+def test_a_decision_cue_is_given_not_learned(smollm2_tokenizer, tmp_path):
+    tokenizer = smollm2_tokenizer
+    rows = with_decision_cues(toy_dataset(6), VerdictFormat(), 1.0)
+    trainer = CLSGenTrainer(tiny_model_for(tokenizer), _config(tmp_path), train_dataset=rows,
+                            processing_class=tokenizer)
+    for prepared in trainer.train_dataset:
+        start = prepared["cls_positions"] + 1
+        cue = tokenizer(VerdictFormat().cue(prepared["cls_labels"]), add_special_tokens=False)["input_ids"]
+        assert prepared["input_ids"][start : start + len(cue)] == cue  # the cue is in the sequence ...
+        assert set(prepared["labels"][: start + len(cue)]) == {-100}  # ... but not in the LM loss
+        assert prepared["labels"][start + len(cue)] != -100  # the explanation after it is

@@ -19,8 +19,11 @@ from clsgen_hf.data import (
     load_classification_dataset,
     load_clinifact,
     registry_rationale,
+    with_decision_cues,
 )
-from clsgen_hf.verdicts import VerdictFormat
+from clsgen_hf.data.clinifact import CLINIFACT_GROUNDED_COLUMN, grounded_rationale
+from clsgen_hf.errors import UsageError
+from clsgen_hf.verdicts import DECISION_CUE_COLUMN, VerdictFormat
 
 
 CLINIFACT_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "clinifact")
@@ -106,6 +109,43 @@ def test_registry_rationale_states_the_finding(clinifact_train):
     evidence = clinifact_train.filter(lambda row: row["original_label"] == 1)[0]
     assert evidence[CLINIFACT_RATIONALE_COLUMN] == registry_rationale(evidence)
     assert "support the claim" in evidence[CLINIFACT_RATIONALE_COLUMN]
+
+
+def test_grounded_rationale_quotes_the_abstract_sentence_on_the_outcome(clinifact_train):
+    row = {"intervention_group_title": "Drug A ", "comparator_group_title": "Placebo", "outcome_title": "Pain score",
+           "article_title": "A trial of drug A. ", "original_label": 2,
+           "article_abstract": "Pain is common. We randomised 80 adults. The pain score fell with drug A "
+                               "versus placebo (p < 0.01). Drug A was well tolerated."}
+    assert grounded_rationale(row) == ('The abstract reports no results on Pain score; the article is about: "A trial '
+                                       'of drug A."')
+    assert grounded_rationale({**row, "original_label": 1}) == (
+        'The abstract reports: "The pain score fell with drug A versus placebo (p < 0.01)." This result supports the '
+        "claim.")
+    assert grounded_rationale({**row, "original_label": 0}).endswith("This result does not establish the claim.")
+    evidence = clinifact_train.filter(lambda row: row["original_label"] == 1)[0]
+    assert evidence[CLINIFACT_GROUNDED_COLUMN] == grounded_rationale(evidence)
+    quote = evidence[CLINIFACT_GROUNDED_COLUMN].split('"')[1].removesuffix(" ...")
+    assert quote in evidence["article_abstract"]  # grounded: copied from the row, not a paraphrase of the claim
+
+
+def test_decision_cues_start_a_share_of_the_completions():
+    fmt = VerdictFormat()
+    rows = Dataset.from_list([{"prompt": "p", "completion": [{"role": "assistant", "content": f"Why {i}.\nAnswer: "
+                                                                f"{'Yes' if i % 2 else 'No'}"}], "label": i % 2}
+                              for i in range(40)])
+    cued = with_decision_cues(rows, fmt, 0.5)
+    chosen = [row for row in cued if row[DECISION_CUE_COLUMN]]
+    assert 10 < len(chosen) < 30
+    for row, before in zip(cued, rows):
+        content = row["completion"][0]["content"]
+        if row[DECISION_CUE_COLUMN]:
+            assert row[DECISION_CUE_COLUMN] == fmt.cue(row["label"])
+            assert content == fmt.cue(row["label"]) + before["completion"][0]["content"]
+        else:
+            assert content == before["completion"][0]["content"]
+    assert not any(with_decision_cues(rows, fmt, 0.0)[DECISION_CUE_COLUMN])
+    with pytest.raises(UsageError):
+        with_decision_cues(rows, fmt, 1.5)
 
 
 def test_clinifact_verbalizers_are_read_back():

@@ -103,8 +103,12 @@ def test_three_class_clinifact_from_the_command_line(tmp_path):
     assert config["id2label"] == {"0": "Inconclusive", "1": "Evidence", "2": "No information"}
     results = json.loads((out / "clsgen_results.json").read_text())
     assert results["threshold"] is None and len(results["mean_probability"]) == 3  # argmax over three classes
-    assert {"auroc", "f1", "rli", "readability", "r_lkappa"} <= set(results)
+    assert {"auroc", "f1", "rli", "readability", "r_lkappa", "loop_rate", "ends_at_verdict"} <= set(results)
+    assert {"agreement", "loop_rate", "ends_at_verdict"} <= set(results["decision"])
     assert "Decision rule stored in config.json: threshold argmax" in result.stdout
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [row["explain"] for row in predictions] == ["natural"] * 6 + ["decision"] * 6
+    assert {"input_id", "gold", "probability", "label", "explanation", "verdict", "agrees"} <= set(predictions[0])
 
 
 def _rows_with_rationales(split: str, n: int, path: Path) -> None:

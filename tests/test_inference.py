@@ -8,10 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, pipeline
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, pipeline
 
 from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_threshold
 from clsgen_hf.commands import predict as predict_command
+from clsgen_hf.inference import NoRepeatGeneratedNGramLogitsProcessor
+from clsgen_hf.metrics import has_loop
 from clsgen_hf.prompt_template import default_prompt_template, encode_prompts
 from clsgen_hf.modeling_clsgen import CACHE_FIELD
 from clsgen_hf.verdicts import VerdictFormat
@@ -38,7 +40,7 @@ def tiny(smollm2_tokenizer):
 def _check_records(records, n):
     assert len(records) == n
     for record in records:
-        assert set(record) == {"probability", "label", "explanation", "verdict", "agrees"}
+        assert set(record) == {"probability", "label", "explanation", "verdict", "agrees", "explain"}
         assert record["agrees"] == (record["verdict"] == record["label"])
         assert len(record["probability"]) == 2 and all(0 <= p <= 1 for p in record["probability"])
         assert sum(record["probability"]) == pytest.approx(1.0, abs=1e-6)
@@ -380,3 +382,75 @@ def test_predict_on_the_embedded_model(smollm2):
     for row, record in zip(rows, batched):
         alone = predict(model, tokenizer, [row], prompt_template=template, max_new_tokens=12, show_progress=False)[0]
         np.testing.assert_allclose(alone["probability"], record["probability"], atol=1e-5)
+
+
+class _Scripted(LogitsProcessor):
+    """Makes greedy decoding write `tokens` (then end-of-turn), whatever the model would say."""
+
+    def __init__(self, tokens, start, eos):
+        self.tokens, self.start, self.eos = [*tokens, eos], start, eos
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.start
+        forced = self.tokens[step] if step < len(self.tokens) else self.eos
+        scores[:, forced] = scores.max() + 100.0
+        return scores
+
+
+class TestExplanationsEnd:
+    def _explain(self, tiny, prompt, script, **kwargs):
+        model, tokenizer = tiny
+        start = len(encode_prompts(tokenizer, [prompt])[0])
+        tokens = tokenizer(script, add_special_tokens=False)["input_ids"]
+        return predict(model, tokenizer, [prompt], max_new_tokens=len(tokens) + 2, show_progress=False,
+                       logits_processor=[_Scripted(tokens, start, tokenizer.eos_token_id)], **kwargs)[0]
+
+    def test_generation_stops_at_the_verdict_line(self, tiny):
+        record = self._explain(tiny, "Is it?", "Because it is.\nAnswer: Yes\nAnd then some more text.")
+        assert record["explanation"] == "Because it is.\nAnswer: Yes"
+        assert record["verdict"] == 1 and record["explain"] == "natural"
+
+    def test_copied_prompt_text_is_free_but_a_generated_loop_is_blocked(self, tiny):
+        quote = "the pain score fell with drug A versus placebo in the trial"
+        copied = self._explain(tiny, f"Abstract: {quote}.", f'It says "{quote}".\nAnswer: Yes')
+        assert copied["explanation"] == f'It says "{quote}".\nAnswer: Yes'  # `no_repeat_ngram_size` would ban it
+        loop = "on the abstract " * 6
+        looped = self._explain(tiny, "Is it?", loop)
+        assert looped["explanation"] != loop.strip()
+        assert not has_loop(looped["explanation"], n=6, repeats=2)
+
+    def test_the_block_bans_generated_ngrams_only(self):
+        block = NoRepeatGeneratedNGramLogitsProcessor(3, start=4)
+        ids = torch.tensor([[1, 2, 3, 1, 1, 2, 5, 1, 2]])  # prompt 1 2 3 1 | generated 1 2 5 1 2
+        scores = block(ids, torch.zeros(1, 8))
+        assert scores[0].isinf().nonzero().flatten().tolist() == [5]  # "1 2 5" again, not the prompt's "1 2 3"
+
+
+class TestDecisionMode:
+    def test_the_head_decides_and_the_explanation_follows_its_cue(self, tiny):
+        model, tokenizer = tiny
+        kwargs = dict(max_new_tokens=5, show_progress=False, blocked_ngram_size=0)
+        natural = predict(model, tokenizer, PROMPTS, batch_size=5, **kwargs)
+        decided = predict(model, tokenizer, PROMPTS, batch_size=5, explain="decision", **kwargs)
+        np.testing.assert_allclose(_probabilities(decided), _probabilities(natural), atol=1e-5)
+        for prompt, record in zip(PROMPTS, decided):
+            assert record["explain"] == "decision" and record["label"] in (0, 1)
+            cue = tokenizer(VerdictFormat().cue(record["label"]), add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([encode_prompts(tokenizer, [prompt])[0] + cue])
+            expected = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            generated = tokenizer.decode(expected[0, ids.shape[1] :], skip_special_tokens=True)
+            assert record["explanation"] == generated.strip()
+            alone = predict(model, tokenizer, [prompt], explain="decision", **kwargs)[0]
+            assert alone["explanation"] == record["explanation"]
+
+    def test_pipeline_and_refusals(self, tiny):
+        model, tokenizer = tiny
+        classifier = pipeline("clsgen", model=model, tokenizer=tokenizer, device="cpu")
+        texts = [p for p in PROMPTS if isinstance(p, str)]
+        expected = predict(model, tokenizer, texts, max_new_tokens=4, explain="decision", show_progress=False)
+        assert [r["explanation"] for r in classifier(texts, max_new_tokens=4, explain="decision")] == [
+            r["explanation"] for r in expected]
+        with pytest.raises(ValueError, match="probability_from='head'"):
+            predict(model, tokenizer, texts, explain="decision", probability_from="verdict", show_progress=False)
+        with pytest.raises(ValueError, match="`explain`"):
+            predict(model, tokenizer, texts, explain="both", show_progress=False)

@@ -332,3 +332,14 @@ def test_module_and_card_doctests_pass(name, tmp_path, monkeypatch):
     in_card = runner.summarize(verbose=False)
     assert in_module.attempted >= 4 and in_module.failed == 0
     assert in_card.attempted >= 4 and in_card.failed == 0
+
+
+def test_loops_and_ends_at_verdict():
+    from clsgen_hf.metrics import generation_report, has_loop
+
+    loop = "It does not report the abstract on the abstract on the abstract on the abstract"
+    assert has_loop(loop)
+    assert not has_loop("The abstract reports the outcome. The abstract reports nothing else.\nAnswer: No")
+    assert not has_loop("") and not has_loop(None)
+    report = generation_report([loop, "Fine.\nAnswer: Yes", "Fine.\nAnswer: Yes\nMore", None])
+    assert report == {"loop_rate": 0.25, "ends_at_verdict": 0.25}

@@ -253,3 +253,17 @@ def test_the_appended_verdict_line_is_read(case):
     explanation = f"{reasoning}\n{fmt.line(label)}"
     assert fmt.read(explanation) == label
     assert fmt.strip(explanation) == reasoning.strip()
+
+
+def test_stop_strings_cue_and_ending():
+    fmt = VerdictFormat()
+    assert fmt.stop_strings == ["Answer: No", "Answer: Yes"]
+    assert fmt.cue(1) == "Answer: Yes\n"
+    # stopping at "Answer: No" would cut "Answer: No information"
+    assert VerdictFormat({0: "No", 1: "Yes", 2: "No information"}).stop_strings == ["Answer: Yes",
+                                                                                   "Answer: No information"]
+    assert fmt.ends_with_verdict("Because.\nAnswer: Yes\n\n")
+    assert fmt.ends_with_verdict("Because.\n**Answer:**\nNo")
+    assert not fmt.ends_with_verdict("Answer: Yes\nand then it went on")
+    assert not fmt.ends_with_verdict("Because.\nAnswer: maybe")
+    assert not fmt.ends_with_verdict("")

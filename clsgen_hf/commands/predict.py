@@ -58,6 +58,9 @@ class PredictArguments:
 
     def __post_init__(self):
         check_option_ranges(self)
+    explain: str = field(default="natural", metadata={"help": "'natural' (the explanation states the LM's own "
+                         "verdict) or 'decision' (the head decides, the explanation follows its decision).",
+                                                      "choices": ["natural", "decision"]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +82,7 @@ def run(args: PredictArguments) -> dict:
                            text_fields=args.text_fields, batch_size=args.batch_size,
                            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                            threshold=args.threshold, max_batch_tokens=args.max_batch_tokens,
-                           chunk_size=args.chunk_size, overwrite=args.overwrite)
+                           chunk_size=args.chunk_size, overwrite=args.overwrite, explain=args.explain)
     if summary.get("disagreeing") is not None:
         logger.info("%d of %d explanations do not state the head's label (agrees=false): review those rows.",
                     summary["disagreeing"], summary["rows"])

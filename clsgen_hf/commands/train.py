@@ -2,9 +2,10 @@
 
 Loads a classification dataset (CliniFact by default, or your CSV/JSON Lines/Parquet file with --text_fields), gets
 an explanation per training row (a rationale column, or a teacher LLM told the gold label), LoRA-trains both heads,
-calibrates the head and tunes its threshold on validation rows, then predicts held-out rows and saves the numbers,
-a reliability diagram, the model and its prompt template. Defaults are sized for 2 CPU cores and the embedded
-SmolLM2-135M-Instruct. Every check of the data and options runs before the weights load; a run killed after a
+calibrates the head and tunes its threshold on validation rows, then predicts held-out rows in both explanation modes
+(natural, and decision: the head decides, the explanation follows) and saves the numbers, every prediction
+(predictions.jsonl), a reliability diagram, the model and its prompt template. Defaults are sized for 2 CPU cores
+and the embedded SmolLM2-135M-Instruct. Every check of the data and options runs before the weights load; a run killed after a
 checkpoint (`--save_strategy steps`) continues with `--resume_from_checkpoint true`; teacher answers are cached in
 the output folder.
 """
@@ -19,7 +20,7 @@ from trl import ModelConfig, TrlParser
 
 from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..clsgen_config import CLSGenConfig
-from ..data import CLINIFACT_RATIONALE_COLUMN, TeacherError
+from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE, TeacherError
 from ..errors import UsageError, run_command
 
 
@@ -58,6 +59,8 @@ class ScriptArguments:
     max_validation_samples: int | None = field(default=48, metadata={"help": "Validation rows (None: all)."})
     max_eval_samples: int | None = field(default=16, metadata={"help": "Held-out rows predicted (None: all)."})
     max_new_tokens: int = field(default=96, metadata={"help": "Explanation budget at prediction time."})
+    decision_share: float = field(default=DEFAULT_DECISION_SHARE, metadata={"help": "Share of training rows whose explanation follows "
+                                  "their decision's cue (teaches `--explain decision`; 0: natural rows only)."})
     predict_batch_size: int = field(default=8, metadata={"help": "Prompts per prediction batch."})
     allow_single_class: bool = field(default=False, metadata={"help": "Train even when every training row has one "
                                                               "label (warned about)."})
@@ -82,13 +85,13 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
     from transformers import set_seed
     from trl import get_peft_config
 
-    from ..data import training_explanations
+    from ..data import training_explanations, with_decision_cues
     from ..evaluation import evaluate_model
     from ..loading import load_model, load_tokenizer
-    from ..model_card import RESULTS_FILE, write_json
+    from ..model_card import MODE_KEYS, RESULTS_FILE, write_json
     from ..output_folders import claim_output_folder
     from ..plots import reliability_diagrams
-    from ..reports import recipe_report, results_record
+    from ..reports import PREDICTIONS_FILE, prediction_rows, recipe_report, results_record, write_jsonl
     from ..training import check_model_config, resume_checkpoint, train_clsgen
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -110,13 +113,19 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
             train, template, rationale_column=column, output_dir=output_dir,
             teacher=None if column else teacher.make_teacher(model, tokenizer), **teacher.synthesis_kwargs(),
         )
+    explained = with_decision_cues(explained, template.verdict_format, script.decision_share, seed=training_args.seed)
     trainer, train_seconds, rule = train_clsgen(model, tokenizer, explained, template, training_args,
                                                 get_peft_config(model_args), validation, script.predict_batch_size)
     if not trainer.is_world_process_zero():
         return {}
     trainer.model.eval()
+    kwargs = dict(batch_size=script.predict_batch_size, max_new_tokens=script.max_new_tokens)
     results, predictions = evaluate_model(trainer.model, tokenizer, test, template, calibration=rule["calibration"],
-                                          batch_size=script.predict_batch_size, max_new_tokens=script.max_new_tokens)
+                                          **kwargs)
+    decision, decided = evaluate_model(trainer.model, tokenizer, test, template, explain="decision", **kwargs)
+    results["decision"] = {key: decision[key] for key in (*MODE_KEYS, "disagreements") if key in decision}
+    predictions = prediction_rows(predictions, test) + prediction_rows(decided, test)
+    write_jsonl(predictions, output_dir / PREDICTIONS_FILE)
     reliability_diagrams({"raw head": results["before_calibration"], "calibrated head": results},
                          output_dir / RELIABILITY_FILE)
     results = results_record(results, rule, explained, validation, test, train_seconds)

@@ -14,7 +14,7 @@ from .clinifact import (
     load_clinifact,
     registry_rationale,
 )
-from .explanations import training_explanations
+from .explanations import DEFAULT_DECISION_SHARE, training_explanations, with_decision_cues
 from .stats import describe_dataset
 from .synthesis import (
     DEFAULT_TEACHER_INSTRUCTION,
@@ -33,5 +33,5 @@ __all__ = [
     "describe_dataset", "DEFAULT_TEACHER_INSTRUCTION", "SynthesisReport", "accept_answer", "follow_up_messages",
     "synthesize_explanations", "teacher_messages", "Teacher", "TeacherError", "TransformersTeacher", "OpenAITeacher",
     "VLLMTeacher", "make_teacher", "PromptTemplate", "default_prompt_template", "count_prompt_tokens",
-    "training_explanations",
+    "training_explanations", "with_decision_cues", "DEFAULT_DECISION_SHARE",
 ]

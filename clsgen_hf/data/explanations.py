@@ -7,11 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 
 from ..errors import UsageError
 from ..prompt_template import PromptTemplate
-from ..verdicts import NO_VERDICT
+from ..verdicts import DECISION_CUE_COLUMN, NO_VERDICT, VerdictFormat
 from .synthesis import synthesize_explanations
 from .teachers import Teacher
 
@@ -70,4 +71,29 @@ def rationale_completions(rows: Dataset, prompt_template: PromptTemplate, column
     return kept.select_columns(["prompt", "completion", "label"])
 
 
-__all__ = ["rationale_completions", "training_explanations"]
+DEFAULT_DECISION_SHARE = 0.5  # the recipe's and the benchmark's share of decision-conditioned training rows
+
+
+def with_decision_cues(rows: Dataset, verdict_format: VerdictFormat, share: float, seed: int = 0) -> Dataset:
+    """`rows` (prompt, completion, label) with a random `share` of them conditioned on their decision: the completion
+    starts with the gold label's cue (`VerdictFormat.cue`), named in the `decision_cue` column so that the trainer
+    leaves it out of the LM loss. The model learns to explain a given decision, as a teacher told the label does,
+    which `predict(..., explain="decision")` asks of it; the other rows keep the natural, paper form."""
+    if not 0 <= share <= 1:
+        raise UsageError(f"The share of decision-conditioned rows must be in [0, 1], got {share}.")
+    chosen = np.random.default_rng(seed).random(len(rows)) < share
+
+    def cue(row, index):
+        if not chosen[index]:
+            return {DECISION_CUE_COLUMN: ""}
+        given = verdict_format.cue(row["label"])
+        completion = row["completion"]
+        if isinstance(completion, str):
+            return {"completion": given + completion, DECISION_CUE_COLUMN: given}
+        return {"completion": [{**completion[0], "content": given + completion[0]["content"]}, *completion[1:]],
+                DECISION_CUE_COLUMN: given}
+
+    return rows.map(cue, with_indices=True)
+
+
+__all__ = ["DEFAULT_DECISION_SHARE", "rationale_completions", "training_explanations", "with_decision_cues"]

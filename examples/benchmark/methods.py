@@ -27,9 +27,12 @@ from transformers import (
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from clsgen_hf import CLSGenConfig, DataCollatorForCLSGen, load_model, load_model_and_tokenizer, predict
-from clsgen_hf.data import TransformersTeacher
+from clsgen_hf.data import DEFAULT_DECISION_SHARE, TransformersTeacher, with_decision_cues
+from clsgen_hf.errors import UsageError
 from clsgen_hf.prompt_template import PromptTemplate, encode_example, encode_prompts
 from clsgen_hf.training import train_clsgen
+
+from .stats import calibrate
 
 
 GENERAL_INSTRUCTIONS = [
@@ -120,12 +123,12 @@ class Bench:
         return MethodResult(validation, test, explanations, train_seconds, time.time() - started,
                             perplexity(model, self.tokenizer, self.reference))
 
-    def head_test(self, model: PreTrainedModel) -> tuple[list[list[float]], list[str]]:
+    def head_test(self, model: PreTrainedModel, **kwargs) -> tuple[list[list[float]], list[str]]:
         """A CLSGen model's head probability of every test row and explanation of the explained rows, from one
         prefill per row (`predict` reads the head and generates from the same cache)."""
         explained = set(self.explained)
         rest = [i for i in range(len(self.test)) if i not in explained]
-        with_text = self.predict(model, self.test.select(self.explained))
+        with_text = self.predict(model, self.test.select(self.explained), **kwargs)
         probabilities = dict(zip(self.explained, (record["probability"] for record in with_text)))
         probabilities.update(zip(rest, self.probabilities(model, self.test.select(rest)) if rest else []))
         return [probabilities[i] for i in range(len(self.test))], [record["explanation"] for record in with_text]
@@ -204,7 +207,9 @@ def run_clsgen(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
     which the benchmark applies to every method alike; so the model is saved without one and read raw here."""
     training_args = copy.copy(bench.training_args)
     training_args.output_dir = bench.run_dir("clsgen")
-    _, train_seconds, _ = train_clsgen(load_model(bench.base), bench.tokenizer, bench.train, bench.template,
+    rows = with_decision_cues(bench.train, bench.template.verdict_format, DEFAULT_DECISION_SHARE,
+                              seed=training_args.seed)  # as the recipe trains, for both explanation modes
+    _, train_seconds, _ = train_clsgen(load_model(bench.base), bench.tokenizer, rows, bench.template,
                                        training_args, get_peft_config(bench.model_args))
     model, tokenizer = load_model_and_tokenizer(training_args.output_dir)
     model.to(bench.device).eval()
@@ -215,12 +220,32 @@ def run_clsgen(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
                         perplexity(model, tokenizer, bench.reference))
 
 
+def run_clsgen_decision(bench: Bench, base_lm: PreTrainedModel) -> MethodResult:
+    """The model `run_clsgen` saved, explaining in decision mode: the head decides at the rule the benchmark fits
+    for it (`calibrate`, as for every method), and the explanation follows that decision."""
+    folder = Path(bench.run_dir("clsgen"))
+    if not (folder / "config.json").is_file():
+        raise UsageError("The method clsgen_decision explains the model that the clsgen method trains: run both.")
+    model, tokenizer = load_model_and_tokenizer(folder)
+    model.to(bench.device).eval()
+    validation = bench.probabilities(model, bench.validation)
+    calibration, threshold = calibrate(validation, bench.validation["label"])
+    # The model is saved raw: the calibrated threshold as a threshold on the raw head's P(positive) (the map is
+    # monotone), so that `predict` decides, and the explanation follows, exactly as the scored label does.
+    raw_threshold = float(calibration.uncalibrated([[1 - threshold, threshold]])[0, 1])
+    started = time.time()
+    test, explanations = bench.head_test(model, explain="decision", threshold=raw_threshold)
+    return MethodResult(validation, test, explanations, 0.0, time.time() - started,
+                        perplexity(model, tokenizer, bench.reference))
+
+
 RUNNERS = {
     "prompting": run_prompting,
     "discriminative": run_discriminative,
     "sft": run_sft,
     "tfidf": run_tfidf,
     "clsgen": run_clsgen,
+    "clsgen_decision": run_clsgen_decision,
 }
 
 

@@ -27,6 +27,7 @@ METHODS = {
     "sft": "Explanation SFT",
     "tfidf": "TF-IDF + logistic regression",
     "clsgen": "CLSGen",
+    "clsgen_decision": "CLSGen, decision mode",
 }
 
 PROBABILITY_COLUMNS = [  # (key in a pooled result, header, format)

@@ -13,10 +13,10 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
 
 from clsgen_hf.evaluation import evaluate_predictions
-from clsgen_hf.metrics import classification_report
+from clsgen_hf.metrics import classification_report, generation_report
 from clsgen_hf.verdicts import VerdictFormat
 
-from .stats import apply_calibration, bootstrap_auroc, calibrate, paired_bootstrap, text_rates
+from .stats import apply_calibration, bootstrap_auroc, calibrate, paired_bootstrap
 
 
 PROBABILITY_KEYS = ("auroc", "auprc", "f1", "brier", "ece", "log_loss")
@@ -88,7 +88,7 @@ def score_run(result: dict, validation_labels: Sequence[int], test_labels: Seque
                                                                    threshold=threshold))
         scored = {key: numbers[key] for key in ("auroc_alignment", "r_lkappa", "rli", "readability")}
         scored["agreement"] = 1 - numbers["disagreements"] / len(explained)
-        scored.update(text_rates(explanations, verdict_format), n_explained=len(explained))
+        scored.update(generation_report(explanations, verdict_format=verdict_format), n_explained=len(explained))
         row.update(_finite(scored, messages, undefined))
     perplexity = result["lm_perplexity"]
     row["lm_perplexity"] = perplexity

@@ -1,11 +1,9 @@
 """The benchmark's statistics: one calibration procedure for every method, bootstrap intervals over the test rows,
-the leakage-free subset of the test rows, and two properties of an explanation's text (loops, ending at the verdict).
+and the leakage-free subset of the test rows.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +12,6 @@ from scipy.stats import rankdata
 
 from clsgen_hf.calibration import Calibration, fit_calibration
 from clsgen_hf.metrics import tune_threshold
-from clsgen_hf.verdicts import NO_VERDICT, VerdictFormat
 
 
 def calibrate(validation: ArrayLike, labels: Sequence[int], seed: int = 0) -> tuple[Calibration, float]:
@@ -85,28 +82,3 @@ def disjoint_rows(test_abstracts: Sequence[str], train_abstracts: Sequence[str])
     several claims, some of them in the training split): the rows no method could have memorised."""
     seen = {" ".join(text.split()) for text in train_abstracts}
     return [i for i, text in enumerate(test_abstracts) if " ".join(text.split()) not in seen]
-
-
-# Explanation text. Swappable for the library's helpers once `clsgen_hf` has them (same names, same meaning).
-LOOP_NGRAM, LOOP_REPEATS = 4, 3
-
-
-def loops(text: str) -> bool:
-    """The explanation repeats itself: some run of `LOOP_NGRAM` words occurs `LOOP_REPEATS` times or more (the
-    degenerate repetition small models fall into under greedy decoding)."""
-    words = re.findall(r"\w+", text.lower())
-    grams = Counter(tuple(words[i : i + LOOP_NGRAM]) for i in range(len(words) - LOOP_NGRAM + 1))
-    return bool(grams) and max(grams.values()) >= LOOP_REPEATS
-
-
-def ends_at_verdict(text: str, verdict_format: VerdictFormat) -> bool:
-    """The explanation's last non-empty lines are a readable verdict line: it stopped once it had decided."""
-    lines = text.strip().splitlines()
-    found = verdict_format.verdict_lines(text.strip())
-    return bool(found) and found[-1].end == len(lines) and found[-1].label != NO_VERDICT
-
-
-def text_rates(explanations: Sequence[str], verdict_format: VerdictFormat) -> dict[str, float]:
-    """`loop_rate` and `ends_at_verdict` (shares of the explanations)."""
-    return {"loop_rate": float(np.mean([loops(text) for text in explanations])),
-            "ends_at_verdict": float(np.mean([ends_at_verdict(text, verdict_format) for text in explanations]))}
