@@ -60,12 +60,14 @@ class Calibration:
         return np.exp(_log_softmax(np.asarray(logits, dtype=float) * self.scale + (self.bias or 0.0)))
 
     def uncalibrated(self, probabilities: ArrayLike) -> np.ndarray:
-        """The raw head's probabilities behind calibrated ones (exact: softmax ignores per-row shifts of the logits)."""
+        """The raw head's probabilities behind calibrated ones (exact: softmax ignores per-row shifts of the
+        logits)."""
         logits = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-300, None))
         return np.exp(_log_softmax((logits - (self.bias or 0.0)) / self.scale))
 
     def store(self, model) -> None:
-        """Write the map into the config of `model` (a PEFT wrapper is unwrapped): it travels with `save_pretrained`."""
+        """Write the map into the config of `model` (a PEFT wrapper is unwrapped): it travels with
+        `save_pretrained`."""
         config = _config_of(model)
         config.cls_logit_scale = float(self.scale)
         config.cls_logit_bias = None if self.bias is None else [float(b) for b in self.bias]

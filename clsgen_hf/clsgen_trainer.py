@@ -172,7 +172,8 @@ class CLSGenTrainer(SFTTrainer):
         return optimizer
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Also total the step's class weight (all ranks): it normalises the class loss as `num_items_in_batch` does."""
+        """Also total the step's class weight (all ranks): it normalises the class loss as `num_items_in_batch`
+        does."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         total = sum((self._row_weights(batch["cls_labels"]).sum() for batch in batch_samples), torch.tensor(0.0))
         total = total.to(device)
@@ -185,7 +186,8 @@ class CLSGenTrainer(SFTTrainer):
         return self._class_weights.to(cls_labels.device)[cls_labels]
 
     def _prepare_dataset(self, dataset, processing_class, args: CLSGenConfig, packing, formatting_func, dataset_name):
-        """Validate the rows and tokenize them into CLSGen features (see `clsgen_hf.prompt_template.encode_example`)."""
+        """Validate the rows and tokenize them into CLSGen features (see
+        `clsgen_hf.prompt_template.encode_example`)."""
         if not isinstance(dataset, Dataset):
             raise TypeError(f"The {dataset_name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
         if "cls_positions" in dataset.column_names:  # already prepared

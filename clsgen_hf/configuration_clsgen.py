@@ -84,9 +84,9 @@ class LlamaCLSGenConfig(LlamaConfig):
             config_dict["model_type"] = cls.model_type
         elif model_type != cls.model_type:
             raise ValueError(
-                f"{pretrained_model_name_or_path!r} is a `{model_type}` checkpoint, but CLSGen models are built on the "
-                f"Llama architecture (model_type `llama` or `{cls.model_type}`). Choose a Llama-architecture causal LM "
-                "(e.g. SmolLM2, Llama 3, TinyLlama)."
+                f"{pretrained_model_name_or_path!r} is a `{model_type}` checkpoint, but CLSGen models are built on "
+                f"the Llama architecture (model_type `llama` or `{cls.model_type}`). Choose a Llama-architecture "
+                "causal LM (e.g. SmolLM2, Llama 3, TinyLlama)."
             )
         return config_dict, kwargs
 

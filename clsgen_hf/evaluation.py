@@ -12,8 +12,8 @@ from datasets import Dataset
 
 from .calibration import Calibration, DecisionRule, fit_calibration
 from .inference import predict, tune_and_store_threshold
-from .prompt_template import PromptTemplate
 from .metrics import alignment_report, classification_report, generation_report, head_labels, positive_scores
+from .prompt_template import PromptTemplate
 from .verdicts import VerdictFormat
 
 
@@ -27,7 +27,8 @@ def fit_decision_rule(
     model, tokenizer, prompts: Sequence, labels: Sequence[int], *, batch_size: int = 8,
     max_prompt_tokens: int | None = None,
 ) -> dict:
-    """Fit the calibration map and (binary) threshold of `model`'s head on validation prompts; store both in its config.
+    """Fit the calibration map and (binary) threshold of `model`'s head on validation prompts; store both in its
+    config.
 
     Returns `calibration` (the fitted `Calibration`), `threshold` (`None` for N classes), `validation_rows` and
     `note` (why the rule is the default one, else `None`). Rows of one class fit nothing: the model keeps the identity
@@ -58,7 +59,8 @@ def evaluate_predictions(
     records: Sequence[dict], labels: Sequence[int], *, verdict_format: VerdictFormat | None = None,
     threshold: float = 0.5, calibration: Calibration | None = None,
 ) -> dict:
-    """Score `predict` records (`probability`, optionally `explanation`) against gold labels at the model's `threshold`.
+    """Score `predict` records (`probability`, optionally `explanation`) against gold labels at the model's
+    `threshold`.
 
     Returns the `classification_report` numbers (F1 at `threshold`; macro argmax for N classes); when every record has
     an explanation, the alignment metrics, `generation_report`'s loop rate and ends-at-verdict share, `disagreements`

@@ -69,8 +69,9 @@ class ExportReport:
 
     def __str__(self) -> str:
         lines = [f"Exported {self.source} -> {self.out_dir} ({self.form})", "files: " + ", ".join(self.files)]
-        lines.append(f"validation: reloaded as {self.loaded_class}; max |cls_logits - source| = {self.max_abs_diff:.2e}"
-                     f" over {self.n_prompts} prompts" if self.validated else "validation: skipped")
+        lines.append(f"validation: reloaded as {self.loaded_class}; max |cls_logits - source| = "
+                     f"{self.max_abs_diff:.2e} over {self.n_prompts} prompts" if self.validated
+                     else "validation: skipped")
         lines += ["evaluation (from the card):", self.evaluation_table or "  no evaluation results recorded"]
         return "\n".join(lines)
 
@@ -95,9 +96,9 @@ def inspect_source(path: str | os.PathLike) -> SourceFolder:
     if not files:
         pickled = sorted(p.name for p in path.glob("*.bin"))
         config = "adapter_config.json" if kind == "adapter" else "a config.json"
-        raise UsageError(f"{path} has pickled weights only ({', '.join(pickled)}), which export does not load; re-save "
-                         "it with `save_pretrained` (safetensors)." if pickled else f"{path} has {config} but no "
-                         "weights (safetensors).")
+        raise UsageError(f"{path} has pickled weights only ({', '.join(pickled)}), which export does not load; "
+                         "re-save it with `save_pretrained` (safetensors)." if pickled else f"{path} has {config} "
+                         "but no weights (safetensors).")
     heads = []  # the rows of each `score` head, read from the safetensors headers
     for file in files:
         try:

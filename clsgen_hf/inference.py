@@ -16,8 +16,14 @@ from typing import Any, Literal
 import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
-from transformers import (AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList, Pipeline, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoModelForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
+    Pipeline,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .calibration import DecisionRule
@@ -26,6 +32,7 @@ from .metrics import head_labels, positive_scores, tune_threshold
 from .modeling_clsgen import CACHE_FIELD
 from .prompt_template import Messages, PromptTemplate, encode_prompts
 from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
+
 
 ProbabilitySource = Literal["head", "verdict"]
 ExplainMode = Literal["natural", "decision"]

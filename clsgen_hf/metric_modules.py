@@ -86,7 +86,9 @@ def push_spaces(out_dir: str | os.PathLike, namespace: str, token: str | None = 
         folder = Path(out_dir) / name
         app = folder / "app.py"
         if not app.is_file() or f'"{namespace}/{name}"' not in app.read_text():
-            raise ValueError(f"{folder} is not prepared for {namespace!r}: run prepare_spaces(out_dir, {namespace!r}).")
+            raise ValueError(
+                f"{folder} is not prepared for {namespace!r}: run prepare_spaces(out_dir, {namespace!r})."
+            )
         repo = api.create_repo(f"{namespace}/{name}", repo_type="space", space_sdk="gradio", exist_ok=True)
         api.upload_folder(repo_id=repo.repo_id, folder_path=folder, repo_type="space", commit_message=f"Upload {name}")
         urls.append(str(repo))

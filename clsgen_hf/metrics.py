@@ -14,8 +14,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (average_precision_score, brier_score_loss, cohen_kappa_score, f1_score, log_loss,
-                             precision_recall_curve, roc_auc_score)
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    cohen_kappa_score,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
 from .verdicts import NO_VERDICT, VerdictFormat
 
@@ -29,7 +36,9 @@ def _validated(probabilities: ArrayLike, targets: ArrayLike, name: str) -> tuple
     if len(probs) == 0:
         raise ValueError("No examples: `probabilities` is empty.")
     if values.shape != (len(probs),):
-        raise ValueError(f"Expected one of `{name}` per probability ({len(probs)} examples), got shape {values.shape}.")
+        raise ValueError(
+            f"Expected one of `{name}` per probability ({len(probs)} examples), got shape {values.shape}."
+        )
     if not np.all((probs >= 0) & (probs <= 1)):
         raise ValueError("`probabilities` must lie in [0, 1].")
     n_classes = 2 if probs.ndim == 1 else probs.shape[1]
@@ -65,7 +74,10 @@ def _one_vs_rest(metric: Callable, name: str, targets: np.ndarray, scores: np.nd
     if scores.ndim == 1:
         return float(metric(targets, scores))
     if len(classes) < scores.shape[1]:
-        warnings.warn(f"{name}: macro mean over the classes present only, {classes.tolist()}.", UndefinedMetricWarning)
+        warnings.warn(
+            f"{name}: macro mean over the classes present only, {classes.tolist()}.", UndefinedMetricWarning,
+            stacklevel=2,
+        )
     return float(metric((targets[:, None] == classes).astype(int), scores[:, classes], average="macro"))
 
 

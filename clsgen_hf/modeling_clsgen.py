@@ -18,7 +18,9 @@ from .configuration_clsgen import LlamaCLSGenConfig
 
 logger = logging.get_logger(__name__)
 
-CACHE_FIELD = next(name for name in CausalLMOutputWithPast.__dataclass_fields__ if name in ("cache", "past_key_values"))
+CACHE_FIELD = next(
+    name for name in CausalLMOutputWithPast.__dataclass_fields__ if name in ("cache", "past_key_values")
+)
 """What the installed transformers calls the KV cache, in model outputs and in forward arguments alike."""
 
 

@@ -119,8 +119,8 @@ def _classifier(model, tokenizer, prompts: list[list[int]]):
     candidates = (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
     pad = next((token for token in candidates if token is not None and token not in last_tokens), None)
     if pad is None:
-        raise UsageError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the sequence "
-                         "classifier could not find the last prompt token in a padded batch.")
+        raise UsageError(f"Every special token of the tokenizer ends the prompts ({sorted(last_tokens)}): the "
+                         "sequence classifier could not find the last prompt token in a padded batch.")
     classifier_tokenizer = tokenizer
     if pad != tokenizer.pad_token_id:
         classifier_tokenizer = copy.deepcopy(tokenizer)

@@ -33,8 +33,9 @@ def train_clsgen(
     validation: Dataset | None = None,
     batch_size: int = 8,
 ) -> tuple[CLSGenTrainer, float, dict | None]:
-    """LoRA-train both heads, fit the decision rule on `validation` rows (if given), and save the model (the rule in its
-    config) and its prompt template to `args.output_dir`. Returns the trainer, the training seconds and the rule."""
+    """LoRA-train both heads, fit the decision rule on `validation` rows (if given), and save the model (the rule in
+    its config) and its prompt template to `args.output_dir`. Returns the trainer, the training seconds and the
+    rule."""
     set_label_names(model, prompt_template)
     started = time.time()
     trainer = CLSGenTrainer(model, args, train_dataset=train_dataset, processing_class=tokenizer,

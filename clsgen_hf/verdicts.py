@@ -177,6 +177,6 @@ def _normalised(word: str) -> str:
 
 
 __all__ = [
-    "NO_VERDICT", "DECISION_CUE_COLUMN", "DEFAULT_VERBALIZERS", "DEFAULT_VERDICT_PREFIX", "VerdictFormat", "VerdictLine",
-    "read_verdict",
+    "NO_VERDICT", "DECISION_CUE_COLUMN", "DEFAULT_VERBALIZERS", "DEFAULT_VERDICT_PREFIX", "VerdictFormat",
+    "VerdictLine", "read_verdict",
 ]

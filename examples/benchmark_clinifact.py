@@ -77,6 +77,7 @@ from clsgen_hf.loading import resolve_model_source
 from clsgen_hf.model_card import json_safe
 from clsgen_hf.prompt_template import PromptTemplate
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark.methods import RUNNERS, Bench, language_reference, perplexity  # noqa: E402
 from benchmark.report import (  # noqa: E402

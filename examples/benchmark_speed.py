@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, LlamaConfig, LlamaForCausalLM
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed.measure import matmul_rate, memory_bandwidth, shaped_matmul_rate  # noqa: E402
 from speed.workloads import (  # noqa: E402
@@ -72,6 +73,7 @@ from speed.workloads import (  # noqa: E402
 import clsgen_hf  # noqa: E402
 from clsgen_hf import load_model, load_tokenizer  # noqa: E402
 from clsgen_hf.model_card import json_safe  # noqa: E402
+
 
 README_START, README_END = "<!-- speed:start -->", "<!-- speed:end -->"
 TRAINERS = {"clsgen": "CLSGen", "sft": "TRL SFT", "seqcls": "SeqCls + LoRA"}
@@ -398,8 +400,8 @@ def report(results_dir: Path) -> str:
             f"{name}: {c['model']}, {a['precision']}, seq {a['prompt_tokens']} + {a['completion_tokens']}, "
             f"micro-batch {a['batch_size']}, LoRA r{a['lora_r']} all-linear, median of {a['measured_steps']} steps "
             f"after {a['warmup_steps']}; {a['new_tokens']} new tokens per prompt, {a['predict_batch_size']} prompts "
-            f"per prediction batch; {clock}. {c['device']}, {c['date']}, load average {load['before'][0]:.2f} before and "
-            f"{load['after'][0]:.2f} after ({load['cpus']} cores), {c['seconds'] / 60:.0f} minutes, clsgen_hf "
+            f"per prediction batch; {clock}. {c['device']}, {c['date']}, load average {load['before'][0]:.2f} before "
+            f"and {load['after'][0]:.2f} after ({load['cpus']} cores), {c['seconds'] / 60:.0f} minutes, clsgen_hf "
             f"{c['versions']['clsgen_hf']}, transformers {c['versions']['transformers']}, TRL {c['versions']['trl']}. "
             f"Goals: {goals}. Command: `{c['command']}`")
     return ("<!-- Written by examples/benchmark_speed.py; do not edit by hand. -->\n" + markdown_table(runs) + "\n\n"

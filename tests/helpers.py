@@ -30,7 +30,8 @@ def example_module(name: str):
 
 def kill_after_first_checkpoint(cmd: list[str], output_dir: Path, env: dict | None = None) -> int:
     """Run `cmd` (a training run saving `output_dir/checkpoint-N` every 2 steps), SIGKILL it and every process it
-    started once checkpoint 2 is complete, remove a checkpoint the kill cut short, and return the last complete step."""
+    started once checkpoint 2 is complete, remove a checkpoint the kill cut short, and return the last complete
+    step."""
     log = output_dir.with_name(output_dir.name + ".killed.log")
     with log.open("wb") as output:
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
@@ -39,7 +40,8 @@ def kill_after_first_checkpoint(cmd: list[str], output_dir: Path, env: dict | No
     while not (output_dir / "checkpoint-2" / "trainer_state.json").exists():
         ended = process.poll() is not None
         assert not ended and time.time() < deadline, (
-            f"training {'ended' if ended else 'ran 300 s'} before its first checkpoint: {log.read_text(errors='replace')[-3000:]}"
+            f"training {'ended' if ended else 'ran 300 s'} before its first checkpoint: "
+            f"{log.read_text(errors='replace')[-3000:]}"
         )
         time.sleep(0.5)
     time.sleep(0.5)

@@ -302,15 +302,6 @@ def test_pack_splits_the_model_under_the_call_limit_and_join_restores_it(gpu, tm
         assert sorted(archive.getnames()) == ["clinifact/test.csv", "clinifact/train.csv", "clinifact/validation.csv"]
 
 
-@pytest.mark.skipif(not any((REPO / ".whl" / "call1" / "wheels").glob("*.whl")),
-                    reason="needs the wheels that --pack downloads into .whl/call1/wheels")
-def test_carried_wheels_install_offline_as_one_set(gpu, tmp_path):
-    """The device's install step (no index, no dependencies) on the packed wheels, for the device's Python 3.12."""
-    gpu.install_wheels(REPO / ".whl" / "call1" / "wheels", tmp_path / "site", target_python="3.12")
-    installed = {path.name.split("-")[0].lower() for path in (tmp_path / "site").glob("*.dist-info")}
-    assert {"transformers", "trl", "datasets", "gguf", "dill", "multiprocess", "peft"} <= installed
-
-
 # ------------------------------------------------------------------------------------------------ dry runs
 TINY = ["--max_train_samples", "16", "--max_validation_samples", "8", "--max_eval_samples", "12",
         "--max_explained_samples", "4", "--max_steps", "2", "--per_device_train_batch_size", "1",

@@ -29,8 +29,9 @@ def test_platt_scaling_fixes_a_shifted_head():
     calibrated = calibration.probabilities(logits[200:])[:, 1]
     before, after = classification_report(raw, labels[200:]), classification_report(calibrated, labels[200:])
     assert after["ece"] < before["ece"] / 3 and after["log_loss"] < before["log_loss"]
-    assert abs(calibrated.mean() - labels[200:].mean()) < 0.1  # near the base rate (the fit's pull towards the identity
-    assert raw.mean() < 0.2  # keeps it a little towards the raw head, at ~0.1)
+    # near the base rate (the fit's pull towards the identity keeps it a little towards the raw head, at ~0.1)
+    assert abs(calibrated.mean() - labels[200:].mean()) < 0.1
+    assert raw.mean() < 0.2
 
 
 def test_a_calibrated_head_is_left_nearly_alone():
@@ -67,7 +68,8 @@ def test_stored_map_applies_to_forward_generate_and_predict(smollm2_tokenizer, t
     records = predict(reloaded, smollm2_tokenizer, prompts, max_new_tokens=3, show_progress=False)
     raw_logits = np.log(np.array([r["probability"] for r in raw]))  # the raw softmax, up to a per-row constant
     torch.testing.assert_close(torch.tensor([r["probability"] for r in records]),
-                               torch.tensor(calibration.probabilities(raw_logits), dtype=torch.float32), atol=1e-5, rtol=0)
+                               torch.tensor(calibration.probabilities(raw_logits), dtype=torch.float32),
+                               atol=1e-5, rtol=0)
 
 
 def test_head_stays_float32_under_casts_and_autocast():

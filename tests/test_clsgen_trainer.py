@@ -135,7 +135,8 @@ def test_max_length_cuts_the_explanation_end_and_never_the_prompt(smollm2_tokeni
     inference encodes it and loses the end of its explanation (as TRL truncates); a prompt that fills `max_length`
     alone is refused."""
     tokenizer = smollm2_tokenizer
-    prompt, completion = "Did the trial lower blood pressure?", "Because " + "the arms differed. " * 40 + "\nAnswer: Yes"
+    prompt = "Did the trial lower blood pressure?"
+    completion = "Because " + "the arms differed. " * 40 + "\nAnswer: Yes"
     [prompt_ids] = encode_prompts(tokenizer, [prompt])
     encoded = encode_example(tokenizer, prompt, completion, max_length=64)
     assert len(encoded.input_ids) == 64 and encoded.truncated
@@ -202,7 +203,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def _one_sgd_step(tokenizer, tmp_path, batch, accumulation, **overrides):
-    """`score` after one plain-SGD optimizer step on 4 rows (3 positive, 1 negative), split as `batch x accumulation`."""
+    """`score` after one plain-SGD optimizer step on 4 rows (3 positive, 1 negative), split as
+    `batch x accumulation`."""
     rows = Dataset.from_list([row for row in toy_dataset(8) if row["label"] == 1][:3] + [toy_dataset(2)[0]])
     trainer = CLSGenTrainer(
         tiny_model_for(tokenizer),
@@ -227,10 +229,12 @@ def test_class_weights_are_normalised_over_the_accumulated_batch(smollm2_tokeniz
 
 def test_head_learning_rate_has_its_own_group(smollm2_tokenizer, tmp_path):
     trainer = CLSGenTrainer(tiny_model_for(smollm2_tokenizer), _config(tmp_path, max_steps=1, head_learning_rate=0.5),
-                            train_dataset=toy_dataset(8), processing_class=smollm2_tokenizer, peft_config=lora_config())
+                            train_dataset=toy_dataset(8), processing_class=smollm2_tokenizer,
+                            peft_config=lora_config())
     trainer.create_optimizer()
     head = {id(p) for n, p in trainer.model.named_parameters() if p.requires_grad and "score" in n.split(".")}
-    groups = [(group["lr"], {id(p) for p in group["params"]}) for group in trainer.optimizer.param_groups if group["params"]]
+    groups = [(group["lr"], {id(p) for p in group["params"]})
+              for group in trainer.optimizer.param_groups if group["params"]]
     assert head and {lr for lr, params in groups if params & head} == {0.5}
     assert all(not params & head for lr, params in groups if lr == 1e-2)
     assert sum(len(params) for _, params in groups) == sum(p.requires_grad for p in trainer.model.parameters())

@@ -216,7 +216,8 @@ def test_long_prompts_are_cut_in_the_middle(smollm2_tokenizer, caplog):
 
 def test_two_long_fields_are_both_cut_when_the_longest_cannot_absorb_the_excess(smollm2_tokenizer):
     template = default_prompt_template(["claim", "body"])
-    row = {"claim": "CLAIM " + "claim words. " * 120 + "CLAIM-END", "body": "BODY " + "body words. " * 150 + "BODY-END"}
+    row = {"claim": "CLAIM " + "claim words. " * 120 + "CLAIM-END",
+           "body": "BODY " + "body words. " * 150 + "BODY-END"}
     messages, was_cut = template.fit(row, smollm2_tokenizer, 120)
     text = messages[-1]["content"]
     assert was_cut and count_prompt_tokens(smollm2_tokenizer, messages) <= 120

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 from transformers import AutoModel
 
-from clsgen_hf import (CLSGenConfig, CLSGenTrainer, Calibration, LlamaForCLSGen, export_model, fit_decision_rule,
-                       build_model_card, load_model_and_tokenizer, predict)
+from clsgen_hf import (
+    Calibration,
+    CLSGenConfig,
+    CLSGenTrainer,
+    LlamaForCLSGen,
+    build_model_card,
+    export_model,
+    fit_decision_rule,
+    load_model_and_tokenizer,
+    predict,
+)
 from clsgen_hf.calibration import RULE_FILE, DecisionRule
 from clsgen_hf.export import inspect_source, load_source
 

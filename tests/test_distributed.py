@@ -40,9 +40,11 @@ def _run(cmd, timeout=600):
 def test_fsdp2_two_processes_save_what_one_process_saves(tmp_path):
     sharded, single = tmp_path / "fsdp2", tmp_path / "single"
     out = _run(TORCHRUN + [str(TRAIN_TOY), str(sharded), "--fsdp", "--save_steps", "4"])
-    assert out.count("FINISHED global_step=4 steps_here=4 fsdp=True head_dtypes=torch.float32 head_params=DTensor") == 2
+    finished = "FINISHED global_step=4 steps_here=4 fsdp=True head_dtypes=torch.float32 head_params=DTensor"
+    assert out.count(finished) == 2
     checkpoint = sharded / "checkpoint-4" / "pytorch_model_fsdp_0"
-    assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]  # one shard per rank
+    # one shard per rank
+    assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     _run([sys.executable, str(TRAIN_TOY), str(single), "--per_device_train_batch_size", "4", "--bf16_backbone"])
 
     a, b = load_file(sharded / "final" / "model.safetensors"), load_file(single / "final" / "model.safetensors")

@@ -134,7 +134,8 @@ def test_train_example_end_to_end_on_a_user_csv_with_rationales(tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable, "examples/train_clsgen.py", "--train_file", str(tmp_path / "train.csv"),
-        "--test_file", str(tmp_path / "test.csv"), "--validation_file", str(tmp_path / "validation.csv"), "--text_fields", "claim", "abstract", "--label_field", "supported",
+        "--test_file", str(tmp_path / "test.csv"), "--validation_file", str(tmp_path / "validation.csv"),
+        "--text_fields", "claim", "abstract", "--label_field", "supported",
         "--explanation_column", "rationale", "--output_dir", str(out), "--max_new_tokens", "24",
         "--max_prompt_tokens", "256", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
     ]

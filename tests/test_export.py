@@ -1,4 +1,5 @@
-"""Hub-compatible artifacts: `clsgen-hf export` of a trained checkpoint (merged and adapter), model cards, bad sources."""
+"""Hub-compatible artifacts: `clsgen-hf export` of a trained checkpoint (merged and adapter), model cards, bad
+sources."""
 
 import copy
 import json
@@ -21,6 +22,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
+import clsgen_hf
 from clsgen_hf import (
     CLSGenConfig,
     CLSGenTrainer,
@@ -29,17 +31,15 @@ from clsgen_hf import (
     classification_report,
     predict,
 )
-import clsgen_hf
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.configuration_clsgen import MODELING_VERSION
 from clsgen_hf.data import PromptTemplate
 from clsgen_hf.errors import UsageError
 from clsgen_hf.export import export_model
-from clsgen_hf.prompt_template import encode_prompts
 from clsgen_hf.model_card import build_model_card
+from clsgen_hf.prompt_template import encode_prompts
 
-from .toy import tiny_config
-from .toy import lora_config, tiny_model_for, toy_dataset
+from .toy import lora_config, tiny_config, tiny_model_for, toy_dataset
 
 
 TOY_TEMPLATE = PromptTemplate("{{ text }}", system="Classify.", question="Improved?")
@@ -68,7 +68,8 @@ def run(tmp_path_factory, _smollm2_tokenizer):
     predictions = predict(trainer.model, tokenizer, rows["prompt"], max_new_tokens=8, show_progress=False)
     probabilities = np.array([p["probability"] for p in predictions])[:, 1]
     results = {k: v for k, v in classification_report(probabilities, rows["label"]).items() if k != "reliability"}
-    results.update(alignment_report(probabilities, [p["explanation"] for p in predictions]), train_rows=12, test_rows=6)
+    results.update(alignment_report(probabilities, [p["explanation"] for p in predictions]),
+                   train_rows=12, test_rows=6)
     (output_dir / "clsgen_results.json").write_text(json.dumps(results))
     TOY_TEMPLATE.save_pretrained(output_dir)
     return SimpleNamespace(root=root, trainer=trainer, tokenizer=tokenizer, checkpoint=output_dir / "checkpoint-3",
@@ -292,7 +293,8 @@ def _adapter_without_score(path):
         (_corrupted_header, r"model.safetensors is truncated or corrupted \(safetensors: .*header"),
         (_adapter_without_score, "holds no `score` head"),
     ],
-    ids=["missing", "empty", "gpt2", "no-weights", "pickled", "plain-llama", "truncated", "corrupted", "adapter-no-score"],
+    ids=["missing", "empty", "gpt2", "no-weights", "pickled", "plain-llama", "truncated", "corrupted",
+         "adapter-no-score"],
 )
 def test_bad_sources_fail_with_a_clear_error(tmp_path, capsys, make, message):
     source = tmp_path / "source"
@@ -348,7 +350,8 @@ def _layout(name: str, root, model_folder) -> tuple[str, str, set[str]]:
     if name == "earlier-export":
         export_model(source, root / "previous", validate=False)
         exported = {str(p.relative_to(root)) for p in (root / "previous").iterdir()}
-    out = {"source": source, "parent": root / "parent", "child": source / "export", "sibling": root / "parent" / "export",
+    out = {"source": source, "parent": root / "parent", "child": source / "export",
+           "sibling": root / "parent" / "export",
            "user-folder": root / "mine", "partial": root / "fresh", "symlink-to-parent": root / "link",
            "earlier-export": root / "previous"}[name]
     return str(source), str(out), exported

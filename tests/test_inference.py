@@ -14,8 +14,8 @@ from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_th
 from clsgen_hf.commands import predict as predict_command
 from clsgen_hf.inference import NoRepeatGeneratedNGramLogitsProcessor
 from clsgen_hf.metrics import has_loop
-from clsgen_hf.prompt_template import default_prompt_template, encode_prompts
 from clsgen_hf.modeling_clsgen import CACHE_FIELD
+from clsgen_hf.prompt_template import default_prompt_template, encode_prompts
 from clsgen_hf.verdicts import VerdictFormat
 
 from .toy import tiny_model_for
@@ -24,7 +24,8 @@ from .toy import tiny_model_for
 PROMPTS = [
     "Does the abstract support the claim that the drug lowers blood pressure?",
     "Hi",
-    [{"role": "system", "content": "Classify."}, {"role": "user", "content": "The trial improved outcomes. Improved?"}],
+    [{"role": "system", "content": "Classify."},
+     {"role": "user", "content": "The trial improved outcomes. Improved?"}],
     "A longer prompt about a randomised trial of a new statin in adults with high cholesterol, and its results.",
     "Short one.",
 ]
@@ -275,7 +276,8 @@ class TestCommand:
         assert was_cut and not np.allclose(uncut["probability"], expected["probability"], atol=1e-4)
         np.testing.assert_allclose(api["probability"], expected["probability"], atol=1e-6)  # one budget, one meaning
         np.testing.assert_allclose(written["probability"], expected["probability"], atol=1e-5)
-        too_small = ("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output, "--max_prompt_tokens", 20)
+        too_small = ("--model", model_dir, "--input", tmp_path / "rows.jsonl", "--output", output,
+                     "--max_prompt_tokens", 20)
         assert self._run(*too_small) == 2
         assert "max_prompt_tokens=20" in capsys.readouterr().err
 
@@ -319,7 +321,8 @@ class TestCommand:
         model, tokenizer = tiny
         template = replace(default_prompt_template("note"), max_prompt_tokens=160)
         template.save_pretrained(model_dir)
-        rows = [{"note": "Patients with diabetes.\nMETHODS: a randomised trial,\r\nwith \"quotes\", commas.", "id": "a"},
+        rows = [{"note": "Patients with diabetes.\nMETHODS: a randomised trial,\r\nwith \"quotes\", commas.",
+                 "id": "a"},
                 {"note": "RESULTS " + "x" * 200_000 + " the end", "id": "b"},
                 {"note": "One line.", "id": "c"}]
         source = tmp_path / "rows.csv"
@@ -346,7 +349,8 @@ class TestCommand:
         template = default_prompt_template("note")
         expected = predict(model, tokenizer, [rows[0]["prompt"], template.to_messages(rows[1])], max_new_tokens=0,
                            show_progress=False)
-        np.testing.assert_allclose([r["probability"] for r in written], [r["probability"] for r in expected], atol=1e-6)
+        np.testing.assert_allclose([r["probability"] for r in written], [r["probability"] for r in expected],
+                                   atol=1e-6)
 
     @pytest.mark.parametrize("damage, message", [
         ("config", r"config\.json.* is not a valid JSON file"),

@@ -77,7 +77,8 @@ def test_installed_metrics_load_offline_in_a_fresh_process(tmp_path):
     installed = install_metrics(cache)
 
     for name, path in zip(METRIC_NAMES, installed):
-        assert re.fullmatch(rf"evaluate_modules/metrics/clsgen--{name}/[0-9a-f]{{64}}/{name}\.py", path.relative_to(cache).as_posix())
+        assert re.fullmatch(rf"evaluate_modules/metrics/clsgen--{name}/[0-9a-f]{{64}}/{name}\.py",
+                            path.relative_to(cache).as_posix())
         assert path.read_text() == (metrics_source_dir() / name / f"{name}.py").read_text()
     env = {
         **os.environ,
@@ -98,7 +99,8 @@ def test_prepare_spaces_writes_loadable_space_folders(tmp_path):
     folders = prepare_spaces(tmp_path, namespace="someone")
     assert [folder.name for folder in folders] == list(METRIC_NAMES)
     for name, folder in zip(METRIC_NAMES, folders):
-        assert sorted(p.name for p in folder.iterdir()) == sorted([f"{name}.py", "README.md", "requirements.txt", "app.py"])
+        expected = sorted([f"{name}.py", "README.md", "requirements.txt", "app.py"])
+        assert sorted(p.name for p in folder.iterdir()) == expected
         card = SpaceCard.load(folder / "README.md")
         assert (card.data.sdk, card.data.app_file) == ("gradio", "app.py")
         assert {"evaluate", "metric"} <= set(card.data.tags)

@@ -90,7 +90,8 @@ def alignment_inputs(draw):
     if n_classes == 2 and draw(st.booleans()):
         probabilities = np.array(draw(st.lists(st.integers(0, 20), min_size=n, max_size=n))) / 20
     else:
-        weights = np.array(draw(st.lists(st.lists(st.integers(1, 9), min_size=n_classes, max_size=n_classes), min_size=n, max_size=n)))
+        row = st.lists(st.integers(1, 9), min_size=n_classes, max_size=n_classes)
+        weights = np.array(draw(st.lists(row, min_size=n, max_size=n)))
         probabilities = weights / weights.sum(axis=1, keepdims=True)
     return probabilities, verdicts, draw(st.sampled_from([0.5, 0.3, 0.65]))
 
@@ -169,7 +170,8 @@ def test_three_class_hand_worked_case(modules):
 
 
 def test_alignment_report_reads_verdicts_with_the_verdict_format():
-    explanations = ["The scan is clear.\nAnswer: Yes", "Answer: No", "**Answer:** No", "I cannot tell.", "Answer:\nYes"]
+    explanations = ["The scan is clear.\nAnswer: Yes", "Answer: No", "**Answer:** No", "I cannot tell.",
+                    "Answer:\nYes"]
     report = alignment_report([0.9, 0.2, 0.7, 0.4, 0.6], explanations)
     assert report == {
         "auroc_alignment": 0.75, "r_lkappa": 0.5, "rli": 0.25, "readability": 0.8, "n": 5, "n_unreadable": 1

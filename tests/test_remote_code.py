@@ -35,7 +35,8 @@ results = []
 for row in json.loads(sys.argv[2]):
     out = model.classify_and_generate(torch.tensor([row["prompt_ids"]]), max_new_tokens={n}, min_new_tokens={n},
                                       do_sample=False, pad_token_id=model.config.pad_token_id)
-    results.append({{"probability": out.probabilities[0].tolist(), "new_tokens": out.sequences[0, len(row["prompt_ids"]):].tolist()}})
+    results.append({{"probability": out.probabilities[0].tolist(),
+                     "new_tokens": out.sequences[0, len(row["prompt_ids"]):].tolist()}})
 print("RESULTS " + json.dumps(results))
 """
 
@@ -52,7 +53,8 @@ def _remote_outputs(folder, tmp_path):
 
 def _assert_matches_reference(results):
     for got, expected in zip(results, REFERENCE, strict=True):
-        torch.testing.assert_close(torch.tensor(got["probability"]), torch.tensor(expected["probability"]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(got["probability"]), torch.tensor(expected["probability"]),
+                                   atol=1e-5, rtol=0)
         assert got["new_tokens"] == expected["new_tokens"]
 
 
@@ -72,7 +74,8 @@ def test_legacy_folder_predicts_the_same_through_the_library(legacy_folder):
     for row in REFERENCE:
         out = model.classify_and_generate(torch.tensor([row["prompt_ids"]]), max_new_tokens=NEW_TOKENS,
                                           min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
-        results.append({"probability": out.probabilities[0].tolist(), "new_tokens": out.sequences[0, len(row["prompt_ids"]):].tolist()})
+        results.append({"probability": out.probabilities[0].tolist(),
+                        "new_tokens": out.sequences[0, len(row["prompt_ids"]):].tolist()})
     _assert_matches_reference(results)
 
 
@@ -83,7 +86,8 @@ def test_legacy_folder_predicts_the_same_through_clsgen_hf_predict(legacy_folder
     assert cli(["predict", "--model", str(legacy_folder), "--input", str(rows), "--output", str(out),
                 "--max_new_tokens", "0", "--batch_size", "1"]) == 0
     got = [json.loads(line)["probability"] for line in out.read_text().splitlines()]
-    torch.testing.assert_close(torch.tensor(got), torch.tensor([r["probability"] for r in REFERENCE]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(got), torch.tensor([r["probability"] for r in REFERENCE]),
+                               atol=1e-5, rtol=0)
 
 
 def test_refresh_code_repairs_remote_code_and_keeps_the_weights(legacy_folder, tmp_path, capsys):
@@ -99,10 +103,12 @@ def test_refresh_code_repairs_remote_code_and_keeps_the_weights(legacy_folder, t
     assert f"unversioned (0.1.0) -> {MODELING_VERSION}" in capsys.readouterr().out
 
     assert hashlib.sha256((legacy_folder / "model.safetensors").read_bytes()).hexdigest() == weights
-    assert {p.name: p.read_bytes() for p in legacy_folder.iterdir() if p.name not in (*CODE_FILES, "config.json")} == others
+    kept = {p.name: p.read_bytes() for p in legacy_folder.iterdir() if p.name not in (*CODE_FILES, "config.json")}
+    assert kept == others
     assert json.loads((legacy_folder / "config.json").read_text())["clsgen_modeling_version"] == MODELING_VERSION
     after, stderr = _remote_outputs(legacy_folder, tmp_path)
-    assert after is not None, f"the 0.1.0 code {old_code} before the refresh; the refreshed code failed:\n{stderr[-2000:]}"
+    assert after is not None, (f"the 0.1.0 code {old_code} before the refresh; the refreshed code failed:\n"
+                               f"{stderr[-2000:]}")
     _assert_matches_reference(after)
 
 

@@ -80,7 +80,8 @@ def test_classifier_gives_the_calibrated_probabilities(tmp_path, smollm2_tokeniz
 
     ids = _prompts(tokenizer)
     assert len({len(x) for x in ids}) == len(ids)  # the batches below are really padded
-    for inputs in [_batch(tokenizer, [x]) for x in ids] + [_batch(tokenizer, ids, "left"), _batch(tokenizer, ids, "right")]:
+    batches = [_batch(tokenizer, [x]) for x in ids] + [_batch(tokenizer, ids, "left"), _batch(tokenizer, ids, "right")]
+    for inputs in batches:
         with torch.no_grad():
             expected = source(**inputs).cls_probabilities
         torch.testing.assert_close(_served_probabilities(classifier, inputs), expected, atol=1e-5, rtol=0)
@@ -174,7 +175,8 @@ def test_a_pad_token_that_ends_the_prompts_is_replaced_for_pooling(tmp_path, smo
     _export(tmp_path / "src", tmp_path / "dest")
     classifier, tokenizer = _load(tmp_path / "dest" / "classifier")
     assert classifier.config.pad_token_id == tokenizer.pad_token_id != newline
-    assert AutoTokenizer.from_pretrained(tmp_path / "dest" / "generator").pad_token_id == newline  # generation keeps it
+    # generation keeps it
+    assert AutoTokenizer.from_pretrained(tmp_path / "dest" / "generator").pad_token_id == newline
     for side in ("left", "right"):
         inputs = _batch(tokenizer, _prompts(tokenizer), side)
         with torch.no_grad():

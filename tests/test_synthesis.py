@@ -1,4 +1,5 @@
-"""Explanation synthesis: verdict filtering, retries, the answer cache, teachers and the `clsgen-hf synthesize` command.
+"""Explanation synthesis: verdict filtering, retries, the answer cache, teachers and the `clsgen-hf synthesize`
+command.
 
 A scripted teacher and a small HTTP server stand in where answers must be chosen on demand (the gold verdict, none, a
 wrong one) or the endpoint must fail (HTTP 5xx/429/400, a body that is not JSON, a hang, a body trickled byte by byte
@@ -502,7 +503,8 @@ def test_command_reads_a_config_file(server, tmp_path):
     Dataset.from_dict({"title": ["T0", "T1"], "claim": [f"Claim {i}." for i in range(2)], "label": [0, 1]}).to_csv(
         tmp_path / "rows.csv", index=False)
     config = tmp_path / "synthesize.yaml"
-    config.write_text(f"input: {tmp_path / 'rows.csv'}\noutput: {tmp_path / 'out.jsonl'}\ntext_fields: [title, claim]\n"
+    config.write_text(f"input: {tmp_path / 'rows.csv'}\noutput: {tmp_path / 'out.jsonl'}\n"
+                      "text_fields: [title, claim]\n"
                       f"teacher: openai:{server.url}\nteacher_retries: 0\nteacher_concurrency: 2\nprogress: false\n")
     assert cli_main(["synthesize", "--config", str(config), "--max_rows", "1"]) == 0
     assert len(server.answered) == 1 and len(_json_lines(tmp_path / "out.jsonl")) == 1

@@ -142,8 +142,8 @@ def test_transformers_serve_serves_the_exported_generator(tmp_path, smollm2):
                      "--no-validate"]) == 0
     generator_dir = tmp_path / "dest" / "generator"
     messages = [{"role": "user", "content": "Is aspirin an anticoagulant? Answer in one sentence."}]
-    generator, generator_tokenizer = AutoModelForCausalLM.from_pretrained(generator_dir), AutoTokenizer.from_pretrained(
-        generator_dir)
+    generator = AutoModelForCausalLM.from_pretrained(generator_dir)
+    generator_tokenizer = AutoTokenizer.from_pretrained(generator_dir)
     inputs = generator_tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                      return_dict=True)
     with torch.no_grad():

@@ -42,8 +42,8 @@ class ExportArguments:
     )
     results: str | None = field(
         default=None,
-        metadata={"help": "JSON file of evaluation numbers for the card (default: the run's clsgen_results.json, for a "
-                  "checkpoint only when it holds the run's final weights)."},
+        metadata={"help": "JSON file of evaluation numbers for the card (default: the run's clsgen_results.json, "
+                  "for a checkpoint only when it holds the run's final weights)."},
     )
     repo_id: str | None = field(default=None, metadata={"help": "Hub id the card's usage snippet loads (default: "
                                                                 "OUTPUT_DIR)."})

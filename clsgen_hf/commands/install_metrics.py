@@ -20,8 +20,8 @@ class InstallMetricsArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "evaluate's modules cache to install into "
                                   "(default: $HF_MODULES_CACHE, else ~/.cache/huggingface/modules)."})
     spaces: str | None = field(default=None, metadata={"help": "Write one Space folder per metric under this folder."})
-    push: str | None = field(default=None, metadata={"help": "With --spaces: prepare the Spaces for this namespace and "
-                             "upload them to <namespace>/<name> (needs a Hub token)."})
+    push: str | None = field(default=None, metadata={"help": "With --spaces: prepare the Spaces for this namespace "
+                             "and upload them to <namespace>/<name> (needs a Hub token)."})
 
     def __post_init__(self):
         if self.push and not self.spaces:

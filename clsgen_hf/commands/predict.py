@@ -44,7 +44,9 @@ class PredictArguments:
     prompt_template: str | None = field(default=None, metadata={"help": "A prompt template JSON file (default: "
                                         "clsgen_prompt.json in the model folder)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per batch."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Explanation budget in tokens (0: probabilities only)."})
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "Explanation budget in tokens (0: probabilities only)."}
+    )
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "The token budget rows are fitted to "
                                           "(default: the template's, from training)."})
     threshold: float | None = field(default=None, metadata={"help": "Binary decision threshold (default: the model's "

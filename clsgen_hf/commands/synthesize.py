@@ -1,7 +1,8 @@
 """`clsgen-hf synthesize`: label-conditioned explanations from a teacher LLM, written as JSON Lines.
 
 Examples:
-    clsgen-hf synthesize --input clinifact:../shared/data/clinifact --output outputs/clinifact_train.jsonl --max_rows 64
+    clsgen-hf synthesize --input clinifact:../shared/data/clinifact --output outputs/clinifact_train.jsonl \
+        --max_rows 64
     clsgen-hf synthesize --input reviews.csv --text_fields title body --label_field stars --label2id 1=0,5=1 \\
         --teacher openai:http://localhost:8000/v1 --teacher_model meta-llama/Llama-3.1-8B-Instruct --output out.jsonl
     clsgen-hf synthesize --config synthesize.yaml

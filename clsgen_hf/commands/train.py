@@ -5,9 +5,9 @@ an explanation per training row (a rationale column, or a teacher LLM told the g
 calibrates the head and tunes its threshold on validation rows, then predicts held-out rows in both explanation modes
 (natural, and decision: the head decides, the explanation follows) and saves the numbers, every prediction
 (predictions.jsonl), a reliability diagram, the model and its prompt template. Defaults are sized for 2 CPU cores
-and the embedded SmolLM2-135M-Instruct. Every check of the data and options runs before the weights load; a run killed after a
-checkpoint (`--save_strategy steps`) continues with `--resume_from_checkpoint true`; teacher answers are cached in
-the output folder.
+and the embedded SmolLM2-135M-Instruct. Every check of the data and options runs before the weights load; a run
+killed after a checkpoint (`--save_strategy steps`) continues with `--resume_from_checkpoint true`; teacher answers
+are cached in the output folder.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ class ScriptArguments:
     max_validation_samples: int | None = field(default=48, metadata={"help": "Validation rows (None: all)."})
     max_eval_samples: int | None = field(default=16, metadata={"help": "Held-out rows predicted (None: all)."})
     max_new_tokens: int = field(default=96, metadata={"help": "Explanation budget at prediction time."})
-    decision_share: float = field(default=DEFAULT_DECISION_SHARE, metadata={"help": "Share of training rows whose explanation follows "
-                                  "their decision's cue (teaches `--explain decision`; 0: natural rows only)."})
+    decision_share: float = field(default=DEFAULT_DECISION_SHARE, metadata={"help": "Share of training rows whose "
+                                  "explanation follows their decision's cue (teaches `--explain decision`; 0: "
+                                  "natural rows only)."})
     predict_batch_size: int = field(default=8, metadata={"help": "Prompts per prediction batch."})
     allow_single_class: bool = field(default=False, metadata={"help": "Train even when every training row has one "
                                                               "label (warned about)."})

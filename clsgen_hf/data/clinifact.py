@@ -15,8 +15,8 @@ from typing import Any, Literal
 from datasets import Dataset, DatasetDict
 
 from ..errors import UsageError
-from ..verdicts import VerdictFormat
 from ..prompt_template import PromptTemplate
+from ..verdicts import VerdictFormat
 from .classification import load_classification_dataset
 
 
@@ -143,5 +143,6 @@ def load_clinifact(
                                  CLINIFACT_GROUNDED_COLUMN: grounded_rationale(row)})
 
 
-__all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "CLINIFACT_RATIONALE_COLUMN", "load_clinifact",
-           "CLINIFACT_GROUNDED_COLUMN", "grounded_rationale", "outcome_sentence", "registry_rationale"]
+__all__ = ["CLINIFACT_BINARY_TEMPLATE", "CLINIFACT_MULTICLASS_TEMPLATE", "CLINIFACT_RATIONALE_COLUMN",
+           "load_clinifact", "CLINIFACT_GROUNDED_COLUMN", "grounded_rationale", "outcome_sentence",
+           "registry_rationale"]

@@ -1,4 +1,5 @@
-"""A summary of a classification dataset, printed on load: class imbalance and overlong prompts show before training."""
+"""A summary of a classification dataset, printed on load: class imbalance and overlong prompts show before
+training."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER_INSTRUCTION = (
     'The correct answer to the question below is "{answer}". Explain why in two or three sentences, then end your '
-    'reply with the line "{verdict_line}".\n\n{text}\n\nExplain in two or three sentences why the answer is "{answer}".'
+    'reply with the line "{verdict_line}".\n\n{text}\n\nExplain in two or three sentences why the answer is '
+    '"{answer}".'
 )
 """The teacher's user message: `{text}` is the classifier's user message without its verdict instruction. The answer
 stands before and after a long text because small teachers forget an instruction given only before it, and the last
@@ -301,8 +302,8 @@ def synthesize_explanations(
 
 
 def _in_flight(generate, batches: list[list[int]], concurrency: int):
-    """Yields `(batch, generate(batch))` for every batch, `concurrency` in flight at a time, each as soon as it returns:
-    a server never waits for a slow row and a kill loses only the requests in flight. After a failure (or an
+    """Yields `(batch, generate(batch))` for every batch, `concurrency` in flight at a time, each as soon as it
+    returns: a server never waits for a slow row and a kill loses only the requests in flight. After a failure (or an
     interrupt) nothing new is sent; the answers already in flight are still yielded, then it raises."""
     if concurrency == 1:
         yield from ((batch, generate(batch)) for batch in batches)

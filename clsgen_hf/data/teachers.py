@@ -25,8 +25,8 @@ class TeacherError(RuntimeError):
 
 
 class Teacher(Protocol):
-    """Anything that answers a batch of chat conversations. `name` identifies it in cache keys; one with a `concurrency`
-    (a server) is asked one conversation per call, from that many threads at once."""
+    """Anything that answers a batch of chat conversations. `name` identifies it in cache keys; one with a
+    `concurrency` (a server) is asked one conversation per call, from that many threads at once."""
 
     name: str
     generated_tokens: int
@@ -146,7 +146,9 @@ class OpenAITeacher:
             try:
                 texts.append((reply["choices"][0]["message"]["content"] or "").strip())
             except (KeyError, IndexError, TypeError, AttributeError) as error:
-                raise TeacherError(f"{self.url} answered without choices[0].message.content: {reply!r:.300}") from error
+                raise TeacherError(
+                    f"{self.url} answered without choices[0].message.content: {reply!r:.300}"
+                ) from error
             usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
             with self._lock:
                 self.generated_tokens += usage.get("completion_tokens") or 0

@@ -54,7 +54,9 @@ Returns:
 Examples:
     Example 1, binary; the fourth explanation has no readable verdict:
         >>> auroc_alignment = evaluate.load("clsgen/auroc_alignment")
-        >>> results = auroc_alignment.compute(probabilities=[0.9, 0.2, 0.7, 0.4, 0.6], verdicts=[1, 0, 0, -1, 1])
+        >>> results = auroc_alignment.compute(
+        ...     probabilities=[0.9, 0.2, 0.7, 0.4, 0.6], verdicts=[1, 0, 0, -1, 1]
+        ... )
         >>> print(results)
         {'auroc_alignment': 0.75, 'n': 5, 'n_unreadable': 1}
 
@@ -68,8 +70,10 @@ Examples:
 
 _CITATION = """\
 @misc{yoon2026clsgen,
-  title = {CLSGen: A Dual-Head Fine-Tuning Framework for Joint Probabilistic Classification and Verbalized Explanation},
-  author = {Yoon, WonJin and Zhu, Kangyu and Bulovic, Ian and Sehy, Autumn and Gao, Yanjun and Dligach, Dmitriy and Afshar, Majid and Miller, Timothy A.},
+  title = {CLSGen: A Dual-Head Fine-Tuning Framework for Joint Probabilistic Classification and \
+Verbalized Explanation},
+  author = {Yoon, WonJin and Zhu, Kangyu and Bulovic, Ian and Sehy, Autumn and Gao, Yanjun and \
+Dligach, Dmitriy and Afshar, Majid and Miller, Timothy A.},
   year = {2026},
   eprint = {2604.11801},
   archivePrefix = {arXiv},
@@ -89,7 +93,9 @@ class AUROCAlignment(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "probabilities": datasets.Sequence(probability) if self.config_name == "multiclass" else probability,
+                    "probabilities": (
+                        datasets.Sequence(probability) if self.config_name == "multiclass" else probability
+                    ),
                     "verdicts": datasets.Value("int32"),
                 }
             ),
@@ -108,7 +114,11 @@ class AUROCAlignment(evaluate.Metric):
         stated, scores = verdicts[readable], probabilities[readable]
         classes = np.unique(stated)
         if len(classes) < 2:
-            warnings.warn("AUROC-Alignment is undefined (fewer than two readable classes); NaN.", UndefinedMetricWarning)
+            warnings.warn(
+                "AUROC-Alignment is undefined (fewer than two readable classes); NaN.",
+                UndefinedMetricWarning,
+                stacklevel=1,
+            )
             return {"auroc_alignment": float("nan"), **counts}
         if scores.ndim == 1:
             return {"auroc_alignment": float(roc_auc_score(stated, scores)), **counts}

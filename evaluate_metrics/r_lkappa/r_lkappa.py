@@ -61,7 +61,9 @@ Examples:
         {'r_lkappa': 0.5, 'n': 5, 'n_unreadable': 1}
 
     Example 2, a higher threshold turns the fifth example's head label to 0:
-        >>> results = r_lkappa.compute(probabilities=[0.9, 0.2, 0.7, 0.4, 0.6], verdicts=[1, 0, 0, -1, 1], threshold=0.65)
+        >>> results = r_lkappa.compute(
+        ...     probabilities=[0.9, 0.2, 0.7, 0.4, 0.6], verdicts=[1, 0, 0, -1, 1], threshold=0.65
+        ... )
         >>> print(results)
         {'r_lkappa': 0.0, 'n': 5, 'n_unreadable': 1}
 
@@ -75,8 +77,10 @@ Examples:
 
 _CITATION = """\
 @misc{yoon2026clsgen,
-  title = {CLSGen: A Dual-Head Fine-Tuning Framework for Joint Probabilistic Classification and Verbalized Explanation},
-  author = {Yoon, WonJin and Zhu, Kangyu and Bulovic, Ian and Sehy, Autumn and Gao, Yanjun and Dligach, Dmitriy and Afshar, Majid and Miller, Timothy A.},
+  title = {CLSGen: A Dual-Head Fine-Tuning Framework for Joint Probabilistic Classification and \
+Verbalized Explanation},
+  author = {Yoon, WonJin and Zhu, Kangyu and Bulovic, Ian and Sehy, Autumn and Gao, Yanjun and \
+Dligach, Dmitriy and Afshar, Majid and Miller, Timothy A.},
   year = {2026},
   eprint = {2604.11801},
   archivePrefix = {arXiv},
@@ -96,7 +100,9 @@ class RLKappa(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "probabilities": datasets.Sequence(probability) if self.config_name == "multiclass" else probability,
+                    "probabilities": (
+                        datasets.Sequence(probability) if self.config_name == "multiclass" else probability
+                    ),
                     "verdicts": datasets.Value("int32"),
                 }
             ),
@@ -115,6 +121,10 @@ class RLKappa(evaluate.Metric):
         head = probabilities.argmax(axis=1) if probabilities.ndim == 2 else (probabilities >= threshold).astype(int)
         stated, head = verdicts[readable], head[readable]
         if len(np.union1d(stated, head)) < 2:
-            warnings.warn("R-LKappa is undefined (a single label, or nothing readable); NaN.", UndefinedMetricWarning)
+            warnings.warn(
+                "R-LKappa is undefined (a single label, or nothing readable); NaN.",
+                UndefinedMetricWarning,
+                stacklevel=1,
+            )
             return {"r_lkappa": float("nan"), **counts}
         return {"r_lkappa": float(cohen_kappa_score(stated, head)), **counts}

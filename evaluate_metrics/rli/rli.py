@@ -70,8 +70,10 @@ Examples:
 
 _CITATION = """\
 @misc{yoon2026clsgen,
-  title = {CLSGen: A Dual-Head Fine-Tuning Framework for Joint Probabilistic Classification and Verbalized Explanation},
-  author = {Yoon, WonJin and Zhu, Kangyu and Bulovic, Ian and Sehy, Autumn and Gao, Yanjun and Dligach, Dmitriy and Afshar, Majid and Miller, Timothy A.},
+  title = {CLSGen: A Dual-Head Fine-Tuning Framework for Joint Probabilistic Classification and \
+Verbalized Explanation},
+  author = {Yoon, WonJin and Zhu, Kangyu and Bulovic, Ian and Sehy, Autumn and Gao, Yanjun and \
+Dligach, Dmitriy and Afshar, Majid and Miller, Timothy A.},
   year = {2026},
   eprint = {2604.11801},
   archivePrefix = {arXiv},
@@ -91,7 +93,9 @@ class RLI(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "probabilities": datasets.Sequence(probability) if self.config_name == "multiclass" else probability,
+                    "probabilities": (
+                        datasets.Sequence(probability) if self.config_name == "multiclass" else probability
+                    ),
                     "verdicts": datasets.Value("int32"),
                 }
             ),
@@ -109,7 +113,7 @@ class RLI(evaluate.Metric):
         counts = {"n": len(verdicts), "n_unreadable": int((~readable).sum())}
         head = probabilities.argmax(axis=1) if probabilities.ndim == 2 else (probabilities >= threshold).astype(int)
         if not readable.any():
-            warnings.warn("RLI is undefined (no readable verdict); NaN.", UndefinedMetricWarning)
+            warnings.warn("RLI is undefined (no readable verdict); NaN.", UndefinedMetricWarning, stacklevel=1)
             return {"rli": float("nan"), "readability": 0.0, **counts}
         inconsistency = float(np.mean(verdicts[readable] != head[readable]))
         return {"rli": inconsistency, "readability": float(readable.mean()), **counts}

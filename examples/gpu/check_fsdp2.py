@@ -84,8 +84,9 @@ def main() -> int:
     if args.tiny:
         torch.manual_seed(0)
         model = LlamaForCLSGen(LlamaCLSGenConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         ))
     else:
         model = load_model(args.model_name_or_path)
@@ -102,7 +103,8 @@ def main() -> int:
     weight = next(p for n, p in head.items() if n.endswith("weight"))
     local = weight.to_local() if hasattr(weight, "to_local") else weight
     numel = getattr(weight, "ds_numel", weight.numel())  # ZeRO-3: the full size behind a partitioned parameter
-    print(f"CHECK rank={rank} fsdp={trainer.is_fsdp_enabled} deepspeed={trainer.is_deepspeed_enabled} head_numel={numel} device={trainer.args.device} "
+    print(f"CHECK rank={rank} fsdp={trainer.is_fsdp_enabled} deepspeed={trainer.is_deepspeed_enabled} "
+          f"head_numel={numel} device={trainer.args.device} "
           f"head_dtype={weight.dtype} head_param={type(weight).__name__} head_shard={tuple(local.shape)} "
           f"peak_memory_gib={peak_memory_gib():.2f}", flush=True)
     final = os.path.join(args.output_dir, "final")
@@ -113,7 +115,8 @@ def main() -> int:
         reloaded = LlamaForCLSGen.from_pretrained(final).score.weight
         sharded = trainer.is_deepspeed_enabled if args.zero3 else trainer.is_fsdp_enabled
         ok = (sharded and weight.dtype == saved.dtype == reloaded.dtype == torch.float32
-              and torch.equal(saved, reloaded.detach()) and saved.shape == (model.config.num_labels, model.config.hidden_size))
+              and torch.equal(saved, reloaded.detach())
+              and saved.shape == (model.config.num_labels, model.config.hidden_size))
         print(f"CHECK saved_head_dtype={saved.dtype} saved_head_shape={tuple(saved.shape)} reloaded_equal="
               f"{torch.equal(saved, reloaded.detach())}")
         print("CHECK OK" if ok else "CHECK FAILED")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+
 GIB = 2**30
 
 

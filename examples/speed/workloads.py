@@ -33,6 +33,7 @@ from clsgen_hf.data import TransformersTeacher, default_prompt_template, synthes
 
 from .measure import basis, current_memory_gib, median, now, peak_memory_gib, release_memory, reset_peak_memory, timed
 
+
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # all-linear, lm_head out
 WORDS = ("the trial randomised adults with chronic disease to the new drug or placebo and measured the primary "
          "outcome at twelve weeks while secondary outcomes included safety adherence and quality of life").split()
@@ -251,8 +252,9 @@ def file_prediction_speed(source: ModelSource, tokenizer, rows: int, prompt_toke
                             + "\n" for _ in range(rows)))
     result: dict[str, Any] = {"rows": rows, "batch": batch_size, "new_tokens": new_tokens}
     for name, budget in (("probabilities", 0), ("explanations", new_tokens)):
-        seconds = timed(lambda: predict_file(model, path, output_dir / f"file_{name}.jsonl", tokenizer=tokenizer,
-                                             prompt_template=TEMPLATE, batch_size=batch_size, max_new_tokens=budget),
+        seconds = timed(lambda name=name, budget=budget: predict_file(
+                            model, path, output_dir / f"file_{name}.jsonl", tokenizer=tokenizer,
+                            prompt_template=TEMPLATE, batch_size=batch_size, max_new_tokens=budget),
                         device)
         result[f"{name}_rows_per_s"] = rows / seconds[basis(device)]
         result[f"{name}_wall_rows_per_s"] = rows / seconds["wall"]

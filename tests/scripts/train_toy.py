@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from clsgen_hf import CLSGenConfig, CLSGenTrainer, load_tokenizer  # noqa: E402
@@ -133,7 +134,8 @@ def main() -> None:
     dtypes = sorted({str(p.dtype) for p in head.values()})
     kinds = sorted({type(p).__name__ for p in head.values()})
     trainer.save_model(os.path.join(args.output_dir, "final"))
-    print(f"FINISHED global_step={trainer.state.global_step} steps_here={counter.steps} fsdp={trainer.is_fsdp_enabled} "
+    print(f"FINISHED global_step={trainer.state.global_step} steps_here={counter.steps} "
+          f"fsdp={trainer.is_fsdp_enabled} "
           f"head_dtypes={','.join(dtypes)} head_params={','.join(kinds)}")
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # every rank leaves the process group together, none mid-teardown of another
