@@ -10,6 +10,7 @@ after its decision cue (the verdict line), from the same prefill.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -26,12 +27,15 @@ from transformers import (
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .calibration import DecisionRule
+from .calibration import RULE_FILE, DecisionRule
 from .loading import prepare_tokenizer
 from .metrics import head_labels, positive_scores, tune_threshold
 from .modeling_clsgen import CACHE_FIELD
 from .prompt_template import Messages, PromptTemplate, encode_prompts
 from .verdicts import DEFAULT_VERBALIZERS, DEFAULT_VERDICT_PREFIX, VerdictFormat
+
+
+logger = logging.getLogger(__name__)
 
 
 ProbabilitySource = Literal["head", "verdict"]
@@ -302,6 +306,11 @@ class CLSGenPipeline(Pipeline):
         kwargs.setdefault("prompt_template", PromptTemplate.in_folder(getattr(model, "name_or_path", None)))
         super().__init__(model, tokenizer, **kwargs)
         base = _unwrap(self.model)
+        if getattr(base, "_hf_peft_config_loaded", False):  # `pipeline(model=<adapter folder>)`: the folder is lost
+            logger.warning("The pipeline's model is an adapter that transformers loaded onto its base, keeping no "
+                           "path to the adapter's folder: its decision rule (%s) and prompt template are not read, so "
+                           "the head decides uncalibrated at 0.5. Load the folder with `clsgen_hf.load_model` and "
+                           "pass the model.", RULE_FILE)
         head = self._forward_params.get("probability_from", "head") == "head"
         if head and not hasattr(base, "classify_and_generate"):
             raise TypeError(f"{type(base).__name__} is not a CLSGen model (no classification head); load one saved by "

@@ -8,9 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, pipeline
 
 from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_threshold
+from clsgen_hf.calibration import DecisionRule
 from clsgen_hf.commands import predict as predict_command
 from clsgen_hf.inference import NoRepeatGeneratedNGramLogitsProcessor
 from clsgen_hf.metrics import has_loop
@@ -207,6 +209,16 @@ class TestPipeline:
         records = classifier(ROWS, batch_size=2, max_new_tokens=3)
         _check_records(records, 2)
         assert [r["label"] for r in records] == [1, 1]
+
+    def test_pipeline_from_an_adapter_folder_says_it_cannot_read_the_rule(self, tiny, tmp_path, caplog):
+        model, tokenizer = tiny
+        model.save_pretrained(tmp_path / "base")
+        base = LlamaForCLSGen.from_pretrained(tmp_path / "base")
+        get_peft_model(base, LoraConfig(target_modules=["q_proj"], r=2)).save_pretrained(tmp_path / "adapter")
+        DecisionRule(cls_logit_scale=2.0, cls_threshold=0.3).save_pretrained(tmp_path / "adapter")
+        with caplog.at_level("WARNING", logger="clsgen_hf.inference"):
+            pipeline("clsgen", model=str(tmp_path / "adapter"), tokenizer=tokenizer, device="cpu")
+        assert "clsgen_rule.json" in caplog.text and "clsgen_hf.load_model" in caplog.text
 
     def test_pipeline_refuses_a_model_without_head(self, smollm2_tokenizer):
         model = LlamaForCausalLM(tiny_model_for(smollm2_tokenizer).config)
