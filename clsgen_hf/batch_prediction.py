@@ -35,8 +35,8 @@ from .data import read_rows
 from .errors import UsageError
 from .export import inspect_source
 from .inference import predict
+from .json_files import json_line
 from .loading import load_model_and_tokenizer
-from .model_card import json_safe
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 
 
@@ -225,7 +225,7 @@ def _predict_chunk(model, tokenizer, rows: list[dict], numbers: range, template,
             row, record = rows[written], records[written]
             # An input column that a prediction field would overwrite (e.g. a gold `label`) is kept as `input_<name>`.
             out = {**{(f"input_{key}" if key in record else key): value for key, value in row.items()}, **record}
-            journal.write(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False) + "\n")
+            journal.write(json_line(out))
             written += 1
         journal.flush()
     return tokens

@@ -22,8 +22,9 @@ from transformers.dynamic_module_utils import custom_object_save
 from .calibration import DecisionRule, restore_rule
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
+from .json_files import read_json, write_json
 from .loading import load_model, load_tokenizer
-from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table, read_json, write_json
+from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table
 from .output_folders import check_output_dir, staged_output
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 

@@ -18,9 +18,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index
 from transformers import TrainerCallback
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path
 from .configuration_clsgen import MODELING_VERSION
-from .errors import UsageError
+from .json_files import read_json
 from .loading import DEFAULT_MODEL_PACKAGE
 from .prompt_template import PromptTemplate, default_prompt_template
 from .resources import resource_dir
@@ -54,34 +54,6 @@ LORA_FIELDS = (("r", "r"), ("lora_alpha", "alpha"), ("lora_dropout", "dropout"),
                ("modules_to_save", "fully trained modules"))
 # kept in the card's `clsgen` metadata
 CARD_FACTS = ("dataset_name", "train_rows", "training", "lora", "synthesis", "decision_rule")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """The parsed JSON file at `path`, `None` when there is none; one that is not JSON raises a `UsageError`."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path} is not valid JSON ({error}).") from error
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every NaN or infinity (an undefined metric, an empty reliability bin) as `None`."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """`data` as standard JSON (undefined numbers as `null`, never a bare `NaN`), indented, UTF-8."""
-    text = json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
-    write_text_atomic(path, text + "\n")
 
 
 def hub_base_model(name_or_path: str | os.PathLike | None) -> str | None:
@@ -320,10 +292,7 @@ __all__ = [
     "build_model_card",
     "evaluation_table",
     "hub_base_model",
-    "json_safe",
-    "read_json",
     "synthesis_summary",
     "training_summary",
-    "write_json",
     "write_trainer_card",
 ]

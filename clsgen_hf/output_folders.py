@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .atomic import OutputBusyError, claim
 from .errors import UsageError
-from .model_card import read_json
+from .json_files import read_json
 
 
 SERVING_FOLDERS = ("classifier", "generator")  # what `clsgen_hf.serving.export_serving` writes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,20 +9,12 @@ import numpy as np
 from datasets import Dataset
 
 from .evaluation import CALIBRATION_KEYS
-from .model_card import json_safe, mode_table
+from .model_card import mode_table
 
 
 SUMMARY_KEYS = ("auroc", "f1", "auroc_alignment", "r_lkappa", "rli", "readability")
 PREDICTIONS_FILE = "predictions.jsonl"
 ID_COLUMNS = ("id", "index")  # the first one a dataset has identifies its rows in the predictions file
-
-
-def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
-    """`rows` as JSON Lines (UTF-8, undefined numbers as `null`): the one writer of prediction records."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as file:
-        file.writelines(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
 
 
 def prediction_rows(records: Sequence[dict], rows: Dataset) -> list[dict]:
@@ -84,5 +75,4 @@ def recipe_report(results: dict, predictions: list[dict], rows: Dataset, output_
     return "\n".join(lines)
 
 
-__all__ = ["PREDICTIONS_FILE", "prediction_rows", "recipe_report", "results_record",
-           "write_jsonl"]
+__all__ = ["PREDICTIONS_FILE", "prediction_rows", "recipe_report", "results_record"]

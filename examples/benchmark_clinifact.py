@@ -73,8 +73,8 @@ from clsgen_hf.commands.train import CPU_DEFAULTS, SHARED_CLINIFACT, ScriptArgum
 from clsgen_hf.data import CLINIFACT_BINARY_TEMPLATE, fit_prompts, load_clinifact, training_explanations
 from clsgen_hf.data.splits import stratified_split
 from clsgen_hf.errors import UsageError
+from clsgen_hf.json_files import json_safe
 from clsgen_hf.loading import resolve_model_source
-from clsgen_hf.model_card import json_safe
 from clsgen_hf.prompt_template import PromptTemplate
 
 

@@ -72,7 +72,7 @@ from speed.workloads import (  # noqa: E402
 
 import clsgen_hf  # noqa: E402
 from clsgen_hf import load_model, load_tokenizer  # noqa: E402
-from clsgen_hf.model_card import json_safe  # noqa: E402
+from clsgen_hf.json_files import json_safe  # noqa: E402
 
 
 README_START, README_END = "<!-- speed:start -->", "<!-- speed:end -->"

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from clsgen_hf.atomic import atomic_path
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.configuration_clsgen import LlamaCLSGenConfig
-from clsgen_hf.model_card import write_json
+from clsgen_hf.json_files import write_json
 from clsgen_hf.prompt_template import default_prompt_template
 
 from .toy import tiny_model_for

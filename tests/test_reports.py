@@ -4,8 +4,9 @@ import json
 
 from datasets import Dataset
 
+from clsgen_hf.json_files import write_jsonl
 from clsgen_hf.model_card import build_model_card
-from clsgen_hf.reports import prediction_rows, recipe_report, write_jsonl
+from clsgen_hf.reports import prediction_rows, recipe_report
 
 from .toy import tiny_config
 

@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: PredictArguments) -> dict:
     """Predict every row of `args.input` into `args.output` (see `clsgen_hf.batch_prediction.predict_file`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from ..batch_prediction import predict_file
     from ..output_folders import claim_output_file
 
     # In a data-parallel run the main process (RANK 0) holds the claim; the others only check.
     claim_output_file("--output", args.output, {"--input": args.input, "--prompt_template": args.prompt_template},
                       lock=int(os.environ.get("RANK", "0")) == 0)
+    from ..batch_prediction import predict_file  # after the checks that need no torch
 
     summary = predict_file(args.model, args.input, args.output, prompt_template=args.prompt_template,
                            text_fields=args.text_fields, batch_size=args.batch_size,

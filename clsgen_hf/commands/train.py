@@ -88,11 +88,12 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
 
     from ..data import training_explanations, with_decision_cues
     from ..evaluation import evaluate_model
+    from ..json_files import write_json, write_jsonl
     from ..loading import load_model, load_tokenizer
-    from ..model_card import MODE_KEYS, RESULTS_FILE, write_json
+    from ..model_card import MODE_KEYS, RESULTS_FILE
     from ..output_folders import claim_output_folder
     from ..plots import reliability_diagrams
-    from ..reports import PREDICTIONS_FILE, prediction_rows, recipe_report, results_record, write_jsonl
+    from ..reports import PREDICTIONS_FILE, prediction_rows, recipe_report, results_record
     from ..training import check_model_config, resume_checkpoint, train_clsgen
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
