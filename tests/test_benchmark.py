@@ -355,7 +355,7 @@ def test_gpu_script_dry_run(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = json.loads((tmp_path / "results" / "benchmark_gpu.json").read_text())
     assert saved["config"]["seeds"] == [0, 1, 2] and saved["config"]["device"].startswith("cpu")
-    assert set(saved["per_seed"]) == {"prompting", "discriminative", "sft", "tfidf", "clsgen"}
+    assert set(saved["per_seed"]) == {"prompting", "discriminative", "sft", "tfidf", "clsgen", "clsgen_decision"}
     assert all(set(runs) == {"0", "1", "2"} for runs in saved["per_seed"].values())
     readme = (tmp_path / "work" / "README.md").read_text()  # without --readme: a copy of the README, pasted into
     assert "tiny-size dry run of `examples/gpu/benchmark_gpu.py`" in readme and "| Method | AUROC [95% CI]" in readme

@@ -65,7 +65,7 @@ def test_tiny_run_writes_every_figure(speed, smollm2_tokenizer, tmp_path):
     table = (tmp_path / "speed.md").read_text()
     assert table == speed.report(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0] == "| | CPU | GPU |" and len(rows) == 12
+    assert rows[0] == "| | CPU | GPU |" and len(rows) == 13
     assert all(line.endswith("| unmeasured |") for line in rows[1:]) and "GPU: unmeasured." in table
 
     readme = tmp_path / "README.md"

@@ -142,7 +142,7 @@ def test_train_example_end_to_end_on_a_user_csv_with_rationales(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "Example predictions:" in result.stdout and "| auroc | f1 |" in result.stdout
+    assert "Example predictions (natural mode):" in result.stdout and "| auroc | f1 |" in result.stdout
     assert "Decision rule stored in config.json: threshold" in result.stdout
     assert "Calibration on the test rows, raw head -> calibrated: ece" in result.stdout
     results = json.loads((out / "clsgen_results.json").read_text())
