@@ -187,9 +187,8 @@ class _BatchPredictor:
 
     def _decide_then_explain(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         """Prefill the prompts, decide with the head, append each decision's cue and generate from the same cache."""
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        prefill = self.base(input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                            logits_to_keep=1)
+        prefill = self.base(input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                            use_cache=True, logits_to_keep=1)
         cues = [self.verdict_format.cue(label) for label in self._labels(prefill.cls_probabilities)]
         cue = self._left_pad(self.tokenizer(cues, add_special_tokens=False)["input_ids"])
         ids, mask = torch.cat([input_ids, cue.input_ids], -1), torch.cat([attention_mask, cue.attention_mask], -1)
@@ -200,10 +199,9 @@ class _BatchPredictor:
     def _from_verdict(self, input_ids, attention_mask) -> tuple[torch.Tensor, list[str]]:
         """Generate, then score the verbalizers after `<reasoning>\\n<prefix>` from the prompt's cache."""
         prompt_length = input_ids.shape[1]
-        if self.max_new_tokens == 0:  # positions from each row's first token, as `generate` counts them
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            cache = self.base(input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                              logits_to_keep=1)[CACHE_FIELD]
+        if self.max_new_tokens == 0:
+            cache = self.base(input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                              use_cache=True, logits_to_keep=1)[CACHE_FIELD]
             explanations = [""] * len(input_ids)
         else:
             out = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, return_dict_in_generate=True,
@@ -252,6 +250,12 @@ class NoRepeatGeneratedNGramLogitsProcessor(LogitsProcessor):
             if banned:
                 scores[row, list(banned)] = -float("inf")
         return scores
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch counted from each row's first token, as `generate` counts them: a prefill
+    outside `generate` must match them, or a row's probability depends on the padding its batch gives it."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _verbalizer_token_ids(tokenizer, verdict_format: VerdictFormat) -> list[int]:
