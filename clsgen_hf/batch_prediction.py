@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -31,6 +30,7 @@ import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .atomic import atomic_path
 from .data import read_rows
 from .errors import UsageError
 from .export import inspect_source
@@ -267,20 +267,14 @@ def _merge(output: Path, processes: int, rows: int, explained: bool) -> int | No
             for file in files:
                 file.close()
 
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=output.parent, prefix=f".{output.name}.",
-                                     delete=False) as file:
-        try:
-            if output.suffix.lower() == ".jsonl":
-                file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in merged())
-            else:
-                columns = dict.fromkeys(key for row in map(_flat, _journal_rows(shards)) for key in row)
-                writer = csv.DictWriter(file, fieldnames=list(columns))
-                writer.writeheader()
-                writer.writerows(map(_flat, merged()))
-        except BaseException:
-            os.unlink(file.name)
-            raise
-    os.replace(file.name, output)
+    with atomic_path(output) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
+        if output.suffix.lower() == ".jsonl":
+            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in merged())
+        else:
+            columns = dict.fromkeys(key for row in map(_flat, _journal_rows(shards)) for key in row)
+            writer = csv.DictWriter(file, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(map(_flat, merged()))
     for shard in shards:
         shard.unlink()
     return disagreeing if explained else None
