@@ -18,7 +18,8 @@ _import_structure = {
     "batch_prediction": ["predict_file"],
     "calibration": ["Calibration", "fit_calibration"],
     "clsgen_config": ["CLSGenConfig"],
-    "clsgen_trainer": ["CLSGenTrainer", "DataCollatorForCLSGen"],
+    "clsgen_data": ["DataCollatorForCLSGen", "prepare_clsgen_dataset"],
+    "clsgen_trainer": ["CLSGenTrainer"],
     "configuration_clsgen": ["LlamaCLSGenConfig"],
     "evaluation": ["evaluate_predictions", "fit_decision_rule"],
     "export": ["export_model"],
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     from .batch_prediction import predict_file
     from .calibration import Calibration, fit_calibration
     from .clsgen_config import CLSGenConfig
-    from .clsgen_trainer import CLSGenTrainer, DataCollatorForCLSGen
+    from .clsgen_data import DataCollatorForCLSGen, prepare_clsgen_dataset
+    from .clsgen_trainer import CLSGenTrainer
     from .configuration_clsgen import LlamaCLSGenConfig
     from .evaluation import evaluate_predictions, fit_decision_rule
     from .export import export_model

@@ -1,57 +1,39 @@
 """`CLSGenTrainer`: TRL's `SFTTrainer` training both heads of a `LlamaForCLSGen` from one backbone pass.
 
-Dataset preparation keeps each row's class label and last prompt token, and `compute_loss` replaces TRL's fused
-LM-head path, which leaves no hidden state to classify.
+The datasets are prepared by `prepare_clsgen_dataset` (each row keeps its class label and last prompt token), and
+`compute_loss` replaces TRL's fused LM-head path, which leaves no hidden state to classify.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
-from collections import Counter
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import EvalPrediction
 from trl import SFTTrainer
-from trl.trainer.utils import pad
 
 from .calibration import DecisionRule
 from .clsgen_config import CLSGenConfig
+from .clsgen_data import DataCollatorForCLSGen, prepare_clsgen_dataset
 from .errors import UsageError
 from .evaluation import evaluate_predictions
 from .loading import load_model
 from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
-from .prompt_template import encode_example
-from .verdicts import DECISION_CUE_COLUMN
 
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class DataCollatorForCLSGen:
-    """Pads CLSGen rows (right side) into `input_ids`, `attention_mask`, `labels`, `cls_positions`, `cls_labels`."""
-
-    pad_token_id: int
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        input_ids = [torch.tensor(e["input_ids"]) for e in examples]
-        multiple = self.pad_to_multiple_of
-        return {
-            "input_ids": pad(input_ids, self.pad_token_id, pad_to_multiple_of=multiple),
-            "attention_mask": pad([torch.ones_like(x) for x in input_ids], 0, pad_to_multiple_of=multiple),
-            "labels": pad([torch.tensor(e["labels"]) for e in examples], -100, pad_to_multiple_of=multiple),
-            "cls_positions": torch.tensor([e["cls_positions"] for e in examples]),
-            "cls_labels": torch.tensor([e["cls_labels"] for e in examples]),
-        }
+STEP_WEIGHT = "cls_weight_total"  # the batch key of the class weight of the batch's whole optimizer step
 
 
 def class_head_metrics(eval_pred: EvalPrediction, rule: DecisionRule | None = None) -> dict[str, float]:
@@ -71,6 +53,34 @@ def class_head_metrics(eval_pred: EvalPrediction, rule: DecisionRule | None = No
     return metrics
 
 
+class _StepWeightedLoader:
+    """A training dataloader whose batches also carry `STEP_WEIGHT`: the class weight of all the rows of their
+    optimizer step (`steps` batches, grouped from the start as `Trainer` groups them for gradient accumulation), so
+    that `compute_loss` normalises the class loss over the step as `num_items_in_batch` normalises the LM loss."""
+
+    def __init__(self, dataloader, steps: int, row_weights: Callable[[torch.Tensor], torch.Tensor]):
+        self.dataloader, self.steps, self.row_weights = dataloader, steps, row_weights
+
+    def __len__(self) -> int:
+        return len(self.dataloader)
+
+    def __getattr__(self, name: str):  # `set_epoch`, `batch_sampler`, `dataset`, ...: the dataloader's own
+        if name == "dataloader":
+            raise AttributeError(name)
+        return getattr(self.dataloader, name)
+
+    def __iter__(self):
+        batches, left = iter(self.dataloader), len(self.dataloader)
+        while left > 0:  # never reads past a step's last batch, as `Trainer` does not
+            step = list(itertools.islice(batches, min(self.steps, left)))
+            if not step:
+                return
+            left -= len(step)
+            total = sum((self.row_weights(batch["cls_labels"]).sum() for batch in step), torch.tensor(0.0)).item()
+            for batch in step:
+                yield {**batch, STEP_WEIGHT: total}  # a float: `Trainer` moves and casts tensors only
+
+
 class CLSGenTrainer(SFTTrainer):
     """Trainer for CLSGen models: [`~trl.SFTTrainer`] with a classification loss read at the last prompt token.
 
@@ -83,6 +93,15 @@ class CLSGenTrainer(SFTTrainer):
         peft_config: e.g. a `peft.LoraConfig`; `score` is added to its `modules_to_save` so that the head is trained
             fully and saved with the adapter.
 
+    It extends `SFTTrainer` through public, documented hooks only: `prepare_clsgen_dataset` runs on the datasets
+    before `SFTTrainer.__init__` sees them (which then skips its own preparation: `dataset_kwargs=
+    {"skip_prepare_dataset": True}`, `remove_unused_columns=False`), a data collator (`DataCollatorForCLSGen`),
+    `compute_loss` (both losses from one backbone pass), `loss_is_scaled_for_ga`, `get_train_dataloader` and
+    `get_resumed_dataloader` (each training batch carries its optimizer step's class weight), `prediction_step` (the
+    head's logits for `compute_metrics`), `evaluate` (prepares rows passed to it), `log` (the loss parts),
+    `create_optimizer` (the head's learning rate), `save_model`, `create_model_card` and a callback
+    (`ModelCardCallback`).
+
     ```python
     >>> from clsgen_hf import CLSGenConfig, CLSGenTrainer, load_model_and_tokenizer
     >>> from peft import LoraConfig
@@ -94,7 +113,6 @@ class CLSGenTrainer(SFTTrainer):
     """
 
     _tag_names = ["trl", "clsgen"]
-    _name = "CLSGen"
     loss_is_scaled_for_ga = True  # `compute_loss` scales both losses for gradient accumulation itself
 
     def __init__(self, model, args: CLSGenConfig | None = None, *, peft_config=None, compute_metrics=None, **kwargs):
@@ -102,33 +120,62 @@ class CLSGenTrainer(SFTTrainer):
             args = CLSGenConfig("clsgen-output")
         elif not isinstance(args, CLSGenConfig):
             raise TypeError(f"`args` must be a CLSGenConfig, got {type(args).__name__}.")
-        for name, dataset in (("train", kwargs.get("train_dataset")), ("eval", kwargs.get("eval_dataset"))):
-            if isinstance(dataset, Dataset) and len(dataset) == 0:
-                raise ValueError(f"The {name} dataset is empty: nothing to train or evaluate on.")
+        tokenizer = kwargs.get("processing_class")
+        if tokenizer is None:
+            raise ValueError("CLSGenTrainer needs `processing_class`: the tokenizer of the model.")
         if isinstance(model, str):  # SFTTrainer would load an AutoModelForCausalLM, without the `score` head
             model = load_model(model, **(args.model_init_kwargs or {}))
-        self.num_labels = model.config.num_labels  # needed by `_prepare_dataset`, which runs inside `super().__init__`
+        self.num_labels = model.config.num_labels
         if args.class_weights is not None and len(args.class_weights) != self.num_labels:
             raise ValueError(f"`class_weights` has {len(args.class_weights)} values but the model has "
                              f"{self.num_labels} labels.")
-        if args.init_head_bias_from_prior and isinstance(kwargs.get("train_dataset"), Dataset):
-            _init_head_bias_from_prior(model, kwargs["train_dataset"], args.label_column)
+        rows = kwargs.get("train_dataset")
+        for key, name in (("train_dataset", "train"), ("eval_dataset", "eval")):
+            kwargs[key] = self._prepared(kwargs.get(key), tokenizer, args, name)
+        # TRL's own preparation would drop rows without an LM target and shuffle again; its signature columns would
+        # drop `cls_positions` and `cls_labels`
+        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        args.remove_unused_columns = False
+        if args.init_head_bias_from_prior and isinstance(rows, Dataset):
+            _init_head_bias_from_prior(model, rows, args.label_column)
         if peft_config is not None and "score" not in (peft_config.modules_to_save or []):
             peft_config.modules_to_save = [*(peft_config.modules_to_save or []), "score"]
         if kwargs.get("data_collator") is None:
-            tokenizer = kwargs.get("processing_class")
-            if tokenizer is None:
-                raise ValueError("CLSGenTrainer needs `processing_class`: the tokenizer of the model.")
             kwargs["data_collator"] = DataCollatorForCLSGen(tokenizer.pad_token_id, args.pad_to_multiple_of)
         super().__init__(
             model, args, peft_config=peft_config, compute_metrics=compute_metrics or self._class_head_metrics, **kwargs
         )
         self._class_weights = torch.tensor(args.class_weights or [1.0] * self.num_labels, dtype=torch.float32)
         self._verdict_token_ids = _verdict_token_ids(self.processing_class, model.config.id2label)
-        self._cls_weight_total = None  # class weight of the whole accumulated batch, set by `get_batch_samples`
+        self._loss_logs = {"train": defaultdict(list), "eval": defaultdict(list)}  # means go out with each `log`
+        self._train_tokens = 0
         self._check_sharding()
         self.model_card_data = CLSGenCardData(tags=list(self._tag_names))  # filled by the callback as training goes
         self.add_callback(ModelCardCallback(self))
+
+    def _prepared(self, dataset, tokenizer, args: CLSGenConfig, name: str):
+        """`prepare_clsgen_dataset` on `dataset`, or on each dataset of a dict (a `str` names a prepared one)."""
+        if isinstance(dataset, dict):
+            return {key: self._prepared(value, tokenizer, args, key) for key, value in dataset.items()}
+        if dataset is None or isinstance(dataset, str):
+            return dataset
+        return prepare_clsgen_dataset(dataset, tokenizer, args, self.num_labels, name)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, on rows or prepared features alike (rows are prepared as `__init__` prepares them)."""
+        eval_dataset = self._prepared(eval_dataset, self.processing_class, self.args, "eval")
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def get_train_dataloader(self):
+        """`Trainer`'s training dataloader, each batch carrying its optimizer step's class weight (`STEP_WEIGHT`)."""
+        return _StepWeightedLoader(super().get_train_dataloader(), self.args.gradient_accumulation_steps,
+                                   self._row_weights)
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """Skip whole optimizer steps of the plain dataloader, then weigh the steps left as `get_train_dataloader`
+        does."""
+        return _StepWeightedLoader(super().get_resumed_dataloader(dataloader.dataloader, num_batches),
+                                   dataloader.steps, dataloader.row_weights)
 
     def _class_head_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         """`class_head_metrics` at the rule the model holds now (fitted after training: read at each evaluation)."""
@@ -154,8 +201,8 @@ class CLSGenTrainer(SFTTrainer):
         if policy is not None and policy.param_dtype not in (None, torch.float32):
             raise UsageError(
                 f"FSDP2 with mixed_precision={self.accelerator.mixed_precision!r} computes `score` in that dtype too: "
-                "train with `--bf16 false` (`mixed_precision: 'no'` in the accelerate config) and load the backbone "
-                "with `--dtype bfloat16`; FSDP2 then keeps each parameter's dtype and `score` stays float32."
+                "train with `bf16=False` (`mixed_precision: 'no'` in the accelerate config) and load the backbone "
+                "with `dtype=torch.bfloat16`; FSDP2 then keeps each parameter's dtype and `score` stays float32."
             )
 
     def create_optimizer(self, model=None):
@@ -171,75 +218,14 @@ class CLSGenTrainer(SFTTrainer):
                 optimizer.add_param_group({**group, "params": head_params, "lr": self.args.head_learning_rate})
         return optimizer
 
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Also total the step's class weight (all ranks): it normalises the class loss as `num_items_in_batch`
-        does."""
-        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        total = sum((self._row_weights(batch["cls_labels"]).sum() for batch in batch_samples), torch.tensor(0.0))
-        total = total.to(device)
-        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-            total = self.accelerator.gather(total).sum()
-        self._cls_weight_total = total
-        return batch_samples, num_items_in_batch
-
     def _row_weights(self, cls_labels: torch.Tensor) -> torch.Tensor:
         return self._class_weights.to(cls_labels.device)[cls_labels]
-
-    def _prepare_dataset(self, dataset, processing_class, args: CLSGenConfig, packing, formatting_func, dataset_name):
-        """Validate the rows and tokenize them into CLSGen features (see
-        `clsgen_hf.prompt_template.encode_example`)."""
-        if not isinstance(dataset, Dataset):
-            raise TypeError(f"The {dataset_name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
-        if "cls_positions" in dataset.column_names:  # already prepared
-            return dataset
-        self._check_rows(dataset, args.label_column, dataset_name)
-        tokenizer = getattr(processing_class, "tokenizer", processing_class)
-
-        def encode(row):
-            example = encode_example(tokenizer, row["prompt"], row["completion"], args.max_length)
-            labels = _mask_decision_cue(tokenizer, example, row.get(DECISION_CUE_COLUMN))
-            return {"input_ids": example.input_ids, "labels": labels, "cls_positions": example.cls_position,
-                    "cls_labels": row[args.label_column], "truncated": example.truncated}
-
-        prepared = dataset.map(encode, remove_columns=dataset.column_names, num_proc=args.dataset_num_proc,
-                               desc=f"Tokenizing {dataset_name} dataset")
-        n_truncated = sum(prepared["truncated"])
-        if n_truncated:
-            logger.warning("%d of %d %s rows exceed max_length=%d: the end of their explanation was cut (the prompt "
-                           "is kept whole, as inference sees it).", n_truncated, len(prepared), dataset_name,
-                           args.max_length)
-        prepared = prepared.remove_columns("truncated")
-        if args.shuffle_dataset:
-            prepared = prepared.shuffle(seed=args.seed)
-        return prepared
-
-    def _check_rows(self, dataset: Dataset, label_column: str, dataset_name: str) -> None:
-        present, num_labels = dataset.column_names, self.num_labels
-        for column in ("prompt", "completion", label_column):
-            if column not in present:
-                raise ValueError(f"The {dataset_name} dataset has no `{column}` column; CLSGen needs `prompt`, "
-                                 f"`completion` and `{label_column}`. Columns present: {present}.")
-        labels = dataset[label_column]
-        bad = Counter(label for label in labels if not (isinstance(label, int) and 0 <= label < num_labels))
-        if bad:
-            found = ", ".join(f"{value!r} ({count} rows)" for value, count in bad.most_common())
-            raise ValueError(f"The {dataset_name} dataset has labels outside the model's label set [0, {num_labels}): "
-                             f"{found}. Map them to integer ids first (e.g. with `label2id`).")
-        texts = (c if isinstance(c, str) else "".join(m.get("content", "") for m in c) for c in dataset["completion"])
-        empty = [i for i, text in enumerate(texts) if not text.strip()]
-        if empty:
-            raise ValueError(f"The {dataset_name} dataset has empty completions (no explanation to learn) at rows "
-                             f"{empty[:20]}{' ...' if len(empty) > 20 else ''} ({len(empty)} rows).")
-
-    def _set_signature_columns_if_needed(self):
-        if self._signature_columns is None:
-            self._signature_columns = ["input_ids", "labels", "cls_positions", "cls_labels"]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """`lm_loss_weight * lm_loss + cls_loss_weight * cls_loss` from one backbone pass, both normalised over the
         whole step (tokens: `num_items_in_batch`, rows: their class weight): how a batch is split cannot matter."""
         mode = "train" if self.model.training else "eval"
-        cls_labels = inputs.pop("cls_labels")
+        cls_labels, step_weight = inputs.pop("cls_labels"), inputs.pop(STEP_WEIGHT, None)
         hidden = {"output_hidden_states": True} if self.args.verdict_loss_weight != 1 else {}
         outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch, **hidden)
         row_weights = self._row_weights(cls_labels)
@@ -247,16 +233,20 @@ class CLSGenTrainer(SFTTrainer):
         weighted = (row_weights * per_row).sum()
         cls_loss = weighted / row_weights.sum()  # this micro-batch's weighted mean, for the logs
         cls_objective = cls_loss
-        if mode == "train" and self._cls_weight_total is not None:
-            cls_objective = weighted / self._cls_weight_total
+        if step_weight is not None:  # a training batch: normalise over its whole optimizer step, on every rank
+            total = torch.tensor(step_weight, device=weighted.device)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                total = self.accelerator.gather(total).sum()
+            cls_objective = weighted / total
             if self.args.average_tokens_across_devices:  # the weight total spans all ranks, DDP averages gradients
                 cls_objective = cls_objective * self.accelerator.num_processes
 
+        gather = self.accelerator.gather_for_metrics
         lm_loss = lm_mean = outputs.lm_loss
         if self.args.verdict_loss_weight != 1:
             extra, verdict_loss = self._extra_verdict_loss(model, outputs, inputs["labels"], num_items_in_batch)
             lm_loss = lm_loss + (self.args.verdict_loss_weight - 1) * extra
-            self._metrics[mode]["verdict_loss"].append(self.accelerator.gather_for_metrics(verdict_loss).mean().item())
+            self._loss_logs[mode]["verdict_loss"].append(gather(verdict_loss).mean().item())
         if num_items_in_batch is None:
             lm_loss = lm_loss / (self.current_gradient_accumulation_steps if mode == "train" else 1)
         else:
@@ -265,14 +255,21 @@ class CLSGenTrainer(SFTTrainer):
                 lm_loss = lm_loss * self.accelerator.num_processes
         loss = self.args.lm_loss_weight * lm_loss + self.args.cls_loss_weight * cls_objective
 
-        gather = self.accelerator.gather_for_metrics
-        self._metrics[mode]["lm_loss"].append(gather(lm_mean.detach()).mean().item())
-        self._metrics[mode]["cls_loss"].append(gather(cls_loss.detach()).mean().item())
+        self._loss_logs[mode]["lm_loss"].append(gather(lm_mean.detach()).mean().item())
+        self._loss_logs[mode]["cls_loss"].append(gather(cls_loss.detach()).mean().item())
         if mode == "train":
-            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self._train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+            self._loss_logs[mode]["num_tokens"] = [self._train_tokens]
         outputs.cls_labels = cls_labels
         return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Also log the means of the losses `compute_loss` noted since the last log (`eval_` ones in evaluation)."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({prefix + key: sum(values) / len(values) for key, values in self._loss_logs[mode].items()})
+        self._loss_logs[mode].clear()
+        super().log(logs, start_time)
 
     def _extra_verdict_loss(self, model, outputs, labels: torch.Tensor, num_items_in_batch) -> tuple:
         """The verdict words' summed cross-entropy, normalised as the LM loss is (to add `weight - 1` times of it),
@@ -330,7 +327,7 @@ class CLSGenTrainer(SFTTrainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Eval: the loss, and the class head's logits against the class labels (for `compute_metrics`)."""
-        inputs = self._prepare_inputs(inputs)
+        inputs = send_to_device(inputs, self.args.device)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
         if prediction_loss_only:
@@ -365,17 +362,6 @@ def _verdict_token_ids(tokenizer, id2label: dict) -> torch.Tensor:
                                 for word in id2label.values()}))
 
 
-def _mask_decision_cue(tokenizer, example, cue: str | None) -> list[int]:
-    """`example`'s labels, with its completion's leading decision cue (given at inference, not generated) masked."""
-    if not cue:
-        return example.labels
-    cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"]
-    start = example.cls_position + 1
-    if example.input_ids[start : start + len(cue_ids)] != cue_ids:
-        raise ValueError(f"A completion does not start with its decision cue {cue!r} as tokens.")
-    return example.labels[:start] + [-100] * len(cue_ids) + example.labels[start + len(cue_ids) :]
-
-
 def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> None:
     """Start a fresh head (bias exactly zero) at the class log-prior of `dataset`, smoothed by one row per class."""
     head = getattr(model, "score", None)
@@ -383,11 +369,11 @@ def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> No
         return
     labels = dataset[label_column]
     if not all(isinstance(label, int) and 0 <= label < head.out_features for label in labels):
-        return  # `_check_rows` reports them
+        return  # `prepare_clsgen_dataset` reports them
     counts = torch.bincount(torch.tensor(labels), minlength=head.out_features)
     with torch.no_grad():
         head.bias.copy_(((counts + 1.0) / (counts.sum() + head.out_features)).log())
     logger.info("Initialised the head's bias at the training class prior %s.", (counts / counts.sum()).tolist())
 
 
-__all__ = ["CLSGenTrainer", "DataCollatorForCLSGen", "class_head_metrics"]
+__all__ = ["CLSGenTrainer", "class_head_metrics"]

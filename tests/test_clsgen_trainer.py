@@ -1,6 +1,8 @@
-"""CLSGenTrainer: learning, LoRA + `score`, accumulation invariance, saving, DDP, resume, bad input."""
+"""CLSGenTrainer: learning, LoRA + `score`, accumulation invariance, saving, DDP, resume, bad input, public hooks."""
 
+import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,11 @@ import torch
 from datasets import Dataset
 from peft import PeftModel
 from transformers import AutoModel
+from transformers import trainer as transformers_trainer
+from trl import SFTTrainer
+from trl.trainer import base_trainer, sft_trainer
 
-from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaForCLSGen
+from clsgen_hf import CLSGenConfig, CLSGenTrainer, LlamaForCLSGen, clsgen_trainer, prepare_clsgen_dataset
 from clsgen_hf.data import with_decision_cues
 from clsgen_hf.errors import UsageError
 from clsgen_hf.prompt_template import encode_example, encode_prompts
@@ -290,3 +295,53 @@ def test_a_decision_cue_is_given_not_learned(smollm2_tokenizer, tmp_path):
         assert prepared["input_ids"][start : start + len(cue)] == cue  # the cue is in the sequence ...
         assert set(prepared["labels"][: start + len(cue)]) == {-100}  # ... but not in the LM loss
         assert prepared["labels"][start + len(cue)] != -100  # the explanation after it is
+
+
+def test_only_public_documented_upstream_hooks_are_overridden():
+    upstream = {name for cls in SFTTrainer.__mro__ for name in vars(cls)}
+    overridden = {name for name, value in vars(CLSGenTrainer).items() if callable(value) and name in upstream}
+    assert {"compute_loss", "prediction_step", "get_train_dataloader"} <= overridden
+    assert not {name for name in overridden if name.startswith("_") and name != "__init__"}
+    undocumented = {name for name in overridden - {"__init__"} if f"`{name}`" not in CLSGenTrainer.__doc__}
+    assert not undocumented, f"list them in CLSGenTrainer's docstring: {undocumented}"
+
+
+def test_no_private_upstream_method_or_attribute_is_used():
+    """Private names of `Trainer`/`SFTTrainer` change without notice between releases."""
+    upstream = "".join(inspect.getsource(module) for module in (transformers_trainer, base_trainer, sft_trainer))
+    used = set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(clsgen_trainer)))
+    ours = set(vars(CLSGenTrainer))
+    borrowed = {name for name in used - ours if hasattr(SFTTrainer, name) or f"self.{name}" in upstream}
+    assert not borrowed
+
+
+def test_prepare_clsgen_dataset_gives_the_features_the_trainer_trains_on(smollm2_tokenizer, tmp_path):
+    tokenizer, rows = smollm2_tokenizer, toy_dataset(4)
+    args = _config(tmp_path, max_length=64)
+    prepared = prepare_clsgen_dataset(rows, tokenizer, args, num_labels=2)
+    assert prepared.column_names == ["input_ids", "labels", "cls_positions", "cls_labels"]
+    for row, features in zip(rows, prepared):
+        [prompt_ids] = encode_prompts(tokenizer, [row["prompt"]])
+        assert features["input_ids"] == encode_example(tokenizer, row["prompt"], row["completion"], 64).input_ids
+        assert features["input_ids"][: features["cls_positions"] + 1] == prompt_ids  # the head reads the prompt end
+        assert set(features["labels"][: len(prompt_ids)]) == {-100} and features["cls_labels"] == row["label"]
+    assert prepare_clsgen_dataset(prepared, tokenizer, args, num_labels=2) is prepared
+    trainer = CLSGenTrainer(tiny_model_for(tokenizer), args, train_dataset=rows, eval_dataset=prepared,
+                            processing_class=tokenizer)
+    assert trainer.train_dataset.to_list() == trainer.eval_dataset.to_list() == prepared.to_list()
+    with pytest.raises(ValueError, match=r"The eval dataset has labels outside the model's label set \[0, 1\)"):
+        prepare_clsgen_dataset(rows, tokenizer, args, num_labels=1, dataset_name="eval")
+
+
+def test_each_training_batch_carries_its_optimizer_steps_class_weight(smollm2_tokenizer, tmp_path):
+    """6 rows one by one, 4 per step: steps of 4 and 2 rows, also after resuming past the first step."""
+    trainer = CLSGenTrainer(tiny_model_for(smollm2_tokenizer),
+                            _config(tmp_path, per_device_train_batch_size=1, gradient_accumulation_steps=4,
+                                    pos_weight=5.0), train_dataset=toy_dataset(6), processing_class=smollm2_tokenizer)
+    loader = trainer.get_train_dataloader()
+    batches = list(loader)
+    weights = [5.0 if batch["cls_labels"].item() else 1.0 for batch in batches]
+    expected = [sum(weights[:4])] * 4 + [sum(weights[4:])] * 2
+    assert [batch[clsgen_trainer.STEP_WEIGHT] for batch in batches] == expected
+    resumed = list(trainer.get_resumed_dataloader(loader, 4))
+    assert [batch[clsgen_trainer.STEP_WEIGHT] for batch in resumed] == expected[4:]
