@@ -4,14 +4,48 @@ ends a command with one line and status 130."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from .atomic import release_claims
 
 
 class UsageError(ValueError):
-    """Bad input from the user: reported as one line, without a traceback, with exit status 2."""
+    """Bad input from the user: reported as one line, without a traceback, with exit status 2.
+
+    The message names the API's parameters as `{name}` fields, each valued by a keyword (`...`: named with no
+    value), so that an API user reads the keyword they pass and a command's user the flag they type:
+    `UsageError("{max_prompt_tokens} is too long.", max_prompt_tokens=9000)` reads `max_prompt_tokens=9000 is too
+    long.`, and `--<name> 9000 is too long.` once `run_command` spells it (`as_flags`).
+    """
+
+    def __init__(self, message: str, **parameters: Any):
+        self.message, self.parameters = message, parameters
+        super().__init__(self._spelled(_as_keyword))
+
+    def as_flags(self) -> str:
+        """The message with each parameter spelled as the command-line option of the same name."""
+        return self._spelled(_as_flag)
+
+    def _spelled(self, spell: Callable[[str, Any], str]) -> str:
+        message = self.message
+        for name, value in self.parameters.items():
+            message = message.replace(f"{{{name}}}", spell(name, value))
+        return message
+
+
+def _as_keyword(name: str, value: Any) -> str:
+    return f"{name}=..." if value is ... else f"{name}={value!r}"
+
+
+def _as_flag(name: str, value: Any) -> str:
+    if value is ... or value is True:
+        return f"--{name}"
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+    return f"--{name} {shlex.quote(text)}"
 
 
 def run_command(
@@ -22,12 +56,13 @@ def run_command(
     failures: tuple[type[BaseException], ...] = (),
 ) -> int:
     """Run a command's `body`; returns its exit status: 2 for `usage_errors`, 1 for `failures` (each printed as
-    `clsgen-hf <command>: error: <message>` on stderr), 130 for Ctrl-C, else 0. The outputs the body claimed are
-    released when it ends."""
+    `clsgen-hf <command>: error: <message>` on stderr, a `UsageError`'s parameters spelled as the command's flags),
+    130 for Ctrl-C, else 0. The outputs the body claimed are released when it ends."""
     try:
         body()
     except (*usage_errors, *failures) as error:
-        print(f"clsgen-hf {command}: error: {error}", file=sys.stderr)
+        print(f"clsgen-hf {command}: error: {error.as_flags() if isinstance(error, UsageError) else error}",
+              file=sys.stderr)
         return 2 if isinstance(error, usage_errors) else 1
     except KeyboardInterrupt:
         print(f"clsgen-hf {command}: interrupted (Ctrl-C); the files it had finished writing are kept.",

@@ -20,7 +20,7 @@ from .json_files import read_json
 
 
 SERVING_FOLDERS = ("classifier", "generator")  # what `clsgen_hf.serving.export_serving` writes
-# Every name an export writes: `--overwrite` replaces only a folder that holds nothing else.
+# Every name an export writes: `overwrite` replaces only a folder that holds nothing else.
 _EXPORTED_NAMES = re.compile(
     r"(config|generation_config|adapter_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab"
     r"|clsgen_\w+|model\.safetensors\.index)\.json|(model|adapter_model|model-\d+-of-\d+)\.safetensors"
@@ -37,14 +37,15 @@ def staged_output(out: Path, source: Path, overwrite: bool) -> Iterator[Path]:
     try:
         yield staging
     except UsageError as error:
-        raise UsageError(f"{error}\nThe unvalidated export was left in {staging} for inspection.") from None
+        raise UsageError(f"{error.message}\nThe unvalidated export was left in {staging} for inspection.",
+                         **error.parameters) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     try:
         check_output_dir(out, source, overwrite)
     except UsageError as error:
-        raise UsageError(f"{error}\nThe export was left in {staging}.") from None
+        raise UsageError(f"{error.message}\nThe export was left in {staging}.", **error.parameters) from None
     old = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".old", dir=out.parent))
     if out.exists():
         out.rename(old / out.name)  # a previous `out` is deleted only once `staging` is in place
@@ -116,7 +117,7 @@ def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
     """Refuse an output folder whose replacement could delete what the export did not write (links resolved)."""
     if where := _relation(out, source):
         raise UsageError(f"{out} {where} the source folder {source}: write the export to a folder outside it "
-                         "(--overwrite does not change this).")
+                         "({overwrite} does not change this).", overwrite=True)
     if out.is_symlink():
         raise UsageError(f"{out} is a symbolic link: give the folder itself.")
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -124,10 +125,11 @@ def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
     if not out.is_dir():
         raise UsageError(f"{out} is a file: choose a folder.")
     if not overwrite:
-        raise UsageError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
+        raise UsageError(f"{out} exists and is not empty; choose another folder or pass {{overwrite}}.",
+                         overwrite=True)
     if what := _not_an_export(out):
-        raise UsageError(f"--overwrite replaces only a folder written by an export, and {out} {what}: move what you "
-                         "want to keep, or choose another folder.")
+        raise UsageError(f"{{overwrite}} replaces only a folder written by an export, and {out} {what}: move what "
+                         "you want to keep, or choose another folder.", overwrite=True)
 
 
 def _not_an_export(folder: Path, model_type: str = "llama_clsgen") -> str | None:

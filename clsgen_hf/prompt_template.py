@@ -10,7 +10,7 @@ import json
 import os
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .atomic import write_text_atomic
 from .errors import UsageError
-from .verdicts import VerdictFormat
+from .verdicts import DEFAULT_VERDICT_PREFIX, VerdictFormat
 
 
 PROMPT_TEMPLATE_NAME = "clsgen_prompt.json"
@@ -175,6 +175,41 @@ def default_prompt_template(
                           verdict_format=verdict_format or VerdictFormat(), max_prompt_tokens=max_prompt_tokens)
 
 
+def build_prompt_template(
+    template: PromptTemplate | str | os.PathLike | None = None,
+    *,
+    text_fields: Sequence[str] | None = None,
+    label2id: Mapping[str, int] | None = None,
+    verbalizers: Sequence[str] | None = None,
+    verdict_prefix: str = DEFAULT_VERDICT_PREFIX,
+    question: str | None = None,
+    system: str | None = None,
+    max_prompt_tokens: int | None = None,
+) -> PromptTemplate:
+    """The template a run describes: `template` (a template, or a JSON file or model folder holding one) with the
+    settings given, else a generic template over `text_fields` whose verdict words are `verbalizers`, else the
+    `label2id` names in id order, else No Yes."""
+    if isinstance(template, (str, os.PathLike)):
+        template = PromptTemplate.from_pretrained(template)
+    if template is None:
+        if not text_fields:
+            raise UsageError("{text_fields} is required: name the column(s) holding the text to classify.",
+                             text_fields=...)
+        words = list(verbalizers or (sorted(label2id, key=label2id.get) if label2id else ["No", "Yes"]))
+        if len(set(words)) != len(words):
+            raise UsageError(f"{{verbalizers}} must name each label once, in id order; got {words}.", verbalizers=...)
+        template = default_prompt_template(text_fields, verdict_format=VerdictFormat(dict(enumerate(words)),
+                                                                                     prefix=verdict_prefix))
+    elif verbalizers or verdict_prefix != DEFAULT_VERDICT_PREFIX:  # a ready template's verdict, changed
+        words = list(verbalizers or [template.verdict_format.verbalizers[label] for label in template.labels])
+        if len(words) != len(template.labels):
+            raise UsageError(f"{{verbalizers}} names {len(words)} labels; the template has {len(template.labels)} "
+                             f"({template.verdict_format.verbalizers}).", verbalizers=...)
+        template = replace(template, verdict_format=VerdictFormat(dict(enumerate(words)), verdict_prefix))
+    overrides = dict(question=question, system=system, max_prompt_tokens=max_prompt_tokens)
+    return replace(template, **{name: value for name, value in overrides.items() if value is not None})
+
+
 def encode_prompts(
     tokenizer: PreTrainedTokenizerBase,
     inputs: Sequence[str | Messages | Mapping[str, Any]],
@@ -269,6 +304,6 @@ def _is_jinja(template: str) -> bool:
 
 
 __all__ = [
-    "PROMPT_TEMPLATE_NAME", "EncodedExample", "Messages", "PromptTemplate", "count_prompt_tokens",
-    "default_prompt_template", "encode_example", "encode_prompts",
+    "PROMPT_TEMPLATE_NAME", "EncodedExample", "Messages", "PromptTemplate", "build_prompt_template",
+    "count_prompt_tokens", "default_prompt_template", "encode_example", "encode_prompts",
 ]

@@ -75,17 +75,18 @@ def resume_checkpoint(args: CLSGenConfig) -> str | None:
     if wanted is None or str(wanted).lower() in ("", "false", "none"):
         if checkpoints:
             raise UsageError(f"{output_dir} holds checkpoints of an earlier run (up to {Path(checkpoints[-1]).name}): "
-                             "pass --resume_from_checkpoint true to continue it, or a new --output_dir to start over.")
+                             "pass {resume_from_checkpoint} to continue it, or a new {output_dir} to start over.",
+                             resume_from_checkpoint="true", output_dir=...)
         return None
     if str(wanted).lower() != "true":
         if not (Path(wanted) / "trainer_state.json").is_file():
-            raise UsageError(f"--resume_from_checkpoint {wanted}: not a complete checkpoint folder (no "
-                             "trainer_state.json).")
+            raise UsageError("{resume_from_checkpoint}: not a complete checkpoint folder (no trainer_state.json).",
+                             resume_from_checkpoint=str(wanted))
         return str(wanted)
     complete = [path for path in checkpoints if (Path(path) / "trainer_state.json").is_file()]
     if not complete:
-        raise UsageError(f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint-N folder; run "
-                         "without the option to start from step 0.")
+        raise UsageError(f"{{resume_from_checkpoint}}: {output_dir} holds no complete checkpoint-N folder; run "
+                         "without it to start from step 0.", resume_from_checkpoint="true")
     if complete[-1] != checkpoints[-1]:
         logger.warning("%s is incomplete (the run was killed while saving it); resuming from %s.", checkpoints[-1],
                        Path(complete[-1]).name)
@@ -99,11 +100,12 @@ def check_model_config(model_name_or_path: str | None, max_prompt_tokens: int | 
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--model_name_or_path {model_name_or_path}: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"{{model_name_or_path}}: {str(error).splitlines()[0]}",
+                         model_name_or_path=model_name_or_path) from None
     context = getattr(config, "max_position_embeddings", None)
     if context and max_prompt_tokens and max_prompt_tokens > context:
-        raise UsageError(f"--max_prompt_tokens {max_prompt_tokens} is above the context length of {source} "
-                         f"({context} tokens, max_position_embeddings): use at most {context}.")
+        raise UsageError(f"{{max_prompt_tokens}} is above the context length of {source} ({context} tokens, "
+                         f"max_position_embeddings): use at most {context}.", max_prompt_tokens=max_prompt_tokens)
     return config
 
 

@@ -68,7 +68,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, set_seed
 from trl import ModelConfig, TrlParser
 
 from clsgen_hf import CLSGenConfig, load_model, load_tokenizer
-from clsgen_hf.arguments import PromptArguments, TeacherArguments
+from clsgen_hf.commands.options import PromptArguments, TeacherArguments
 from clsgen_hf.commands.train import CPU_DEFAULTS, SHARED_CLINIFACT, ScriptArguments, explanation_column
 from clsgen_hf.data import CLINIFACT_BINARY_TEMPLATE, fit_prompts, load_clinifact, training_explanations
 from clsgen_hf.data.splits import stratified_split

@@ -34,7 +34,7 @@ def test_missing_data_folder_says_where_to_put_it(tmp_path):
 def test_explanations_default_to_clinifact_registry_rationales_unless_a_teacher_is_named(tmp_path, capsys):
     from datasets import Dataset
 
-    from clsgen_hf.arguments import TeacherArguments
+    from clsgen_hf.commands.options import TeacherArguments
     from clsgen_hf.commands.train import ScriptArguments, explanation_column, main
 
     clinifact_rows = Dataset.from_dict({"prompt": ["p"], "label": [1], "registry_rationale": ["r"]})
@@ -66,7 +66,7 @@ def test_validation_slice_is_stratified_and_held_out():
 
 
 def test_user_template_takes_label_names_verbalizers_question_and_prefix():
-    from clsgen_hf.arguments import PromptArguments
+    from clsgen_hf.commands.options import PromptArguments
     from clsgen_hf.errors import UsageError
 
     args = PromptArguments(text_fields=["note"], question="Is it benign?", system_prompt="You read radiology notes.",

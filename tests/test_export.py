@@ -405,10 +405,10 @@ def test_overwrite_replaces_an_earlier_export_only(model_folder, tmp_path, capsy
     export_model(model_folder, out, validate=False, overwrite=True)
     assert (out / "README.md").read_text() != "old card"
     (out / "mine.txt").write_text("mine")
-    with pytest.raises(UsageError, match=r"--overwrite replaces only a folder written by an export.*mine\.txt"):
+    with pytest.raises(UsageError, match=r"overwrite=True replaces only a folder written by an export.*mine\.txt"):
         export_model(model_folder, out, validate=False, overwrite=True)
     assert (out / "mine.txt").read_text() == "mine"
-    with pytest.raises(UsageError, match="exists and is not empty.*--overwrite"):
+    with pytest.raises(UsageError, match="exists and is not empty.*overwrite=True"):
         export_model(model_folder, tmp_path / "exp", validate=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="is a file"):

@@ -22,8 +22,8 @@ from typing import Literal
 
 from trl import TrlParser
 
-from ..arguments import parse_options
 from ..errors import run_command
+from .options import parse_options
 
 
 @dataclass
@@ -58,11 +58,16 @@ class ExportArguments:
     atol: float = field(default=1e-5, metadata={"help": "Tolerance on cls_logits (serving: on probabilities)."})
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> TrlParser:
     parser = TrlParser(ExportArguments, prog="clsgen-hf export", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", help="checkpoint-N folder, adapter folder or CLSGen model folder")
     parser.add_argument("output_dir", nargs="?", help="the folder to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     def export() -> None:

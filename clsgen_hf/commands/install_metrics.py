@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..arguments import parse_options
 from ..errors import UsageError, run_command
 from ..metric_modules import METRIC_NAMES, NAMESPACE, install_metrics, prepare_spaces, push_spaces
+from .options import parse_options
 
 
 @dataclass
@@ -30,10 +30,13 @@ class InstallMetricsArguments:
             raise UsageError("--cache_dir is for installing; --spaces writes Space folders instead.")
 
 
+def make_parser() -> TrlParser:
+    return TrlParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
+                     description=InstallMetricsArguments.__doc__)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = TrlParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
-                       description=InstallMetricsArguments.__doc__)
-    return run_command("install-metrics", lambda: run(*parse_options(parser, argv)))
+    return run_command("install-metrics", lambda: run(*parse_options(make_parser(), argv)))
 
 
 def run(args: InstallMetricsArguments) -> None:

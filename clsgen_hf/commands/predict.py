@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..arguments import check_option_ranges, parse_options
 from ..errors import run_command
+from .options import check_option_ranges, parse_options
 
 
 logger = logging.getLogger("clsgen_hf.predict")
@@ -65,9 +65,12 @@ class PredictArguments:
                                                       "choices": ["natural", "decision"]})
 
 
+def make_parser() -> TrlParser:
+    return TrlParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = TrlParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
-    return run_command("predict", lambda: run(*parse_options(parser, argv)))
+    return run_command("predict", lambda: run(*parse_options(make_parser(), argv)))
 
 
 def run(args: PredictArguments) -> dict:

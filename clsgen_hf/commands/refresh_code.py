@@ -13,11 +13,15 @@ from pathlib import Path
 from ..errors import UsageError, run_command
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clsgen-hf refresh-code", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # no options: no TrlParser
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="saved CLSGen model folder(s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
 
     def refresh() -> None:
         from ..output_folders import claim_output_folder

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..data import TeacherError
 from ..data.synthesis import MIN_WORDS
 from ..errors import UsageError, run_command
+from .options import PromptArguments, TeacherArguments, parse_options
 
 
 CLINIFACT_PREFIX = "clinifact:"
@@ -121,7 +121,7 @@ def load_input(args: SynthesizeArguments, prompt_args: PromptArguments):
         template = prompt_args.build_template()
         dataset = load_classification_dataset(
             args.input, text_fields=prompt_args.text_fields or list(template.fields),
-            label_field=prompt_args.label_field, label2id=prompt_args.label_mapping(), prompt_template=template,
+            label_field=prompt_args.label_field, label2id=prompt_args.label_ids, prompt_template=template,
             **common,
         )
     if args.max_rows is not None:

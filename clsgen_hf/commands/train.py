@@ -18,10 +18,10 @@ from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
-from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..clsgen_config import CLSGenConfig
 from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE, TeacherError
 from ..errors import UsageError, run_command
+from .options import PromptArguments, TeacherArguments, parse_options
 
 
 logger = logging.getLogger("clsgen_hf.train")
@@ -102,13 +102,14 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
     output_dir = claim_output_folder("--output_dir", training_args.output_dir, {
         "the base model folder": model_args.model_name_or_path}, lock=PartialState().is_main_process)
     training_args.resume_from_checkpoint = resume_checkpoint(training_args)
-    config = check_model_config(model_args.model_name_or_path, prompt.max_prompt_tokens)
+    data, template = load_data(script, prompt)  # checked before the model loads
+    config = check_model_config(model_args.model_name_or_path, template.max_prompt_tokens)
     tokenizer = load_tokenizer(model_args.model_name_or_path, eos_token_id=config.eos_token_id)
-    (train, validation, test), template = load_splits(script, prompt, tokenizer)  # checked before the model loads
+    train, validation, test = fit_splits(script, data, template, tokenizer)
     column = explanation_column(script, teacher, train)
     set_seed(training_args.seed)  # before the model: `score` is initialised at load time
-    id2label = dict(sorted(template.verdict_format.verbalizers.items()))  # a new head gets the data's label set
-    model = load_model(model_args.model_name_or_path, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    # a new head gets the data's label count; `train_clsgen` names the labels after the template's verbalizers
+    model = load_model(model_args.model_name_or_path, num_labels=len(template.labels))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with PartialState().main_process_first():  # one process asks the teacher; the others read its cache
         explained = training_explanations(
@@ -137,17 +138,15 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
     return results
 
 
-def load_splits(script: ScriptArguments, prompt: PromptArguments, tokenizer):
-    """The (train, validation, test) rows, subsets first, then their prompts fitted to the template's budget."""
+def load_data(script: ScriptArguments, prompt: PromptArguments):
+    """(the dataset's splits, the prompt template): your files with the template the options describe, or CliniFact
+    with its own."""
     from ..data import (
         CLINIFACT_BINARY_TEMPLATE,
         CLINIFACT_MULTICLASS_TEMPLATE,
-        describe_dataset,
-        fit_prompts,
         load_classification_dataset,
         load_clinifact,
     )
-    from ..data.splits import check_classes, stratified_split, subset
 
     if script.train_file:
         if not script.test_file:
@@ -156,7 +155,7 @@ def load_splits(script: ScriptArguments, prompt: PromptArguments, tokenizer):
         files = {"train": script.train_file, "test": script.test_file,
                  **({"validation": script.validation_file} if script.validation_file else {})}
         data = load_classification_dataset(files, text_fields=list(template.fields), label_field=prompt.label_field,
-                                           prompt_template=template, label2id=prompt.label_mapping(),
+                                           prompt_template=template, label2id=prompt.label_ids,
                                            allow_empty_text=prompt.allow_empty_text)
     else:
         data_dir = Path(script.data_dir) if script.data_dir else SHARED_CLINIFACT
@@ -167,6 +166,14 @@ def load_splits(script: ScriptArguments, prompt: PromptArguments, tokenizer):
         template = prompt.build_template(CLINIFACT_BINARY_TEMPLATE if binary else CLINIFACT_MULTICLASS_TEMPLATE)
         data = load_clinifact(data_dir, view=script.clinifact_view, prompt_template=template,
                               allow_empty_text=prompt.allow_empty_text)
+    return data, template
+
+
+def fit_splits(script: ScriptArguments, data, template, tokenizer) -> list:
+    """The [train, validation, test] rows, subsets first, then their prompts fitted to the template's budget."""
+    from ..data import describe_dataset, fit_prompts
+    from ..data.splits import check_classes, stratified_split, subset
+
     train, source = data["train"], "the dataset's validation split"
     if "validation" in data:
         validation = data["validation"]
@@ -180,7 +187,7 @@ def load_splits(script: ScriptArguments, prompt: PromptArguments, tokenizer):
     logger.info("Training rows:\n%s", describe_dataset(splits[0], tokenizer))
     check_classes(splits[0]["label"], template.verdict_format, script.allow_single_class, "training rows")
     check_classes(splits[1]["label"], template.verdict_format, script.allow_single_class, "validation rows")
-    return splits, template
+    return splits
 
 
 def explanation_column(script: ScriptArguments, teacher: TeacherArguments, rows) -> str | None:

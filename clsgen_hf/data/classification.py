@@ -110,20 +110,21 @@ def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def parse_label2id(text: str) -> dict[str, int]:
-    """A command-line `--label2id`: a JSON object (`{"neg": 0, "pos": 1}`), a JSON list of the raw labels in id
-    order (`["neg", "pos"]`), or `neg=0,pos=1`. Keys are compared with the raw labels as text too."""
+    """A `label2id` written as text (as on a command line): a JSON object (`{"neg": 0, "pos": 1}`), a JSON list of
+    the raw labels in id order (`["neg", "pos"]`), or `neg=0,pos=1`. Keys are compared with the raw labels as text
+    too."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
         if not pairs or any(len(pair) != 2 for pair in pairs):
-            raise UsageError(f"--label2id {text!r}: give a JSON object like '{{\"neg\": 0, \"pos\": 1}}', a JSON list "
-                             "like '[\"neg\", \"pos\"]' or neg=0,pos=1.") from None
+            raise UsageError("{label2id}: give a JSON object like '{\"neg\": 0, \"pos\": 1}', a JSON list like "
+                             "'[\"neg\", \"pos\"]' or neg=0,pos=1.", label2id=text) from None
         value = {key.strip(): value.strip() for key, value in pairs}
     if isinstance(value, list):
         value = {str(label): i for i, label in enumerate(value)}
     if not isinstance(value, dict) or not all(str(v).lstrip("-").isdigit() for v in value.values()):
-        raise UsageError(f"--label2id {text!r}: every raw label must map to an integer label id.")
+        raise UsageError("{label2id}: every raw label must map to an integer label id.", label2id=text)
     return {str(key): int(v) for key, v in value.items()}
 
 
@@ -239,7 +240,7 @@ def _drop_empty(ds: Dataset, text_fields: list[str], allow_empty_text: bool, whe
     if empty and not allow_empty_text:
         raise UsageError(
             f"{where}{len(empty)} rows have an empty text field among {text_fields}: rows {_rows(empty)}. "
-            "Fix them, or pass allow_empty_text=True (--allow_empty_text) to skip them."
+            "Fix them, or pass {allow_empty_text} to skip them.", allow_empty_text=True,
         )
     if empty:
         logger.warning("%sSkipping %d rows with an empty text field: rows %s.", where, len(empty), _rows(empty))
@@ -264,9 +265,8 @@ def _map_labels(
                    else {"<raw label>": allowed[0]})
         raise UsageError(
             f"{where}Labels outside the label set {allowed}: {listed}. The labels found: "
-            f"{', '.join(f'{value!r} ({n} rows)' for value, n in found)}. Map them to ids with label2id (command "
-            f"line: --label2id '{json.dumps(example, ensure_ascii=False)}'), or use a prompt template whose "
-            "verbalizers cover them."
+            f"{', '.join(f'{value!r} ({n} rows)' for value, n in found)}. Map them to ids with {{label2id}}, or use a "
+            "prompt template whose verbalizers cover them.", label2id=example,
         )
     return labels
 

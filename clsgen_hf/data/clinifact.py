@@ -2,7 +2,7 @@
 
 Raw labels: 1 = evidence, 0 = inconclusive, 2 = no information; the CLSGen paper evaluates the binary view (evidence
 vs the rest). `registry_rationale` writes free label-conditioned explanations, for runs with no capable teacher;
-`grounded_rationale` quotes the abstract instead (the `grounded_rationale` column: `--explanation_column`).
+`grounded_rationale` quotes the abstract instead (the `grounded_rationale` column: `explanation_column`).
 """
 
 from __future__ import annotations

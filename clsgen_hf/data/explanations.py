@@ -67,7 +67,7 @@ def rationale_completions(rows: Dataset, prompt_template: PromptTemplate, column
     if lost:
         raise UsageError(f"No rationale in the {column!r} column states the gold verdict of class(es) {lost} "
                          f"({', '.join(verdicts.verbalizers[label] for label in lost)}), so nothing teaches their "
-                         "explanations: fix the rationales, or let a teacher write them (--teacher).")
+                         "explanations: fix the rationales, or let a teacher write them ({teacher}).", teacher=...)
     return kept.select_columns(["prompt", "completion", "label"])
 
 

@@ -40,10 +40,9 @@ def check_classes(labels: list[int], verdict_format: VerdictFormat, allow_single
     message = (f"All {len(labels)} {what} have the label {only} ({verdict_format.verbalizers.get(only)}): "
                "one class can neither teach the head to tell classes apart nor fit its decision rule.")
     if not allow_single_class:
-        raise UsageError(f"{message} Add rows of the other class(es) (--max_train_samples and "
-                         "--max_validation_samples take a random subset), or pass --allow_single_class to train "
-                         "anyway.")
-    logger.warning("%s Training anyway (--allow_single_class).", message)
+        raise UsageError(f"{message} Add rows of the other class(es) (a subset of the rows may have left them out), "
+                         "or pass {allow_single_class} to train anyway.", allow_single_class=True)
+    logger.warning("%s Training anyway (allow_single_class).", message)
 
 
 __all__ = ["check_classes", "stratified_split", "subset"]

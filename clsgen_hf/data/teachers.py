@@ -162,7 +162,7 @@ class OpenAITeacher:
                 try:
                     self.model = models["data"][0]["id"]
                 except (KeyError, IndexError, TypeError) as error:
-                    raise TeacherError(f"{self.base_url}/models lists no model; name one with --teacher_model.") \
+                    raise TeacherError(f"{self.base_url}/models lists no model; name the one to ask (`model`).") \
                         from error
             return self.model
 
@@ -257,15 +257,19 @@ class VLLMTeacher:
 
 def make_teacher(spec: str | None = None, **kwargs) -> Teacher:
     """A teacher from a spec: `"transformers[:<id, folder or .gguf>]"` (default: the embedded SmolLM2-135M-Instruct),
-    `"openai:<url>"` (`model=`, `api_key=` ... as kwargs) or `"vllm:<model>"`."""
+    `"self"` (the loaded `model=` and `tokenizer=`, e.g. the model about to be trained), `"openai:<url>"` (`model=`,
+    `api_key=` ... as kwargs) or `"vllm:<model>"`."""
     kind, _, target = (spec or "transformers").partition(":")
+    if kind == "self" and not target:
+        return TransformersTeacher(name=f"self:{kwargs['model'].config._name_or_path}", **kwargs)
     if kind == "transformers":
         return TransformersTeacher(target or None, **kwargs)
     if kind == "openai" and target:
         return OpenAITeacher(target, **kwargs)
     if kind == "vllm" and target:
         return VLLMTeacher(target, **kwargs)
-    raise ValueError(f"Unknown teacher {spec!r}; use 'transformers[:<model>]', 'openai:<url>' or 'vllm:<model>'.")
+    raise ValueError(f"Unknown teacher {spec!r}; use 'self', 'transformers[:<model>]', 'openai:<url>' or "
+                     "'vllm:<model>'.")
 
 
 __all__ = ["Teacher", "TeacherError", "TransformersTeacher", "OpenAITeacher", "VLLMTeacher", "make_teacher"]

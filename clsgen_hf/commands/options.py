@@ -1,21 +1,22 @@
 """Command-line options shared by several `clsgen-hf` commands, as dataclasses for `TrlParser` (so each option is
 spelled once, with underscores, and every command also reads them from `--config file.yaml`), and `parse_options`,
 which every command parses with: a bad config file or an option out of its range is a `UsageError`, before any
-model loads."""
+model loads. The library below the commands takes these values as keyword arguments."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import yaml
 from trl import TrlParser
 
-from .errors import UsageError
-from .prompt_template import PromptTemplate, default_prompt_template
-from .verdicts import DEFAULT_VERDICT_PREFIX, VerdictFormat
+from ..errors import UsageError
+from ..prompt_template import PromptTemplate, build_prompt_template
+from ..verdicts import DEFAULT_VERDICT_PREFIX
 
 
 @dataclass
@@ -39,35 +40,19 @@ class PromptArguments:
                                           "longest text field."})
     allow_empty_text: bool = field(default=False, metadata={"help": "Skip rows with empty text instead of failing."})
 
-    def label_mapping(self) -> dict[str, int] | None:
-        """`--label2id` parsed (see `clsgen_hf.data.parse_label2id`)."""
-        from .data.classification import parse_label2id
+    def __post_init__(self):
+        from ..data.classification import parse_label2id  # parsed once, as the options are
 
-        return parse_label2id(self.label2id) if self.label2id else None
+        self.label_ids = parse_label2id(self.label2id) if self.label2id else None
 
     def build_template(self, default: PromptTemplate | None = None) -> PromptTemplate:
         """The template these options describe: `--prompt_template`, else `default` (a dataset's own template) with
-        the options given, else a generic template over `--text_fields`."""
-        template = PromptTemplate.from_pretrained(self.prompt_template) if self.prompt_template else default
-        if template is None:
-            if not self.text_fields:
-                raise UsageError("--text_fields is required: name the column(s) holding the text to classify.")
-            template = default_prompt_template(self.text_fields, verdict_format=self._verdict_format())
-        elif self.verbalizers or self.verdict_prefix != DEFAULT_VERDICT_PREFIX:  # a ready template's verdict, changed
-            words = self.verbalizers or [template.verdict_format.verbalizers[label] for label in template.labels]
-            if len(words) != len(template.labels):
-                raise UsageError(f"--verbalizers names {len(words)} labels; the template has {len(template.labels)} "
-                                 f"({template.verdict_format.verbalizers}).")
-            template = replace(template, verdict_format=VerdictFormat(dict(enumerate(words)), self.verdict_prefix))
-        overrides = dict(question=self.question, system=self.system_prompt, max_prompt_tokens=self.max_prompt_tokens)
-        return replace(template, **{name: value for name, value in overrides.items() if value is not None})
-
-    def _verdict_format(self) -> VerdictFormat:
-        mapping = self.label_mapping()
-        words = self.verbalizers or (sorted(mapping, key=mapping.get) if mapping else ["No", "Yes"])
-        if len(set(words)) != len(words):
-            raise UsageError(f"--verbalizers must name each label once, in id order; got {words}.")
-        return VerdictFormat(dict(enumerate(words)), prefix=self.verdict_prefix)
+        the options given, else a generic template over `--text_fields` (see `build_prompt_template`)."""
+        return build_prompt_template(
+            self.prompt_template or default, text_fields=self.text_fields, label2id=self.label_ids,
+            verbalizers=self.verbalizers, verdict_prefix=self.verdict_prefix, question=self.question,
+            system=self.system_prompt, max_prompt_tokens=self.max_prompt_tokens,
+        )
 
 
 @dataclass
@@ -102,15 +87,13 @@ class TeacherArguments:
 
     def make_teacher(self, model=None, tokenizer=None):
         """The teacher these options name; 'self' (the default) asks `model`, the model about to be trained."""
-        import os
+        from ..data.teachers import make_teacher
 
-        from .data.teachers import TransformersTeacher, make_teacher
-
-        if self.teacher in (None, "self"):
-            return TransformersTeacher(model=model, tokenizer=tokenizer, name=f"self:{model.config._name_or_path}")
-        if self.teacher.startswith("openai:"):
+        if self.teacher and self.teacher.startswith("openai:"):
             return make_teacher(self.teacher, model=self.teacher_model, api_key=os.environ.get("OPENAI_API_KEY"),
                                 concurrency=self.teacher_concurrency, timeout=self.teacher_timeout)
+        if self.teacher in (None, "self"):
+            return make_teacher("self", model=model, tokenizer=tokenizer)
         return make_teacher(self.teacher)
 
     def synthesis_kwargs(self) -> dict:
