@@ -192,7 +192,7 @@ def _open_journal(path: Path, options: dict, overwrite: bool) -> int:
         changed = next((key for key in expected if recorded.get(key) != expected[key]), "journal")
         if count and not overwrite:
             raise UsageError(f"{path} holds an unfinished run with another {changed}: rerun with the same options to "
-                             f"resume it, or pass overwrite (--overwrite) to start again.")
+                             f"resume it, or pass {{overwrite}} to start again.", overwrite=True)
         if count:
             logger.warning("%s: discarding an unfinished run with another %s.", path, changed)
     path.write_text(header, encoding="utf-8")
@@ -300,8 +300,8 @@ def _prediction_input(row: dict, template: PromptTemplate | None, path: Path, nu
         return {"prompt": prompt}
     if template is None:
         raise UsageError(f"{path}: rows have no `prompt` column and the model folder has no clsgen_prompt.json; name "
-                         f"the text column(s) (text_fields, --text_fields) or pass a prompt template "
-                         f"(--prompt_template). Columns present: {sorted(row)}.")
+                         f"the text column(s) ({{text_fields}}) or pass a prompt template ({{prompt_template}}). "
+                         f"Columns present: {sorted(row)}.", text_fields=..., prompt_template=...)
     missing = [name for name in template.fields if name not in row]
     if missing:
         raise UsageError(f"{path}, row {number}: missing the field(s) {', '.join(map(repr, missing))} the prompt "

@@ -16,7 +16,7 @@ from clsgen_hf.errors import UsageError, run_command
 PACKAGE = Path(__file__).resolve().parent.parent / "clsgen_hf"
 LIBRARY_MODULES = sorted(path for path in [*PACKAGE.glob("*.py"), *PACKAGE.glob("data/*.py")] if path.name != "cli.py")
 # Modules whose flag names other changes of issue 29 remove (their owners rewrite them); drop each once it is clean.
-PENDING = {"batch_prediction.py", "clsgen_trainer.py", "export.py", "serving.py", "synthesis.py"}
+PENDING = {"export.py", "serving.py", "synthesis.py"}
 
 
 def _option_names() -> set[str]:
