@@ -219,9 +219,9 @@ def load_model_folder(folder: ModelFolder, base_model: str | os.PathLike | None 
     except (OSError, ValueError, RuntimeError) as error:
         raise UsageError(f"Could not load the adapter {folder.path} on the base model {base!r}: {error}\n"
                          "Pass its folder, Hub id or .gguf file as base_model.") from None
-    tokenizer = load_tokenizer(folder.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base)
     # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final one
     restore_rule(model, folder.path, folder.run_dir if folder.final else None)
+    tokenizer = load_tokenizer(folder.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base)
     return model, tokenizer, template, base
 
 

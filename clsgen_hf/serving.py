@@ -66,8 +66,7 @@ def export_serving(
     `validate` reloads both with plain Auto classes and compares probabilities and a greedy explanation."""
     out, source = Path(out_dir), Path(source)
     check_output_dir(out, source, overwrite)
-    folder = inspect_model_folder(source)
-    model, tokenizer, template, _ = load_model_folder(folder, base_model)
+    model, tokenizer, template, _ = load_model_folder(inspect_model_folder(source), base_model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     prompts = validation_prompts(tokenizer, template)
