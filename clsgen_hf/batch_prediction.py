@@ -33,10 +33,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .atomic import atomic_path
 from .data import read_rows
 from .errors import UsageError
-from .export import inspect_source
 from .inference import predict
 from .json_files import json_line
-from .loading import load_model_and_tokenizer
+from .loading import inspect_model_folder, load_model_and_tokenizer
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 
 
@@ -87,7 +86,7 @@ def predict_file(
     folder = None if isinstance(model, PreTrainedModel) else Path(model)
     if folder is not None:
         try:
-            inspect_source(folder)  # a CLSGen model with a trained head and readable weights, before any weight loads
+            inspect_model_folder(folder)  # a CLSGen model with a trained head and readable weights, before it loads
         except UsageError as error:
             raise UsageError(f"model {model}: {error}") from None
     elif tokenizer is None:

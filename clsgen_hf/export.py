@@ -6,24 +6,19 @@ reloaded as its users load it and must give the source's classification logits.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard
-from peft import PeftConfig, PeftModel
-from safetensors import SafetensorError, safe_open
 from transformers import AutoModel
 from transformers.dynamic_module_utils import custom_object_save
 
-from .calibration import DecisionRule, restore_rule
-from .configuration_clsgen import LlamaCLSGenConfig
+from .calibration import DecisionRule
 from .errors import UsageError
 from .json_files import read_json, write_json
-from .loading import load_model, load_tokenizer
+from .loading import ModelFolder, inspect_model_folder, load_model_folder, set_generation_tokens
 from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table
 from .output_folders import check_output_dir, staged_output
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
@@ -36,22 +31,6 @@ VALIDATION_TEXTS = (
     "No difference between the two arms was observed for the primary outcome.",
     "The study was stopped early; results are reported for 40 of the 120 planned patients.",
 )
-
-
-@dataclass
-class SourceFolder:
-    """A folder of `kind` `"adapter"` or `"model"` with a `score` head, and for a `checkpoint-N` folder the run's
-    folder and whether it holds the run's `final` weights (which the run's numbers describe)."""
-
-    path: Path
-    kind: str
-    num_labels: int
-    run_dir: Path | None = None
-    final: bool = True
-
-    def find(self, *names: str) -> Path | None:
-        """The folder (else the run's output folder) if it holds one of `names`."""
-        return next((f for f in (self.path, self.run_dir) if f and any((f / n).is_file() for n in names)), None)
 
 
 @dataclass
@@ -75,59 +54,6 @@ class ExportReport:
                      else "validation: skipped")
         lines += ["evaluation (from the card):", self.evaluation_table or "  no evaluation results recorded"]
         return "\n".join(lines)
-
-
-def inspect_source(path: str | os.PathLike) -> SourceFolder:
-    """Recognise a checkpoint, adapter or CLSGen model folder from its files and safetensors headers (no weights are
-    loaded); any other folder raises a `UsageError` saying what is wrong with it."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UsageError(f"{path} {'is a file' if path.exists() else 'does not exist'}: give the folder of a training "
-                         "checkpoint, an adapter or a CLSGen model.")
-    if (path / "adapter_config.json").is_file():
-        kind = "adapter"
-    elif (path / "config.json").is_file():
-        kind = "model"
-        _load_config(path)  # a foreign architecture fails here, naming it
-    else:
-        present = sorted(p.name for p in path.iterdir())
-        raise UsageError(f"{path} is not a CLSGen checkpoint, adapter or model folder: it has no adapter_config.json "
-                         f"and no config.json (it holds: {', '.join(present[:12]) or 'nothing'}).")
-    files = sorted(path.glob("adapter_model.safetensors" if kind == "adapter" else "model*.safetensors"))
-    if not files:
-        pickled = sorted(p.name for p in path.glob("*.bin"))
-        config = "adapter_config.json" if kind == "adapter" else "a config.json"
-        raise UsageError(f"{path} has pickled weights only ({', '.join(pickled)}), which export does not load; "
-                         "re-save it with `save_pretrained` (safetensors)." if pickled else f"{path} has {config} "
-                         "but no weights (safetensors).")
-    heads = []  # the rows of each `score` head, read from the safetensors headers
-    for file in files:
-        try:
-            with safe_open(file, framework="pt") as weights:
-                names = [name for name in weights.keys() if name.endswith("score.weight")]
-                heads += [weights.get_slice(name).get_shape()[0] for name in names]
-        except SafetensorError as error:
-            raise UsageError(f"{file} is truncated or corrupted (safetensors: {error}).") from None
-    if not heads:
-        raise UsageError(f"{path} holds no `score` head: " + (
-            "it was not trained as a CLSGen adapter (CLSGenTrainer adds `score` to the LoRA config's "
-            "`modules_to_save`)." if kind == "adapter" else "it is a Llama model without a `score` head (a plain "
-            "causal LM, not a trained CLSGen model); train it with `clsgen-hf train` or `CLSGenTrainer` first."))
-    source = SourceFolder(path, kind, heads[0])
-    if re.fullmatch(r"checkpoint-\d+", path.name):
-        state = read_json(path / "trainer_state.json") or {}
-        best = state.get("best_model_checkpoint")
-        source.run_dir = path.parent
-        source.final = bool(state) and state.get("global_step", 0) >= state.get("max_steps", math.inf) and (
-            best is None or Path(best).name == path.name)
-    return source
-
-
-def _load_config(folder: Path) -> LlamaCLSGenConfig:
-    try:
-        return LlamaCLSGenConfig.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{folder} holds no CLSGen model: {error}") from None
 
 
 def export_model(
@@ -156,13 +82,13 @@ def export_model(
         repo_id, dataset_name, datasets: for the card (the Hub id its snippet loads, default `out_dir`).
         validate: reload the folder and compare the classification logits with the source's (to `atol`).
     """
-    src = inspect_source(source)
+    src = inspect_model_folder(source)
     out = Path(out_dir)
     if src.kind == "model" and not merge:
-        raise UsageError(f"{src.path} holds a full model, not an adapter: export it merged (--format merged).")
+        raise UsageError(f"{src.path} holds a full model, not an adapter: export it merged (merge=True).")
     check_output_dir(out, src.path, overwrite)
     results = _results(src, results)
-    model, tokenizer, template, base_source = load_source(src, base_model)
+    model, tokenizer, template, base_source = load_model_folder(src, base_model)
     prompts = validation_prompts(tokenizer, template)
     reference = _cls_logits(model, prompts) if validate else None
     card = _source_card(src, base_model=str(base_source) if base_source else None)
@@ -197,44 +123,7 @@ def export_model(
     return report
 
 
-def load_source(src: SourceFolder, base_model: str | os.PathLike | None = None):
-    """(model, tokenizer, prompt template or `None`, base source or `None`): the CLSGen model of a model folder, or
-    the base model with the adapter on it (a `PeftModel`); loading failures become a `UsageError`."""
-    template = PromptTemplate.in_folder(src.path) or PromptTemplate.in_folder(src.run_dir)
-    if src.kind == "model":
-        try:
-            model = load_model(src.path, use_safetensors=True).eval()
-        except (OSError, ValueError) as error:
-            raise UsageError(f"Could not load the model in {src.path}: {error}") from None
-        return model, load_tokenizer(src.path), template, None
-    base_source = _resolve_base(base_model or PeftConfig.from_pretrained(src.path).base_model_name_or_path, src.path)
-    labels = {"id2label": dict(template.verdict_format.verbalizers)} if template else {"num_labels": src.num_labels}
-    try:
-        model = PeftModel.from_pretrained(load_model(base_source, **labels), src.path).eval()
-    except (OSError, ValueError, RuntimeError) as error:
-        raise UsageError(f"Could not load the adapter {src.path} on the base model {base_source!r}: {error}\n"
-                         "Pass its folder, Hub id or .gguf file with --base_model.") from None
-    # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final one
-    restore_rule(model, src.path, src.run_dir if src.final else None)
-    tokenizer = load_tokenizer(src.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base_source)
-    return model, tokenizer, template, base_source
-
-
-def _resolve_base(base: str | os.PathLike | None, adapter_dir: Path) -> str:
-    if not base:
-        raise UsageError(f"{adapter_dir / 'adapter_config.json'} names no base model (`base_model_name_or_path`); "
-                         "pass it with --base_model.")
-    path = Path(base)
-    if path.is_dir() and not (path / "config.json").is_file():  # a model loaded from a GGUF file records its folder
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) != 1:
-            raise UsageError(f"The base model folder {path} has no config.json and {len(ggufs)} .gguf files; pass "
-                             "the base model with --base_model.")
-        return str(ggufs[0])
-    return str(base)
-
-
-def _source_card(src: SourceFolder, base_model: str | None) -> CLSGenCardData:
+def _source_card(src: ModelFolder, base_model: str | None) -> CLSGenCardData:
     """The run's card (written by `CLSGenTrainer`) as card data, or an empty one; PEFT's own card is skipped."""
     for folder in (src.path, src.run_dir):
         if folder is not None and (folder / "README.md").is_file():
@@ -244,14 +133,14 @@ def _source_card(src: SourceFolder, base_model: str | None) -> CLSGenCardData:
     return CLSGenCardData(base_model=base_model)
 
 
-def _results(src: SourceFolder, results: str | os.PathLike | dict | None) -> dict | None:
+def _results(src: ModelFolder, results: str | os.PathLike | dict | None) -> dict | None:
     if results is None:
         folder = src.find(RESULTS_FILE)
         if folder is None:
             return None
         if folder != src.path and not src.final:
             logger.warning("%s describes the run's final model, not %s: the card gets no evaluation numbers (pass "
-                           "--results to give some).", folder / RESULTS_FILE, src.path.name)
+                           "results to give some).", folder / RESULTS_FILE, src.path.name)
             return None
         results = folder / RESULTS_FILE
     data = results if isinstance(results, dict) else read_json(results)
@@ -271,17 +160,12 @@ def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
     DecisionRule.from_config(base.config).save_pretrained(folder)
 
 
-def set_generation_tokens(model, tokenizer) -> None:
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-
-
 def _reload(folder: Path, merged: bool, base_source):
     """The exported folder as its users load it: `AutoModel` (merged) or PEFT on the base model (adapter)."""
     if merged:
         model = AutoModel.from_pretrained(folder).eval()
         return model, f"{type(model).__module__}.{type(model).__name__}"
-    model = load_source(inspect_source(folder), base_source)[0]
+    model = load_model_folder(inspect_model_folder(folder), base_source)[0]
     return model, f"{type(model).__name__}({type(model.get_base_model()).__name__})"
 
 
@@ -296,4 +180,4 @@ def _cls_logits(model, prompts: list[list[int]]) -> torch.Tensor:
     return torch.cat([model(input_ids=torch.tensor([ids], device=model.device)).cls_logits.cpu() for ids in prompts])
 
 
-__all__ = ["ExportReport", "SourceFolder", "export_model", "inspect_source", "load_source"]
+__all__ = ["ExportReport", "export_model"]

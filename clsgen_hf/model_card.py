@@ -227,7 +227,8 @@ class ModelCardCallback(TrainerCallback):
 
 def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: str | None = None,
                        dataset_name: str | None = None, tags: list[str] | str | None = None) -> Path:
-    """Write the card of `trainer`'s model into `output_dir`, with the results and prompt template saved there."""
+    """Write the card of `trainer`'s model into `output_dir`, from `trainer.model_card_data` (its `results` and
+    `prompt_template` are set by whoever has them: the card reads nothing back from the folder)."""
     output_dir = Path(output_dir)
     card, args = trainer.model_card_data, trainer.args
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -239,8 +240,6 @@ def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: st
     card.config = model.config
     if card.training is not None:
         card.training["global_step"] = trainer.state.global_step
-    card.results = read_json(output_dir / RESULTS_FILE)
-    card.prompt_template = PromptTemplate.in_folder(output_dir)
     path = output_dir / "README.md"
     with atomic_path(path) as temporary:
         card.to_model_card().save(temporary)

@@ -1,4 +1,4 @@
-"""`export_serving` (`clsgen-hf export --format serving`): a CLSGen model as two folders of standard transformers
+"""`export_serving` (the `serving` form of `clsgen-hf export`): a CLSGen model as two folders of standard transformers
 architectures, for engines that run no remote code (vLLM, `transformers serve`): `classifier/`, a
 `LlamaForSequenceClassification` with the calibration's scale folded into `score` (its per-class offset in
 `cls_logit_bias`), and `generator/`, a `LlamaForCausalLM`.
@@ -16,7 +16,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
-from .export import inspect_source, load_source, set_generation_tokens, validation_prompts
+from .export import validation_prompts
+from .loading import inspect_model_folder, load_model_folder, set_generation_tokens
 from .output_folders import SERVING_FOLDERS, check_output_dir, staged_output
 
 
@@ -63,10 +64,9 @@ def export_serving(
 ) -> ServingReport:
     """Write `out_dir/classifier` and `out_dir/generator` from what `export_model` takes (an adapter is merged);
     `validate` reloads both with plain Auto classes and compares probabilities and a greedy explanation."""
-    src = inspect_source(source)
-    out = Path(out_dir)
-    check_output_dir(out, src.path, overwrite)
-    model, tokenizer, template, _ = load_source(src, base_model)
+    out, source = Path(out_dir), Path(source)
+    check_output_dir(out, source, overwrite)
+    model, tokenizer, template, _ = load_model_folder(inspect_model_folder(source), base_model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     prompts = validation_prompts(tokenizer, template)
@@ -75,8 +75,8 @@ def export_serving(
     generator.generation_config = copy.deepcopy(model.generation_config)
     set_generation_tokens(generator, tokenizer)
 
-    report = ServingReport(out, src.path, bias, classifier_tokenizer.pad_token)
-    with staged_output(out, src.path, overwrite) as staging:
+    report = ServingReport(out, source, bias, classifier_tokenizer.pad_token)
+    with staged_output(out, source, overwrite) as staging:
         for name, plain, plain_tokenizer in zip(SERVING_FOLDERS, (classifier, generator),
                                                 (classifier_tokenizer, tokenizer)):
             plain.save_pretrained(staging / name)

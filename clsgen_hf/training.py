@@ -51,6 +51,7 @@ def train_clsgen(
         trainer.model_card_data.decision_rule = rule["note"]
         logger.info("Decision rule from %d validation rows: %s calibration (temperature %.3f, bias %s), threshold %s.",
                     len(validation), calibration.method, calibration.temperature, calibration.bias, rule["threshold"])
+    trainer.model_card_data.prompt_template = prompt_template
     trainer.save_model()
     if trainer.is_world_process_zero():
         prompt_template.save_pretrained(args.output_dir)

@@ -20,7 +20,7 @@ from clsgen_hf import (
     predict,
 )
 from clsgen_hf.calibration import RULE_FILE, DecisionRule
-from clsgen_hf.export import inspect_source, load_source
+from clsgen_hf.loading import inspect_model_folder, load_model_folder
 
 from .toy import lora_config, tiny_model_for, toy_dataset
 
@@ -69,7 +69,7 @@ def test_every_reload_gives_the_trained_probabilities(run, tmp_path):
     _assert_same(*load_model_and_tokenizer(out), run)
     _assert_same(*load_model_and_tokenizer(checkpoint), run)
     for source in (out, checkpoint):
-        model, source_tokenizer = load_source(inspect_source(source))[:2]  # PEFT on the base model, or the folder
+        model, source_tokenizer = load_model_folder(inspect_model_folder(source))[:2]  # PEFT on its base, or the model
         _assert_same(model, source_tokenizer, run)
         export_model(source, tmp_path / f"{source.name}-merged")
         _assert_same(AutoModel.from_pretrained(tmp_path / f"{source.name}-merged"), tokenizer, run)

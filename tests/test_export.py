@@ -166,7 +166,7 @@ def test_adapter_export_loads_with_peft(run, tmp_path, capsys):
     shutil.copy(run.checkpoint.parent / "clsgen_prompt.json", adapter)  # gives the labels their names
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": ""}))
-    with pytest.raises(UsageError, match="names no base model.*--base_model"):
+    with pytest.raises(UsageError, match="names no base model.*pass it as base_model"):
         export_model(adapter, tmp_path / "nope", merge=False)
 
     out = tmp_path / "adapter"
@@ -191,7 +191,7 @@ def test_adapter_export_loads_with_peft(run, tmp_path, capsys):
     assert printed == pytest.approx(expected, abs=6e-4)
 
 
-def test_trainer_writes_a_clsgen_card(run):
+def test_trainer_writes_a_clsgen_card(run, tmp_path):
     output_dir = run.checkpoint.parent
     card = ModelCard.load(output_dir / "README.md")  # written when the checkpoint was saved, before the evaluation
     assert {"clsgen", "trl"} <= set(card.data.tags) and card.data.library_name == "transformers"
@@ -200,8 +200,9 @@ def test_trainer_writes_a_clsgen_card(run):
                                          "clsgen_modeling_version": MODELING_VERSION}
     assert "clsgen" in card.data and "| r | 8 |" in card.text  # the run's facts, in the card's metadata
 
-    run.trainer.create_model_card()  # now that clsgen_results.json is there
-    card = ModelCard.load(output_dir / "README.md")
+    run.trainer.model_card_data.results, run.trainer.model_card_data.prompt_template = run.results, TOY_TEMPLATE
+    run.trainer.create_model_card(output_dir=str(tmp_path))  # from the values given: the folder holds no run files
+    card = ModelCard.load(tmp_path / "README.md")
     _assert_card_has_results(card, run.results)
     assert "Improved?" in card.text  # the usage snippet speaks the training prompt template
 

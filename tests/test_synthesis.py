@@ -433,7 +433,7 @@ def test_answers_not_kept_fail_the_run_and_are_asked_again_on_request(server, tm
     server.broken = True
     assert _synthesize(server, tmp_path) == 1
     error = capsys.readouterr().err
-    assert "No explanation stated the gold verdict for class(es) 0, 1" in error and "--retry_rejected" in error
+    assert "No explanation stated the gold verdict for class(es) 0, 1" in error and "retry_rejected" in error
     assert not (tmp_path / "out.jsonl").exists()
     asked = len(server.answered)
     assert asked == 8  # four answers, four follow-ups, all cached

@@ -133,6 +133,7 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
                          output_dir / RELIABILITY_FILE)
     results = results_record(results, rule, explained, validation, test, train_seconds)
     write_json(output_dir / RESULTS_FILE, results)  # undefined numbers (one test class: AUROC) as null
+    trainer.model_card_data.results = results
     trainer.create_model_card()  # now with the evaluation table
     print(recipe_report(results, predictions, test, output_dir, RELIABILITY_FILE))
     return results

@@ -194,100 +194,40 @@ def synthesize_explanations(
             raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}); "
                              "build it with `load_classification_dataset`.")
     verdict_format = prompt_template.verdict_format
-    prompts, labels = list(dataset["prompt"]), [int(label) for label in dataset["label"]]
+    labels = [int(label) for label in dataset["label"]]
     unknown = sorted(set(labels) - set(verdict_format.verbalizers))
     if unknown:
         raise ValueError(f"Labels {unknown} have no verbalizer in the template ({verdict_format.verbalizers}).")
-
-    def per_class(rows) -> dict[int, int]:
-        return dict(sorted(Counter(labels[i] for i in rows).items()))
-
-    cache = AnswerCache(cache_path)
-    report = SynthesisReport(verdict_format.verbalizers, rows=per_class(range(len(labels))))
-    settings = {"teacher": teacher.name, "prompt_template": prompt_template.to_dict(),
-                "teacher_instruction": teacher_instruction}
-    concurrency = getattr(teacher, "concurrency", 1)
-
-    def answer_key(i: int, attempt: int) -> str:  # greedy first tries do not depend on the temperature
-        generation = {"max_new_tokens": max_new_tokens, **({"temperature": temperature} if attempt else {})}
-        return cache_key(prompts[i], labels[i], settings, generation, attempt)
-
-    def follow_up_key(key: str, answer: str) -> str:
-        return cache_key(key, "follow-up", answer, FOLLOW_UP_TOKENS)
-
-    def accepted(i: int, answer: str, follow_up: str | None) -> str | None:
-        return accept_answer(answer, labels[i], verdict_format, follow_up if verdict_follow_up else None, min_words)
-
-    def kept_from_cache(i: int) -> bool:
-        for attempt in range(max_retries + 1):
-            if (key := answer_key(i, attempt)) not in cache:
-                return False
-            answer = cache[key]["text"]
-            if accepted(i, answer, cache.get(follow_up_key(key, answer), {}).get("text")) is not None:
-                return True
-        return False
-
-    fresh = {i for i in range(len(labels)) if not kept_from_cache(i)} if retry_rejected else set()
-    if fresh:
-        logger.info("Asking again for the %d rows whose cached answers were not kept (retry_rejected).", len(fresh))
-
-    def ask(conversations: dict[int, Conversation], keys: dict[int, str], desc: str, **generation) -> dict[int, str]:
-        """Row -> answer, from the cache or else the teacher (each answer cached as soon as it returns)."""
-        todo = [i for i in conversations if keys[i] not in cache or i in fresh]
-        report.reused += len(conversations) - len(todo)
-        tokens_before, start = teacher.generated_tokens, time.perf_counter()
-        size = 1 if hasattr(teacher, "concurrency") else batch_size  # a server: each answer cached as it returns
-        batches = [todo[begin : begin + size] for begin in range(0, len(todo), size)]
-        with tqdm(total=len(todo), desc=desc, unit="row", disable=not show_progress or not todo) as bar:
-            generate = lambda rows: teacher.generate([conversations[i] for i in rows], **generation)  # noqa: E731
-            for rows, texts in _in_flight(generate, batches, concurrency):
-                cache.extend([{"key": keys[i], "text": text} for i, text in zip(rows, texts)])
-                bar.update(len(rows))
-        report.generated += len(todo)
-        report.generated_tokens += teacher.generated_tokens - tokens_before
-        report.seconds += time.perf_counter() - start
-        return {i: cache[keys[i]]["text"] for i in conversations}
-
+    job = _Job(list(dataset["prompt"]), labels, teacher, verdict_format, AnswerCache(cache_path),
+               SynthesisReport(verdict_format.verbalizers), {"teacher": teacher.name, "prompt_template":
+               prompt_template.to_dict(), "teacher_instruction": teacher_instruction}, max_new_tokens, temperature,
+               verdict_follow_up, min_words, batch_size, show_progress)
+    job.report.rows = job.per_class(range(len(labels)))
+    if retry_rejected:
+        job.fresh = {i for i in range(len(labels)) if not job.kept_from_cache(i, max_retries)}
+    if job.fresh:
+        logger.info("Asking again for the %d rows whose cached answers were not kept (retry_rejected).",
+                    len(job.fresh))
     kept: dict[int, tuple[int, str]] = {}  # row -> (attempt, explanation)
     pending = list(range(len(labels)))
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        sampling = {"do_sample": attempt > 0, "temperature": temperature}
-        conversations = {i: teacher_messages(prompts[i], labels[i], verdict_format, teacher_instruction)
-                         for i in pending}
-        keys = {i: answer_key(i, attempt) for i in pending}
-        answers = ask(conversations, keys, f"try {attempt + 1}", max_new_tokens=max_new_tokens, **sampling)
-        silent = [i for i in pending if verdict_follow_up and verdict_format.read(answers[i]) == NO_VERDICT]
-        follow_ups = ask({i: follow_up_messages(conversations[i], answers[i], verdict_format) for i in silent},
-                         {i: follow_up_key(keys[i], answers[i]) for i in silent},
-                         f"try {attempt + 1}, verdict follow-ups", max_new_tokens=FOLLOW_UP_TOKENS, **sampling)
-        explanations = {i: accepted(i, answers[i], follow_ups.get(i)) for i in pending}
+        explanations = job.try_rows(pending, attempt)
         kept.update({i: (attempt, text) for i, text in explanations.items() if text is not None})
-        report.follow_ups += sum(explanations[i] is not None for i in follow_ups)
         pending = [i for i in pending if explanations[i] is None]
-    report.first_try = per_class(i for i, (attempt, _) in kept.items() if attempt == 0)
-    report.after_retries = per_class(i for i, (attempt, _) in kept.items() if attempt > 0)
-    report.dropped = per_class(pending)
-    logger.info("Teacher throughput: %s", report.throughput)
-    kept_counts = Counter(labels[i] for i in kept)
-    empty = [label for label in report.rows if not kept_counts[label]]
-    if require_every_class and empty:
-        listed = ", ".join(f"{label} ({report.verbalizers[label]}) {kept_counts[label]} of {n}"
-                           for label, n in report.rows.items())
-        raise TeacherError(
-            f"No explanation stated the gold verdict for class(es) {', '.join(map(str, empty))}; kept per class: "
-            f"{listed}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
-            "teacher or change its settings (a changed answer budget, temperature or instruction is asked afresh), "
-            "then rerun with --retry_rejected to ask again for the rows not kept."
-        )
-
-    metadata = {**settings, "max_retries": max_retries, "max_new_tokens": max_new_tokens,
+    job.report.first_try = job.per_class(i for i, (attempt, _) in kept.items() if attempt == 0)
+    job.report.after_retries = job.per_class(i for i, (attempt, _) in kept.items() if attempt > 0)
+    job.report.dropped = job.per_class(pending)
+    logger.info("Teacher throughput: %s", job.report.throughput)
+    if require_every_class:
+        _check_every_class(job.report, Counter(labels[i] for i in kept), cache_path)
+    metadata = {**job.settings, "max_retries": max_retries, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "verdict_follow_up": verdict_follow_up, "min_words": min_words,
-                "report": report.to_dict()}
+                "report": job.report.to_dict()}
     order = sorted(kept)
     result = Dataset.from_dict(
-        {"prompt": [prompts[i] for i in order],
+        {"prompt": [job.prompts[i] for i in order],
          "completion": [[{"role": "assistant", "content": kept[i][1]}] for i in order],
          "label": [labels[i] for i in order]},
         features=FEATURES,
@@ -299,6 +239,102 @@ def synthesize_explanations(
         meta = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
         write_text_atomic(Path(save_to).with_suffix(".meta.json"), meta)
     return result
+
+
+@dataclass
+class _Job:
+    """What the steps of one `synthesize_explanations` call share: its rows, teacher, cache, settings and report."""
+
+    prompts: list[Conversation]
+    labels: list[int]
+    teacher: Teacher
+    verdict_format: VerdictFormat
+    cache: AnswerCache
+    report: SynthesisReport
+    settings: dict[str, Any]
+    max_new_tokens: int
+    temperature: float
+    verdict_follow_up: bool
+    min_words: int
+    batch_size: int
+    show_progress: bool
+    fresh: set[int] = field(default_factory=set)  # rows asked again whatever the cache holds
+
+    def per_class(self, rows) -> dict[int, int]:
+        return dict(sorted(Counter(self.labels[i] for i in rows).items()))
+
+    def answer_key(self, i: int, attempt: int) -> str:
+        """The cache key of row `i`'s answer at `attempt` (greedy first tries do not depend on the temperature)."""
+        generation = {"max_new_tokens": self.max_new_tokens, **({"temperature": self.temperature} if attempt else {})}
+        return cache_key(self.prompts[i], self.labels[i], self.settings, generation, attempt)
+
+    def accepted(self, i: int, answer: str, follow_up: str | None) -> str | None:
+        return accept_answer(answer, self.labels[i], self.verdict_format,
+                             follow_up if self.verdict_follow_up else None, self.min_words)
+
+    def kept_from_cache(self, i: int, max_retries: int) -> bool:
+        """Whether one of row `i`'s cached answers (tries in order, up to the first missing one) is kept."""
+        for attempt in range(max_retries + 1):
+            if (key := self.answer_key(i, attempt)) not in self.cache:
+                return False
+            answer = self.cache[key]["text"]
+            if self.accepted(i, answer, self.cache.get(_follow_up_key(key, answer), {}).get("text")) is not None:
+                return True
+        return False
+
+    def try_rows(self, rows: list[int], attempt: int) -> dict[int, str | None]:
+        """Row -> its kept explanation (`None`: not kept) at `attempt`: the teacher's answers, and for those stating
+        no verdict its reply to the follow-up question."""
+        sampling = {"do_sample": attempt > 0, "temperature": self.temperature}
+        conversations = {i: teacher_messages(self.prompts[i], self.labels[i], self.verdict_format,
+                                             self.settings["teacher_instruction"]) for i in rows}
+        keys = {i: self.answer_key(i, attempt) for i in rows}
+        answers = self.ask(conversations, keys, f"try {attempt + 1}", max_new_tokens=self.max_new_tokens, **sampling)
+        silent = [i for i in rows if self.verdict_follow_up and self.verdict_format.read(answers[i]) == NO_VERDICT]
+        follow_ups = self.ask(
+            {i: follow_up_messages(conversations[i], answers[i], self.verdict_format) for i in silent},
+            {i: _follow_up_key(keys[i], answers[i]) for i in silent},
+            f"try {attempt + 1}, verdict follow-ups", max_new_tokens=FOLLOW_UP_TOKENS, **sampling,
+        )
+        explanations = {i: self.accepted(i, answers[i], follow_ups.get(i)) for i in rows}
+        self.report.follow_ups += sum(explanations[i] is not None for i in follow_ups)
+        return explanations
+
+    def ask(self, conversations: dict[int, Conversation], keys: dict[int, str], desc: str,
+            **generation) -> dict[int, str]:
+        """Row -> answer, from the cache or else the teacher (each answer cached as soon as it returns)."""
+        todo = [i for i in conversations if keys[i] not in self.cache or i in self.fresh]
+        self.report.reused += len(conversations) - len(todo)
+        tokens_before, start = self.teacher.generated_tokens, time.perf_counter()
+        size = 1 if hasattr(self.teacher, "concurrency") else self.batch_size  # a server: each cached as it returns
+        batches = [todo[begin : begin + size] for begin in range(0, len(todo), size)]
+        with tqdm(total=len(todo), desc=desc, unit="row", disable=not self.show_progress or not todo) as bar:
+            generate = lambda rows: self.teacher.generate([conversations[i] for i in rows], **generation)  # noqa: E731
+            for rows, texts in _in_flight(generate, batches, getattr(self.teacher, "concurrency", 1)):
+                self.cache.extend([{"key": keys[i], "text": text} for i, text in zip(rows, texts)])
+                bar.update(len(rows))
+        self.report.generated += len(todo)
+        self.report.generated_tokens += self.teacher.generated_tokens - tokens_before
+        self.report.seconds += time.perf_counter() - start
+        return {i: self.cache[keys[i]]["text"] for i in conversations}
+
+
+def _follow_up_key(key: str, answer: str) -> str:
+    return cache_key(key, "follow-up", answer, FOLLOW_UP_TOKENS)
+
+
+def _check_every_class(report: SynthesisReport, kept: Counter, cache_path: str | Path) -> None:
+    """Raise a `TeacherError` when a class keeps no explanation (nothing is saved then)."""
+    empty = [label for label in report.rows if not kept[label]]
+    if empty:
+        listed = ", ".join(f"{label} ({report.verbalizers[label]}) {kept[label]} of {n}"
+                           for label, n in report.rows.items())
+        raise TeacherError(
+            f"No explanation stated the gold verdict for class(es) {', '.join(map(str, empty))}; kept per class: "
+            f"{listed}; nothing was saved. The answers are cached in {cache_path} and a rerun reuses them: fix the "
+            "teacher or change its settings (a changed answer budget, temperature or instruction is asked afresh), "
+            "then rerun with retry_rejected=True to ask again for the rows not kept."
+        )
 
 
 def _in_flight(generate, batches: list[list[int]], concurrency: int):
