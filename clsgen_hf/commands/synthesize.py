@@ -22,9 +22,8 @@ from pathlib import Path
 from trl import TrlParser
 
 from ..arguments import PromptArguments, TeacherArguments, parse_options
-from ..data import TeacherError
 from ..data.synthesis import MIN_WORDS
-from ..errors import UsageError, run_command
+from ..errors import TeacherError, UsageError, run_command
 
 
 CLINIFACT_PREFIX = "clinifact:"

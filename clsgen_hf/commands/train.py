@@ -20,8 +20,8 @@ from trl import ModelConfig, TrlParser
 
 from ..arguments import PromptArguments, TeacherArguments, parse_options
 from ..clsgen_config import CLSGenConfig
-from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE, TeacherError
-from ..errors import UsageError, run_command
+from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE
+from ..errors import TeacherError, UsageError, run_command
 
 
 logger = logging.getLogger("clsgen_hf.train")
