@@ -1,6 +1,7 @@
 """`UsageError`, the one error class for user mistakes (a bad file, option or folder). Every `clsgen-hf` command
 prints it as one line, `clsgen-hf <command>: error: <message>`, and exits with status 2, as argparse does; Ctrl-C
-ends a command with one line and status 130."""
+ends a command with one line and status 130. `TeacherError` lives here too, so that a command can name it (exit
+status 1) without importing the teachers' model code."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def _as_flag(name: str, value: Any) -> str:
     return f"--{name} {shlex.quote(text)}"
 
 
+class TeacherError(RuntimeError):
+    """A teacher could not answer (endpoint down, bad reply, missing backend)."""
+
+
 def run_command(
     command: str,
     body: Callable[[], object],
@@ -73,4 +78,4 @@ def run_command(
     return 0
 
 
-__all__ = ["UsageError", "run_command"]
+__all__ = ["TeacherError", "UsageError", "run_command"]

@@ -1,5 +1,8 @@
 """`import clsgen_hf` and `clsgen-hf --help` load no torch, a command's option error comes before any heavy import, and
-the Auto classes still find CLSGen folders once transformers loads them. Each check runs in a fresh interpreter."""
+the Auto classes still find CLSGen folders once transformers loads them. Each check runs in a fresh interpreter.
+
+`train` parses into `CLSGenConfig`, a `transformers.TrainingArguments`, whose module imports torch and peft: its help
+and option errors cost that import and nothing more (no model loading code, no scikit-learn)."""
 
 import json
 import subprocess
@@ -12,18 +15,19 @@ from .toy import tiny_config
 
 HEAVY = ("torch", "sklearn", "trl.trainer", "transformers.models.auto.modeling_auto", "evaluate", "datasets")
 
-LIGHT = """
+# Runs `clsgen-hf <argv>` for each argv of the JSON list in argv[1]; prints the exit codes and which of the modules
+# named by the other arguments were imported.
+OPTIONS = """
 import contextlib, io, json, sys
 from clsgen_hf.cli import main
 codes = []
-for argv in ([], ["--help"], ["predict", "--batch_size", "many"], ["export", "--format", "onnx", "a", "b"],
-             ["install-metrics", "--push", "me"], ["refresh-code"]):
+for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             codes.append(main(argv))
         except SystemExit as exit:
             codes.append(exit.code)
-print(json.dumps({"codes": codes, "loaded": [name for name in sys.argv[1:] if name in sys.modules]}))
+print(json.dumps({"codes": codes, "loaded": [name for name in sys.argv[2:] if name in sys.modules]}))
 """
 
 AUTO_LOAD = """
@@ -43,12 +47,35 @@ def _python(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_help_and_option_errors_load_nothing_heavy(tmp_path):
-    done = _python(LIGHT, *HEAVY, cwd=tmp_path)
+def _run_options(argvs: list[list[str]], modules: tuple[str, ...], cwd) -> dict:
+    done = _python(OPTIONS, json.dumps(argvs), *modules, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["codes"] == [0, 0, 2, 2, 2, 2]
-    assert result["loaded"] == []
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_help_and_option_errors_load_nothing_heavy(tmp_path):
+    argvs = [[], ["--help"], ["predict", "--batch_size", "many"], ["export", "--format", "onnx", "a", "b"],
+             ["install-metrics", "--push", "me"], ["refresh-code"]]
+    assert _run_options(argvs, HEAVY, tmp_path) == {"codes": [0, 0, 2, 2, 2, 2], "loaded": []}
+
+
+def _help_and_option_errors(command: str, bad_number: str, tmp_path, required: tuple[str, ...] = ()) -> list:
+    """`--help` and three mistakes: a number out of range, an unknown flag, a `--config` that is no YAML mapping."""
+    (tmp_path / "bad.yaml").write_text("- a list, not options\n")
+    mistakes = [[bad_number, "0"], ["--no_such_option", "1"], ["--config", str(tmp_path / "bad.yaml")]]
+    return [[command, "--help"]] + [[command, *mistake, *required] for mistake in mistakes]
+
+
+def test_synthesize_help_and_option_errors_load_no_torch(tmp_path):
+    argvs = _help_and_option_errors("synthesize", "--max_rows", tmp_path, ("--input", "a.csv", "--output", "b.jsonl"))
+    heavy = ("torch", "peft", "sklearn", "trl.trainer", "clsgen_hf.loading", "transformers.modeling_utils")
+    assert _run_options(argvs, heavy, tmp_path) == {"codes": [0, 2, 2, 2], "loaded": []}
+
+
+def test_train_help_and_option_errors_load_no_model_code(tmp_path):
+    argvs = _help_and_option_errors("train", "--per_device_train_batch_size", tmp_path)
+    heavy = ("sklearn", "clsgen_hf.loading", "clsgen_hf.calibration")
+    assert _run_options(argvs, heavy, tmp_path) == {"codes": [0, 2, 2, 2], "loaded": []}
 
 
 @pytest.mark.parametrize(

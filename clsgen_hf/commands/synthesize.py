@@ -21,9 +21,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..data import TeacherError
 from ..data.synthesis import MIN_WORDS
-from ..errors import UsageError, run_command
+from ..errors import TeacherError, UsageError, run_command
 from .options import PromptArguments, TeacherArguments, parse_options
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from trl import ModelConfig, TrlParser
 
 from ..clsgen_config import CLSGenConfig
-from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE, TeacherError
-from ..errors import UsageError, run_command
+from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE
+from ..errors import TeacherError, UsageError, run_command
 from .options import PromptArguments, TeacherArguments, parse_options
 
 

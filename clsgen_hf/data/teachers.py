@@ -11,17 +11,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import torch
-from transformers import AutoModelForCausalLM
-
-from ..loading import default_model_path, load_model, load_tokenizer
+from ..errors import TeacherError
 
 
 Conversation = list[dict[str, str]]
-
-
-class TeacherError(RuntimeError):
-    """A teacher could not answer (endpoint down, bad reply, missing backend)."""
 
 
 class Teacher(Protocol):
@@ -57,6 +50,10 @@ class TransformersTeacher:
         name: str | None = None,
         **model_kwargs,
     ):
+        from transformers import AutoModelForCausalLM
+
+        from ..loading import default_model_path, load_model, load_tokenizer
+
         if model is None:
             model = load_model(model_name_or_path, gguf_file, model_class=AutoModelForCausalLM, **model_kwargs)
         if tokenizer is None:
@@ -66,23 +63,26 @@ class TransformersTeacher:
         self.name = name or f"transformers:{model_name_or_path or default_model_path().name}"
         self.generated_tokens = 0
 
-    @torch.inference_mode()
     def generate(
         self, conversations: list[Conversation], *, do_sample: bool = False, temperature: float = 1.0,
         max_new_tokens: int = 256,
     ) -> list[str]:
-        inputs = self.tokenizer.apply_chat_template(
-            conversations, add_generation_prompt=True, padding=True, return_tensors="pt"
-        ).to(self.model.device)
-        sampling = {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
-        output = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id, **sampling,
-        )
-        new = output[:, inputs["input_ids"].shape[1] :]  # (B, T_new)
-        is_eos = new == self.tokenizer.eos_token_id  # count each row up to and including its first eos
-        self.generated_tokens += int(torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.shape[1]).sum())
-        return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        import torch
+
+        with torch.inference_mode():
+            inputs = self.tokenizer.apply_chat_template(
+                conversations, add_generation_prompt=True, padding=True, return_tensors="pt"
+            ).to(self.model.device)
+            sampling = {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
+            output = self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id, **sampling,
+            )
+            new = output[:, inputs["input_ids"].shape[1] :]  # (B, T_new)
+            is_eos = new == self.tokenizer.eos_token_id  # count each row up to and including its first eos
+            lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.shape[1])
+            self.generated_tokens += int(lengths.sum())
+            return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 class OpenAITeacher:
