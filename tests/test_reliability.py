@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from clsgen_hf.atomic import atomic_path
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.configuration_clsgen import LlamaCLSGenConfig
+from clsgen_hf.data import OpenAITeacher, TeacherError
 from clsgen_hf.json_files import write_json
 from clsgen_hf.prompt_template import default_prompt_template
 
@@ -269,3 +272,43 @@ def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, 
     assert "Traceback" not in stderr
     state = json.loads((output_dir / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["global_step"] == 1
+
+
+class _TrickledHeaders(BaseHTTPRequestHandler):
+    """A valid chat reply whose status line and headers arrive one byte every 0.1 s (10 s in all): every read
+    returns within any per-read timeout, so only a total deadline ends the wait."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests += 1
+        body = json.dumps({"choices": [{"message": {"content": "Answer: Yes"}}]}).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        head += f"X-Padding: {'a' * (97 - len(head))}\r\n\r\n"
+        try:
+            for byte in head.encode():
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(body)
+        except OSError:  # the client hung up at its deadline
+            pass
+
+
+def test_a_teacher_trickling_its_headers_is_bounded_by_the_total_deadline():
+    """The deadline covers connecting and the headers, not only the body: each try ends after `timeout` seconds in
+    all, is retried, then fails naming the URL (without it, each try waits the 10 s out and succeeds)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TrickledHeaders)
+    server.daemon_threads, server.requests = True, 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        teacher = OpenAITeacher(url, model="m", timeout=1.0, max_retries=1)
+        with pytest.raises(TeacherError, match=f"{url}/chat/completions did not answer within 1 s, 2 attempts"):
+            teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+        assert server.requests == 2
+    finally:
+        server.shutdown()
+        server.server_close()
