@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_interrupted(status: int) -> None:
     """Exit without tearing the interpreter down: after a Ctrl-C (reported, outputs released) that teardown has nothing
-    left to write, yet takes seconds with torch and a model loaded (minutes on a busy machine), long enough for the user
-    to believe the Ctrl-C was lost. The exit handlers still run (logging's flush, temporary folders' removal)."""
+    left to write, yet with torch and a model loaded it is slow, long enough on a busy machine for the user to believe
+    the Ctrl-C was lost. The exit handlers still run (logging's flush, temporary folders' removal)."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
