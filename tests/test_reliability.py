@@ -134,6 +134,21 @@ def test_predict_never_writes_over_its_input(model, rows, tmp_path, capsys):
         assert message in _one_line_error(capsys, "predict")
 
 
+@pytest.mark.parametrize("command, flag", [("predict", "--input"), ("train", "--train_file"),
+                                           ("train", "--test_file"), ("train", "--validation_file")])
+def test_a_folder_where_a_data_file_is_expected_is_named(model, rows, tmp_path, capsys, command, flag):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    argv = {"predict": ["--model", str(model), "--input", str(rows), "--output", str(tmp_path / "out.jsonl")],
+            "train": ["--model_name_or_path", str(model), "--train_file", str(rows), "--test_file", str(rows),
+                      "--validation_file", str(rows), "--text_fields", "note", "--explanation_column", "why",
+                      "--output_dir", str(tmp_path / "run")]}[command]
+    argv[argv.index(flag) + 1] = f"{folder}/"
+    assert cli_main([command, *argv]) == 2
+    assert f"{folder} is a folder: name the data file in it (" in _one_line_error(capsys, command)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "rows.csv"]
+
+
 @pytest.mark.parametrize("where", ["is", "lies inside", "contains"])
 def test_train_never_writes_over_its_base_model(model, rows, tmp_path, capsys, where):
     base = tmp_path / "parent" / "base"
