@@ -1,11 +1,13 @@
 """How `clsgen-hf` commands write: every file goes to a new temporary file in the same folder (an exclusive name) and
 is moved over the target with `os.replace`, so that a kill or a full disk leaves either the old file or the new one,
-never a truncated one, and a symbolic link at the target is replaced, never followed; and each output is claimed by
+never a truncated one, and a symbolic link at the target is replaced, never followed (a set of files written by a
+library, a saved model, goes to a hidden folder beside them first: `atomic_files`); and each output is claimed by
 one command at a time (`claim`), so that two runs writing the same output do not interleave."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +46,28 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+@contextmanager
+def atomic_files(folder: str | os.PathLike, last: tuple[str, ...] = ("config.json", "adapter_config.json")) -> \
+        Iterator[Path]:
+    """A fresh hidden folder inside `folder` to write a set of files to (a model's weights, config, tokenizer) with
+    writers that cannot write atomically themselves (`save_pretrained`); when the block ends, each file is moved into
+    `folder` with `os.replace`, the `last` names (those that make a folder look like a model) after the others;
+    deleted, and `folder` left as it was, if the block raises. A kill therefore leaves the previous files, or all the
+    new ones but for the instant of the moves; never a half-written file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saving.", dir=folder))
+    try:
+        yield staging
+        files = sorted((path for path in staging.rglob("*") if not path.is_dir()), key=lambda path: path.name in last)
+        for path in files:
+            target = folder / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 _CLAIMS: dict[Path, int] = {}  # lock file -> its open descriptor, held by this process
 
 
@@ -78,4 +102,4 @@ def release_claims() -> None:
         os.close(fd)
 
 
-__all__ = ["OutputBusyError", "atomic_path", "claim", "release_claims", "write_text_atomic"]
+__all__ = ["OutputBusyError", "atomic_files", "atomic_path", "claim", "release_claims", "write_text_atomic"]

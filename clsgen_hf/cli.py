@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
+
+from .errors import interrupted
 
 
 COMMANDS = {
@@ -26,7 +30,10 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the command `argv` names; returns its exit status. Called without `argv` (as the `clsgen-hf` program), a
+    command ended by Ctrl-C ends the process at once (see `_exit_interrupted`)."""
+    program = argv is None
+    argv = sys.argv[1:] if program else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -35,8 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" The command comes first: clsgen-hf {named} [options]." if named else ""
         print(f"clsgen-hf: unknown command {argv[0]!r}.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:]) or 0
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        status = module.main(argv[1:]) or 0
+    except KeyboardInterrupt:  # while the command's libraries import; `run_command` reports it once the body runs
+        status = interrupted(argv[0])
+    if status == 130 and program:
+        _exit_interrupted(status)
+    return status
+
+
+def _exit_interrupted(status: int) -> None:
+    """Exit without tearing the interpreter down: after a Ctrl-C (reported, outputs released) that teardown has nothing
+    left to write, yet with torch and a model loaded it is slow, long enough on a busy machine for the user to believe
+    the Ctrl-C was lost. The exit handlers still run (logging's flush, temporary folders' removal)."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -288,27 +288,37 @@ class CLSGenTrainer(SFTTrainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """Save the model; with LoRA and `save_merged`, the merged model (checkpoints keep the adapter for resuming).
-        The decision rule goes with it (see `_save_rule`), and into the checkpoint that holds the same weights."""
-        if not _internal_call:
-            self.create_model_card(output_dir=output_dir)
+        The decision rule goes with it (see `_save_rule`), and into the checkpoint that holds the same weights. The
+        final model is written in a hidden folder inside `output_dir` and moved in once complete (`atomic_files`): a
+        run killed while saving it leaves the previous one, not a half-written folder that looks complete."""
+        from contextlib import nullcontext
+
+        from .atomic import atomic_files
+
         model = self.accelerator.unwrap_model(self.model)
         output_dir = output_dir or self.args.output_dir
-        if _internal_call or not self.args.save_merged or not isinstance(model, PeftModel):
-            super().save_model(output_dir, _internal_call)
-        else:
-            state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None  # every rank
-            if self.args.should_save:
-                merged = copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)
-                merged.merge_and_unload().save_pretrained(output_dir)
-                self.processing_class.save_pretrained(output_dir)
-                logger.info("Saved the merged model to %s", output_dir)
+        # DeepSpeed's own checkpoint format is written by every rank, into the folder each names: not staged.
+        final = not _internal_call and self.args.should_save and not self.is_deepspeed_enabled
+        with atomic_files(output_dir) if final else nullcontext(output_dir) as folder:
+            if _internal_call or not self.args.save_merged or not isinstance(model, PeftModel):
+                super().save_model(folder, _internal_call)
+            else:
+                state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None  # all ranks
+                if self.args.should_save:
+                    merged = copy.deepcopy(model) if state_dict is None else _unsharded_copy(model, state_dict)
+                    merged.merge_and_unload().save_pretrained(folder)
+                    self.processing_class.save_pretrained(folder)
+                    logger.info("Saved the merged model to %s", output_dir)
+            if not _internal_call and self.args.should_save:
+                self._save_rule(model, Path(folder))
+        if not _internal_call:  # once the weights are in (PEFT writes a card of its own beside an adapter)
+            self.create_model_card(output_dir=output_dir)
         if _internal_call or not self.args.should_save:
             return  # a checkpoint written while training has no fitted rule yet
         checkpoint = self.state.best_model_checkpoint if self.args.load_best_model_at_end else None
         checkpoint = Path(checkpoint or Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
-        for folder in {Path(output_dir), checkpoint}:
-            if folder.is_dir():
-                self._save_rule(model, folder)
+        if checkpoint.is_dir() and checkpoint != Path(output_dir):
+            self._save_rule(model, checkpoint)
 
     def _save_rule(self, model, folder: Path) -> None:
         """The rule of `model` into `folder`: beside an adapter as `clsgen_rule.json`, else in its `config.json`."""

@@ -70,12 +70,16 @@ def run_command(
               file=sys.stderr)
         return 2 if isinstance(error, usage_errors) else 1
     except KeyboardInterrupt:
-        print(f"clsgen-hf {command}: interrupted (Ctrl-C); the files it had finished writing are kept.",
-              file=sys.stderr)
-        return 130
+        return interrupted(command)
     finally:
         release_claims()
     return 0
 
 
-__all__ = ["TeacherError", "UsageError", "run_command"]
+def interrupted(command: str) -> int:
+    """Report a Ctrl-C that ended `command` (one line on stderr); returns its exit status, 130."""
+    print(f"clsgen-hf {command}: interrupted (Ctrl-C); the files it had finished writing are kept.", file=sys.stderr)
+    return 130
+
+
+__all__ = ["TeacherError", "UsageError", "interrupted", "run_command"]

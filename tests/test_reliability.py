@@ -4,26 +4,31 @@ one output, Ctrl-C during training. Each must end in one line with exit status 2
 loads where it can, and leave every file it did not write as it was. Hostile teachers are in `test_synthesis.py`."""
 
 import csv
+import importlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from clsgen_hf import CLSGenConfig, CLSGenTrainer
 from clsgen_hf.atomic import atomic_path
 from clsgen_hf.cli import main as cli_main
 from clsgen_hf.configuration_clsgen import LlamaCLSGenConfig
+from clsgen_hf.data import OpenAITeacher, TeacherError
 from clsgen_hf.json_files import write_json
 from clsgen_hf.prompt_template import default_prompt_template
 
-from .toy import tiny_model_for
+from .toy import lora_config, tiny_model_for, toy_dataset
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +132,21 @@ def test_predict_never_writes_over_its_input(model, rows, tmp_path, capsys):
                             (tmp_path, "is a folder: name the file to write")):
         assert cli_main(["predict", "--model", str(model), "--input", str(rows), "--output", str(output)]) == 2
         assert message in _one_line_error(capsys, "predict")
+
+
+@pytest.mark.parametrize("command, flag", [("predict", "--input"), ("train", "--train_file"),
+                                           ("train", "--test_file"), ("train", "--validation_file")])
+def test_a_folder_where_a_data_file_is_expected_is_named(model, rows, tmp_path, capsys, command, flag):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    argv = {"predict": ["--model", str(model), "--input", str(rows), "--output", str(tmp_path / "out.jsonl")],
+            "train": ["--model_name_or_path", str(model), "--train_file", str(rows), "--test_file", str(rows),
+                      "--validation_file", str(rows), "--text_fields", "note", "--explanation_column", "why",
+                      "--output_dir", str(tmp_path / "run")]}[command]
+    argv[argv.index(flag) + 1] = f"{folder}/"
+    assert cli_main([command, *argv]) == 2
+    assert f"{folder} is a folder: name the data file in it (" in _one_line_error(capsys, command)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "rows.csv"]
 
 
 @pytest.mark.parametrize("where", ["is", "lies inside", "contains"])
@@ -237,9 +257,26 @@ def test_options_before_the_command_are_named(capsys):
     assert "The command comes first: clsgen-hf predict [options]." in capsys.readouterr().err
 
 
-# Slow: under the version legs' load (two suites on two cores) a first SIGINT went unanswered; make test runs it.
+def test_ctrl_c_while_the_command_imports_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first seconds, while `train` imports its libraries (before its own handling starts)."""
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    try:
+        status = cli_main(["train", "--help"])
+    except KeyboardInterrupt:
+        status = "a traceback"
+    assert status == 130
+    assert capsys.readouterr().err == "clsgen-hf train: interrupted (Ctrl-C); the files it had finished writing are " \
+        "kept.\n"
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, tmp_path):
+    """One Ctrl-C ends the run. Before, the process printed its line at once but then spent seconds tearing the
+    interpreter down (torch, the model), past the 20 s the first press was given under load; a second press was
+    needed."""
     output_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "clsgen_hf.cli", "train", "--model_name_or_path", str(model), "--train_file",
             str(rows), "--test_file", str(rows), "--text_fields", "note", "--explanation_column", "why",
@@ -254,14 +291,8 @@ def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, 
         while not (output_dir / "checkpoint-1" / "trainer_state.json").exists():
             assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-3000:]
             time.sleep(0.05)
-        stderr = "still running after three Ctrl-C"
-        for _ in range(3):  # a second Ctrl-C, as a user presses, if the first one landed where it was swallowed
-            run.send_signal(signal.SIGINT)
-            try:
-                _, stderr = run.communicate(timeout=20)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=20)
     finally:
         run.kill()
     assert run.returncode == 130, stderr[-3000:]
@@ -269,3 +300,69 @@ def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, 
     assert "Traceback" not in stderr
     state = json.loads((output_dir / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["global_step"] == 1
+
+
+class _TrickledHeaders(BaseHTTPRequestHandler):
+    """A valid chat reply whose status line and headers arrive one byte every 0.1 s (10 s in all): every read
+    returns within any per-read timeout, so only a total deadline ends the wait."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests += 1
+        body = json.dumps({"choices": [{"message": {"content": "Answer: Yes"}}]}).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        head += f"X-Padding: {'a' * (97 - len(head))}\r\n\r\n"
+        try:
+            for byte in head.encode():
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(body)
+        except OSError:  # the client hung up at its deadline
+            pass
+
+
+def test_a_teacher_trickling_its_headers_is_bounded_by_the_total_deadline():
+    """The deadline covers connecting and the headers, not only the body: each try ends after `timeout` seconds in
+    all, is retried, then fails naming the URL (without it, each try waits the 10 s out and succeeds)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TrickledHeaders)
+    server.daemon_threads, server.requests = True, 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        teacher = OpenAITeacher(url, model="m", timeout=1.0, max_retries=1)
+        with pytest.raises(TeacherError, match=f"{url}/chat/completions did not answer within 1 s, 2 attempts"):
+            teacher.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=4)
+        assert server.requests == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("save_merged", [False, True])
+def test_a_final_save_that_fails_midway_leaves_the_previous_model(smollm2_tokenizer, tmp_path, monkeypatch,
+                                                                   save_merged):
+    """The new weights are written, then saving the tokenizer fails (a full disk; a kill is the same): the previous
+    final model is still there, whole and unchanged, and nothing of the failed save is left."""
+    run = tmp_path / "run"
+    args = CLSGenConfig(str(run), report_to=[], use_cpu=True, save_merged=save_merged)
+    trainer = CLSGenTrainer(tiny_model_for(smollm2_tokenizer), args, train_dataset=toy_dataset(4),
+                            processing_class=smollm2_tokenizer, peft_config=lora_config())
+    trainer.save_model()
+    before = _snapshot(run)
+    with torch.no_grad():  # weights that differ from the saved ones
+        for parameter in trainer.model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(1.0)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(smollm2_tokenizer, "save_pretrained", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        trainer.save_model()
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.iterdir()) == sorted({path.parts[0] for path in before})  # no staging left

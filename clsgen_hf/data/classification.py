@@ -154,6 +154,8 @@ def _load_file(path: Path) -> Dataset:
 
 def _check_file(path: Path) -> tuple[str, UsageError]:
     """The `datasets` builder of `path` and the error its emptiness raises, after the checks that need no parser."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: name the data file in it ({', '.join(_BUILDERS)}).")
     if not path.is_file():
         raise UsageError(f"No such data file: {path}")
     builder = _BUILDERS.get(path.suffix.lower())

@@ -90,9 +90,10 @@ class OpenAITeacher:
     Ollama, hosted APIs), asked through the `openai` client.
 
     The client retries connection errors, timeouts, 408/409/429 and 5xx with backoff (honouring `Retry-After`), never
-    another 4xx; a reply that takes more than `timeout` seconds in all, exceeds `max_reply_bytes` or is not JSON is
-    retried as well (a trickling or endless body must not hang the run or fill the memory); then a `TeacherError`
-    names the URL. Thread-safe: the synthesizer keeps `concurrency` requests in flight.
+    another 4xx; a try that takes more than `timeout` seconds in all (connect, headers and body), a reply that
+    exceeds `max_reply_bytes` or is not JSON is retried as well (a server trickling its headers or body must not hang
+    the run, an endless body must not fill the memory); then a `TeacherError` names the URL. Thread-safe: the
+    synthesizer keeps `concurrency` requests in flight.
 
     Args:
         base_url: e.g. `http://localhost:8000/v1` (a bare `http://host:port` gets `/v1`; a full
@@ -100,7 +101,7 @@ class OpenAITeacher:
         model: the served model name; `None` asks the server's `/models` for its first one.
         api_key: sent as a bearer token (local servers need none).
         concurrency: requests in flight at once.
-        timeout: seconds each try has for its whole reply (also the client's timeout for each read).
+        timeout: seconds each try has in all, from connecting to the reply's last byte.
         max_retries: retries per request after the first try.
         max_reply_bytes: the largest reply body read.
     """
@@ -128,7 +129,7 @@ class OpenAITeacher:
         # Named as configured (not after `/models` is asked), so that cache keys are known before any request.
         self.name = f"openai:{self.base_url}" + (f"#{model}" if model else "")
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "none", timeout=timeout,
-                                    max_retries=max_retries)
+                                    max_retries=max_retries, http_client=_deadline_client(timeout))
         self._lock = threading.Lock()
         self.generated_tokens = 0
 
@@ -196,18 +197,18 @@ class OpenAITeacher:
             raise TeacherError(f"{url} refused the request: HTTP {error.status_code}: {body}") from None
 
     def _read_reply(self, response) -> dict:
-        """The body of `response` as a JSON object, read chunk by chunk against the deadline and the size cap."""
+        """The body of `response` as a JSON object, read chunk by chunk against the try's deadline and the size cap."""
         import httpx2  # the openai client's HTTP library
 
-        deadline, body = time.monotonic() + self.timeout, bytearray()
+        body = bytearray()
         try:
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > self.max_reply_bytes:
                     raise _BadReply(f"sent a reply of more than {self.max_reply_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise _BadReply(f"did not finish its reply within {self.timeout:g} s")
-        except httpx2.HTTPError as error:  # the connection dropped, or one read timed out, mid-body
+        except httpx2.TimeoutException:  # the try's deadline passed mid-body (see `_deadline_client`)
+            raise _BadReply(f"did not finish its reply within {self.timeout:g} s") from None
+        except httpx2.HTTPError as error:  # the connection dropped mid-body
             raise _BadReply(f"broke off its reply: {type(error).__name__}: {error}") from None
         try:
             reply = json.loads(body)
@@ -221,6 +222,83 @@ class OpenAITeacher:
 
 class _BadReply(Exception):
     """A reply too slow, too large or not JSON (retried, then a `TeacherError`)."""
+
+
+_TRY = threading.local()  # `deadline`: when the try this thread is sending must end (a sync client sends in-thread)
+
+
+def _deadline_client(seconds: float):
+    """The `openai` client's default `httpx` client, with a total deadline of `seconds` for each try it sends.
+
+    httpx's timeouts bound each network operation, so a server that sends a byte of its headers or body within each
+    read timeout never trips them. Each try (the client's own retries included) starts the deadline of its thread; the
+    client's transports (the direct one, and one per proxy from the environment) connect through `_DeadlineBackend`,
+    which gives every connect, send and read at most the time left."""
+    import openai
+
+    def start_try(request) -> None:
+        _TRY.deadline = time.monotonic() + seconds
+
+    client = openai.DefaultHttpxClient(event_hooks={"request": [start_try]})
+    for transport in (client._transport, *client._mounts.values()):  # httpx offers no public hook for the backend
+        if transport is not None:
+            transport._pool._network_backend = _DeadlineBackend(transport._pool._network_backend)
+    return client
+
+
+def _time_left(timeout: float | None, error: str) -> float | None:
+    """`timeout` cut to the time left before this thread's deadline; httpcore's `error` (a timeout) once it passed."""
+    import httpcore2
+
+    deadline = getattr(_TRY, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise getattr(httpcore2, error)("the try's total deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineBackend:
+    """An httpcore network backend whose connections obey the deadline of the try that uses them."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        stream = self._backend.connect_tcp(host, port, _time_left(timeout, "ConnectTimeout"), local_address,
+                                           socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_unix_socket(path, _time_left(timeout, "ConnectTimeout"),
+                                                                 socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineStream:
+    """A network stream whose every read and write gets at most the time left before the try's deadline."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, "ReadTimeout"))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _time_left(timeout, "WriteTimeout"))
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname,
+                                                      _time_left(timeout, "ConnectTimeout")))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
 
 
 class VLLMTeacher:
