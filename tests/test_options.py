@@ -15,8 +15,6 @@ from clsgen_hf.errors import UsageError, run_command
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clsgen_hf"
 LIBRARY_MODULES = sorted(path for path in [*PACKAGE.glob("*.py"), *PACKAGE.glob("data/*.py")] if path.name != "cli.py")
-# Modules whose flag names other changes of issue 29 remove (their owners rewrite them); drop each once it is clean.
-PENDING = {"export.py", "serving.py", "synthesis.py"}
 
 
 def _option_names() -> set[str]:
@@ -29,10 +27,7 @@ def _option_names() -> set[str]:
     return names - {"--help"}
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(strict=True, reason="flag names another branch removes"))
-    if path.name in PENDING else path for path in LIBRARY_MODULES
-], ids=lambda path: str(path.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", LIBRARY_MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
 def test_no_command_line_option_is_spelled_below_the_commands(path):
     options = _option_names()
     assert {"--text_fields", "--max_prompt_tokens", "--overwrite", "--resume_from_checkpoint"} <= options
