@@ -275,8 +275,8 @@ def test_ctrl_c_while_the_command_imports_is_one_line(monkeypatch, capsys):
 @pytest.mark.slow
 def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, tmp_path):
     """One Ctrl-C ends the run. Before, the process printed its line at once but then spent seconds tearing the
-    interpreter down (torch, the model), past the 20 s the first press was given under load; a second press was
-    needed."""
+    interpreter down (torch, the model), and a second press was needed. The wait after the one press is long because
+    a loaded CI machine stretches every step; it bounds a hang, it does not time the exit."""
     output_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "clsgen_hf.cli", "train", "--model_name_or_path", str(model), "--train_file",
             str(rows), "--test_file", str(rows), "--text_fields", "note", "--explanation_column", "why",
@@ -292,7 +292,7 @@ def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, 
             assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-3000:]
             time.sleep(0.05)
         run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=20)
+        _, stderr = run.communicate(timeout=180)
     finally:
         run.kill()
     assert run.returncode == 130, stderr[-3000:]
