@@ -275,8 +275,10 @@ def test_ctrl_c_while_the_command_imports_is_one_line(monkeypatch, capsys):
 @pytest.mark.slow
 def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, tmp_path):
     """One Ctrl-C ends the run. Before, the process printed its line at once but then spent seconds tearing the
-    interpreter down (torch, the model), and a second press was needed. The wait after the one press is long because
-    a loaded CI machine stretches every step; it bounds a hang, it does not time the exit."""
+    interpreter down (torch, the model), and a second press was needed. The run starts with Ctrl-C at its default, as
+    at a terminal: a job started in the background (`nohup ... &`, as CI may run the suite) inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt at all. The wait after the one press bounds a hang on a loaded
+    machine; it does not time the exit."""
     output_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "clsgen_hf.cli", "train", "--model_name_or_path", str(model), "--train_file",
             str(rows), "--test_file", str(rows), "--text_fields", "note", "--explanation_column", "why",
@@ -285,7 +287,8 @@ def test_ctrl_c_during_train_is_one_line_and_keeps_the_checkpoints(model, rows, 
             "--gradient_accumulation_steps", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with (tmp_path / "train.log").open("w") as log:
-        run = subprocess.Popen(argv, stdout=log, stderr=subprocess.PIPE, text=True, env=env)
+        run = subprocess.Popen(argv, stdout=log, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not (output_dir / "checkpoint-1" / "trainer_state.json").exists():
