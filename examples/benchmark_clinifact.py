@@ -68,6 +68,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, set_seed
 from trl import ModelConfig, TrlParser
 
 from clsgen_hf import CLSGenConfig, load_model, load_tokenizer
+from clsgen_hf.atomic import write_text_atomic
 from clsgen_hf.commands.options import PromptArguments, TeacherArguments
 from clsgen_hf.commands.train import CPU_DEFAULTS, SHARED_CLINIFACT, ScriptArguments, explanation_column
 from clsgen_hf.data import CLINIFACT_BINARY_TEMPLATE, fit_prompts, load_clinifact, training_explanations
@@ -92,7 +93,7 @@ from benchmark.report import (  # noqa: E402
 )
 from benchmark.scoring import compare, pool_seeds, score_run  # noqa: E402
 from benchmark.stats import disjoint_rows  # noqa: E402
-from benchmark.store import ResultStore, options_key, write_atomically  # noqa: E402
+from benchmark.store import ResultStore, options_key  # noqa: E402
 
 
 logger = logging.getLogger("clsgen_hf.benchmark")
@@ -239,7 +240,7 @@ def run(args: BenchmarkArguments, prompt: PromptArguments, teacher: TeacherArgum
         paste_into_readme(Path(args.readme), table)
     payload = {"config": config, "results": results, "comparison": comparison, "per_seed": per_method,
                "predictions": saved}
-    write_atomically(output_dir / "benchmark_results.json", json.dumps(json_safe(payload), indent=1, default=str))
+    write_text_atomic(output_dir / "benchmark_results.json", json.dumps(json_safe(payload), indent=1, default=str))
     print("\n" + table)
     logger.info("Wrote %s in %.0f s", output_dir / "benchmark_results.md", time.time() - started)
     return payload

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from clsgen_hf.atomic import write_text_atomic
 
 
 def options_key(options: dict[str, Any]) -> str:
     """A short, stable hash of `options` (JSON-serialisable values; key order does not matter)."""
     text = json.dumps(options, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`: a run killed while
-    writing leaves the old file (or none), never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as file:
-        file.write(text)
-    os.chmod(file.name, 0o644)  # a temporary file is private; the result is not
-    os.replace(file.name, path)
 
 
 class ResultStore:
@@ -47,5 +36,5 @@ class ResultStore:
 
     def save(self, method: str, seed: int, result: dict) -> Path:
         path = self.path(method, seed)
-        write_atomically(path, json.dumps({"options_key": self.key, "result": result}) + "\n")
+        write_text_atomic(path, json.dumps({"options_key": self.key, "result": result}) + "\n")
         return path
