@@ -19,6 +19,8 @@ COMMANDS = {
     "export": ("clsgen_hf.commands.export", "Turn a checkpoint or adapter into a shareable, validated model folder."),
     "refresh-code": ("clsgen_hf.commands.refresh_code", "Give a saved model folder this release's remote code."),
 }
+# Commands whose parser imports the training stack: their bare `--help` prints from a cache (`commands.help_cache`).
+CACHED_HELP = ("train",)
 
 
 def _usage() -> str:
@@ -43,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clsgen-hf: unknown command {argv[0]!r}.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(COMMANDS[argv[0]][0])
-        status = module.main(argv[1:]) or 0
+        if argv[0] in CACHED_HELP and argv[1:] in (["-h"], ["--help"]):
+            from .commands.help_cache import print_help
+
+            status = print_help(argv[0], COMMANDS[argv[0]][0])
+        else:
+            status = importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0
     except KeyboardInterrupt:  # while the command's libraries import; `run_command` reports it once the body runs
         status = interrupted(argv[0])
     if status == 130 and program:

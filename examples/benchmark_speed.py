@@ -16,8 +16,8 @@ One run measures, on the same weights, rows, batch and precision (so that the ma
    lengths, probabilities only (`max_new_tokens=0`, batched by tokens) and with explanations.
 4. Synthesis: rows/s of `synthesize_explanations` with the local teacher against plain batched `generate` of the same
    teacher conversations.
-5. Start-up: median wall time (of 3, fresh processes) of `clsgen-hf --help`, `clsgen-hf train --help` and
-   `python -c "import clsgen_hf"`, beside `trl --help`.
+5. Start-up: median wall time (of 3, fresh processes) of `clsgen-hf --help`, `clsgen-hf train --help` (without and
+   with its help cache) and `python -c "import clsgen_hf"`, beside `trl --help`.
 6. The roofline: the machine's matmul rate (float32 on CPU, bf16 on GPU) and memory bandwidth. Training tokens/s is
    reported as a share of the FLOP limit and decode time per token as a multiple of the bandwidth floor; the JSON
    states both formulas.
@@ -47,8 +47,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -255,22 +257,27 @@ def run(args: SpeedArguments, command: str = "") -> dict:
 
 
 def startup_speed(repeats: int) -> dict:
-    """Median seconds from process start to exit of each start-up command (the console scripts beside this Python)."""
+    """Median seconds from process start to exit of each start-up command (the console scripts beside this Python);
+    `train --help` without its help cache (the live parser, which fills the cache) and with it."""
     scripts = Path(sys.executable).parent
     commands = {
         "clsgen-hf --help": [str(scripts / "clsgen-hf"), "--help"],
-        "clsgen-hf train --help": [str(scripts / "clsgen-hf"), "train", "--help"],
+        "clsgen-hf train --help (no cache)": [str(scripts / "clsgen-hf"), "train", "--help"],
+        "clsgen-hf train --help (cached)": [str(scripts / "clsgen-hf"), "train", "--help"],
         "import clsgen_hf": [sys.executable, "-c", "import clsgen_hf"],
         "trl --help": [str(scripts / "trl"), "--help"],
     }
     seconds = {}
-    for name, command in commands.items():
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
-            times.append(time.perf_counter() - start)
-        seconds[name] = sorted(times)[len(times) // 2]
+    with tempfile.TemporaryDirectory() as hf_home:  # holds the help cache, emptied before each "no cache" run
+        for name, command in commands.items():
+            times = []
+            for _ in range(repeats):
+                if name.endswith("(no cache)"):
+                    shutil.rmtree(Path(hf_home) / "clsgen_hf", ignore_errors=True)
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HOME": hf_home})
+                times.append(time.perf_counter() - start)
+            seconds[name] = sorted(times)[len(times) // 2]
     return seconds
 
 

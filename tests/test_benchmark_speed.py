@@ -49,7 +49,8 @@ def test_tiny_run_writes_every_figure(speed, smollm2_tokenizer, tmp_path):
         assert _finite(saved["files"][key]), key
     for key in ("synthesize_rows_per_s", "generate_rows_per_s"):
         assert _finite(saved["synthesis"][key]), key
-    assert set(saved["startup"]) == {"clsgen-hf --help", "clsgen-hf train --help", "import clsgen_hf", "trl --help"}
+    assert set(saved["startup"]) == {"clsgen-hf --help", "clsgen-hf train --help (no cache)",
+                                     "clsgen-hf train --help (cached)", "import clsgen_hf", "trl --help"}
     assert all(_finite(seconds) and seconds > 0 for seconds in saved["startup"].values())
     for key in ("matmul_flops_per_s", "layer_matmul_flops_per_s", "memory_bytes_per_s"):
         assert _finite(saved["roofline"][key]), key

@@ -1,10 +1,14 @@
 """`import clsgen_hf` and `clsgen-hf --help` load no torch, a command's option error comes before any heavy import, and
 the Auto classes still find CLSGen folders once transformers loads them. Each check runs in a fresh interpreter.
 
-`train` parses into `CLSGenConfig`, a `transformers.TrainingArguments`, whose module imports torch and peft: its help
-and option errors cost that import and nothing more (no model loading code, no scikit-learn)."""
+`train` parses into `CLSGenConfig`, a `transformers.TrainingArguments`, whose module imports torch and peft: its option
+errors cost that import and nothing more (no model loading code, no scikit-learn), and so does its first `--help`;
+the next ones print the cached text (`clsgen_hf.commands.help_cache`) and load neither torch nor TRL."""
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 
@@ -28,6 +32,17 @@ for argv in json.loads(sys.argv[1]):
         except SystemExit as exit:
             codes.append(exit.code)
 print(json.dumps({"codes": codes, "loaded": [name for name in sys.argv[2:] if name in sys.modules]}))
+"""
+
+# Runs `clsgen-hf <argv[1:]>`, its standard output left as it prints it; then, on stderr, its exit status and which of
+# torch and TRL were imported.
+HELP = """
+import json, sys
+from clsgen_hf.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+loaded = [name for name in ("torch", "trl") if name in sys.modules]
+print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 """
 
 AUTO_LOAD = """
@@ -76,6 +91,29 @@ def test_train_help_and_option_errors_load_no_model_code(tmp_path):
     argvs = _help_and_option_errors("train", "--per_device_train_batch_size", tmp_path)
     heavy = ("sklearn", "clsgen_hf.loading", "clsgen_hf.calibration")
     assert _run_options(argvs, heavy, tmp_path) == {"codes": [0, 2, 2, 2], "loaded": []}
+
+
+def test_train_help_is_the_live_parsers_text_then_cached_without_torch_or_trl(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from clsgen_hf.commands import help_cache, train
+
+    monkeypatch.setenv("COLUMNS", "97")  # the width argparse wraps to, here and in the runs below
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "primed"))
+    with contextlib.redirect_stdout(io.StringIO()) as printed, pytest.raises(SystemExit):
+        train.main(["--help"])  # the live parser, as before the cache
+    live = printed.getvalue()
+    assert "--cls_loss_weight" in live and help_cache.cached_help("train") == live  # a run primes the cache
+
+    hf_home = tmp_path / "hf"
+    (hf_home / "clsgen_hf" / "help").mkdir(parents=True)
+    (hf_home / "clsgen_hf" / "help" / "train.json").write_bytes(b'{"key": "\xff')  # corrupt: falls back to live
+    env = {**os.environ, "HF_HOME": str(hf_home), "COLUMNS": "97"}
+    runs = [subprocess.run([sys.executable, "-c", HELP, "train", "--help"], cwd=tmp_path, env=env, capture_output=True,
+                           timeout=600) for _ in range(2)]
+    outcomes = [json.loads(run.stderr.decode().strip().splitlines()[-1]) for run in runs]
+    assert [run.stdout for run in runs] == [live.encode()] * 2
+    assert outcomes == [{"code": 0, "loaded": ["torch", "trl"]}, {"code": 0, "loaded": []}]
 
 
 @pytest.mark.parametrize(

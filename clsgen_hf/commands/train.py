@@ -21,6 +21,7 @@ from trl import ModelConfig, TrlParser
 from ..clsgen_config import CLSGenConfig
 from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE
 from ..errors import TeacherError, UsageError, run_command
+from .help_cache import save_help
 from .options import PromptArguments, TeacherArguments, parse_options
 
 
@@ -75,8 +76,10 @@ def make_parser() -> TrlParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    save_help("train", parser)  # built anyway: keeps the cache of `clsgen-hf train --help` fresh
     # TeacherError: the teacher failed, or kept no explanation for a class (exit status 1).
-    return run_command("train", lambda: run(*parse_options(make_parser(), argv)), failures=(TeacherError,))
+    return run_command("train", lambda: run(*parse_options(parser, argv)), failures=(TeacherError,))
 
 
 def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArguments, training_args: CLSGenConfig,
