@@ -76,7 +76,10 @@ def print_help(command: str, module: str) -> int:
     text = cached_help(command)
     if text is None:
         text = save_help(command, importlib.import_module(module).make_parser())
-    sys.stdout.write(text)
+    try:
+        sys.stdout.write(text)
+    except OSError:  # as argparse's `print_help`: a reader that went away (`| head`) is no error
+        pass
     return 0
 
 
