@@ -18,9 +18,9 @@ from transformers.dynamic_module_utils import custom_object_save
 from .calibration import DecisionRule
 from .errors import UsageError
 from .json_files import read_json, write_json
-from .loading import ModelFolder, inspect_model_folder, load_model_folder, set_generation_tokens
+from .loading import ModelFolder, inspect_model_folder, load_model_folder
 from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table
-from .output_folders import check_output_dir, staged_output
+from .output_folders import staged_output
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 
 
@@ -83,35 +83,31 @@ def export_model(
         validate: reload the folder and compare the classification logits with the source's (to `atol`).
     """
     src = inspect_model_folder(source)
-    out = Path(out_dir)
     if src.kind == "model" and not merge:
         raise UsageError(f"{src.path} holds a full model, not an adapter: export it merged (merge=True).")
-    check_output_dir(out, src.path, overwrite)
-    results = _results(src, results)
-    model, tokenizer, template, base_source = load_model_folder(src, base_model)
-    prompts = validation_prompts(tokenizer, template)
-    reference = _cls_logits(model, prompts) if validate else None
-    card = _source_card(src, base_model=str(base_source) if base_source else None)
-    repo_id = repo_id or str(out)
-    card = replace(
-        card, model_name=repo_id.rstrip("/").split("/")[-1], repo_id=repo_id, form="merged" if merge else "adapter",
-        results=results, prompt_template=template, config=model.config, datasets=datasets or card.datasets,
-        dataset_name=dataset_name or card.dataset_name,
-    )
-    with staged_output(out, src.path, overwrite) as staging:
+    with staged_output(out_dir, src.path, overwrite) as staging:
+        results = _results(src, results)
+        model, tokenizer, template, base_source = load_model_folder(src, base_model)
+        prompts = validation_prompts(tokenizer, template)
+        reference = _cls_logits(model, prompts) if validate else None
+        card = _source_card(src, base_model=str(base_source) if base_source else None)
+        repo_id = repo_id or str(out_dir)
+        card = replace(
+            card, model_name=repo_id.rstrip("/").split("/")[-1], repo_id=repo_id, results=results,
+            form="merged" if merge else "adapter", prompt_template=template, config=model.config,
+            datasets=datasets or card.datasets, dataset_name=dataset_name or card.dataset_name,
+        )
         if merge:  # `save_pretrained` writes the weights, `auto_map` and the code files of the auto classes
-            merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-            set_generation_tokens(merged, tokenizer)
-            merged.save_pretrained(staging)
+            (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).save_pretrained(staging)
         else:
-            _save_adapter(model, tokenizer, staging, str(base_source))
+            _save_adapter(model, staging, str(base_source))
         tokenizer.save_pretrained(staging)
         if template is not None:
             template.save_pretrained(staging)
         if results:
             write_json(staging / RESULTS_FILE, results)
         card.to_model_card().save(staging / "README.md")
-        report = ExportReport(out, card.form, src.path, sorted(p.name for p in staging.iterdir()),
+        report = ExportReport(Path(out_dir), card.form, src.path, sorted(p.name for p in staging.iterdir()),
                               evaluation_table(results))
         if validate:
             exported, report.loaded_class = _reload(staging, merge, base_source)
@@ -149,11 +145,10 @@ def _results(src: ModelFolder, results: str | os.PathLike | dict | None) -> dict
     return data
 
 
-def _save_adapter(model, tokenizer, folder: Path, base_model: str) -> None:
+def _save_adapter(model, folder: Path, base_model: str) -> None:
     model.peft_config[model.active_adapter].base_model_name_or_path = base_model
     model.save_pretrained(folder)
     base = model.get_base_model()
-    set_generation_tokens(base, tokenizer)
     custom_object_save(base, folder, config=base.config)  # the code files, as the base's `save_pretrained` copies them
     base.config.save_pretrained(folder)
     base.generation_config.save_pretrained(folder)
@@ -165,7 +160,7 @@ def _reload(folder: Path, merged: bool, base_source):
     if merged:
         model = AutoModel.from_pretrained(folder).eval()
         return model, f"{type(model).__module__}.{type(model).__name__}"
-    model = load_model_folder(inspect_model_folder(folder), base_source)[0]
+    model = load_model_folder(folder, base_source)[0]
     return model, f"{type(model).__name__}({type(model.get_base_model()).__name__})"
 
 

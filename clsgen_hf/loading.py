@@ -201,27 +201,35 @@ def inspect_model_folder(path: str | os.PathLike) -> ModelFolder:
     return folder
 
 
-def load_model_folder(folder: ModelFolder, base_model: str | os.PathLike | None = None):
-    """(model, tokenizer, prompt template or `None`, base source or `None`) of an inspected folder: its CLSGen model,
-    or the base model with the adapter on it (a `PeftModel`, with the rule saved beside it); loading failures become
-    a `UsageError`."""
+def load_model_folder(folder: ModelFolder | str | os.PathLike, base_model: str | os.PathLike | None = None):
+    """(model, tokenizer, prompt template or `None`, base source or `None`) of a folder (its path, or as
+    `inspect_model_folder` saw it): its CLSGen model, or the base model with the adapter on it (a `PeftModel`, with
+    the rule saved beside it), whose generation config takes the tokenizer's pad and eos; loading failures become a
+    `UsageError`."""
+    folder = folder if isinstance(folder, ModelFolder) else inspect_model_folder(folder)
     template = PromptTemplate.in_folder(folder.path) or PromptTemplate.in_folder(folder.run_dir)
     if folder.kind == "model":
+        base = None
         try:
             model = load_model(folder.path, use_safetensors=True).eval()
         except (OSError, ValueError) as error:
             raise UsageError(f"Could not load the model in {folder.path}: {error}") from None
-        return model, load_tokenizer(folder.path), template, None
-    base = _adapter_base(base_model or PeftConfig.from_pretrained(folder.path).base_model_name_or_path, folder.path)
-    labels = {"id2label": dict(template.verdict_format.verbalizers)} if template else {"num_labels": folder.num_labels}
-    try:
-        model = PeftModel.from_pretrained(load_model(base, **labels), folder.path).eval()
-    except (OSError, ValueError, RuntimeError) as error:
-        raise UsageError(f"Could not load the adapter {folder.path} on the base model {base!r}: {error}\n"
-                         "Pass its folder, Hub id or .gguf file as base_model.") from None
-    # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final one
-    restore_rule(model, folder.path, folder.run_dir if folder.final else None)
-    tokenizer = load_tokenizer(folder.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base)
+        tokenizer = load_tokenizer(folder.path)
+    else:
+        base = _adapter_base(base_model or PeftConfig.from_pretrained(folder.path).base_model_name_or_path,
+                             folder.path)
+        labels = {"id2label": dict(template.verdict_format.verbalizers)} if template else {
+            "num_labels": folder.num_labels}
+        try:
+            model = PeftModel.from_pretrained(load_model(base, **labels), folder.path).eval()
+        except (OSError, ValueError, RuntimeError) as error:
+            raise UsageError(f"Could not load the adapter {folder.path} on the base model {base!r}: {error}\n"
+                             "Pass its folder, Hub id or .gguf file as base_model.") from None
+        tokenizer = load_tokenizer(folder.find("tokenizer.json", "tokenizer_config.json", "tokenizer.model") or base)
+        # The rule beside the adapter; a checkpoint of an earlier version has none: its run's, if it holds the final
+        restore_rule(model, folder.path, folder.run_dir if folder.final else None)
+    generation = (model.get_base_model() if base else model).generation_config
+    generation.pad_token_id, generation.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     return model, tokenizer, template, base
 
 
@@ -237,9 +245,3 @@ def _adapter_base(base: str | os.PathLike | None, adapter_dir: Path) -> str:
                              "the base model as base_model.")
         return str(ggufs[0])
     return str(base)
-
-
-def set_generation_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """The tokenizer's pad and eos in the generation config saved with `model`."""
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id

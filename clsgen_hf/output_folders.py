@@ -1,13 +1,11 @@
 """Where `clsgen-hf` commands may write. Every command checks its outputs against its inputs and model folders before
 any work (`claim_output_file`, `claim_output_folder`: never an output over an input or a model), and claims them so
-that a second run writing the same output refuses. `clsgen-hf export` (all formats) also stages the export next to
-the output folder and replaces that folder only if `check_output_dir` accepts it, so that it never deletes what it
-did not write."""
+that a second run writing the same output refuses. `clsgen-hf export` (all formats) writes into `staged_output`,
+which lists what it wrote (`EXPORT_FILE`) and so replaces an output folder only if an export wrote all it holds."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,34 +14,34 @@ from pathlib import Path
 
 from .atomic import OutputBusyError, claim
 from .errors import UsageError
-from .json_files import read_json
+from .json_files import read_json, write_json
 
 
-SERVING_FOLDERS = ("classifier", "generator")  # what `clsgen_hf.serving.export_serving` writes
-# Every name an export writes: `overwrite` replaces only a folder that holds nothing else.
-_EXPORTED_NAMES = re.compile(
-    r"(config|generation_config|adapter_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab"
-    r"|clsgen_\w+|model\.safetensors\.index)\.json|(model|adapter_model|model-\d+-of-\d+)\.safetensors"
-    r"|(modeling|configuration)_clsgen\.py|README\.md|chat_template\.jinja|merges\.txt|tokenizer\.model"
-)
+EXPORT_FILE = "clsgen_export.json"
+"""The names an export wrote in a folder of files: `overwrite` replaces a folder only if it lists all it holds."""
 
 
 @contextmanager
-def staged_output(out: Path, source: Path, overwrite: bool) -> Iterator[Path]:
-    """A new folder next to `out` to write and validate the export in, moved to `out` (checked again: it may have
-    changed meanwhile) when the block ends; deleted if writing fails, kept if validation (a `UsageError`) does."""
+def staged_output(out: str | os.PathLike, source: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Refuse `out` if replacing it could delete what no export wrote (before any work), else a new folder next to it
+    to write and validate the export in, marked and moved to `out` (checked again: it may have changed meanwhile)
+    when the block ends; deleted if the block fails, kept if validation (a `UsageError` once something is written)
+    does."""
+    out, source = Path(out), Path(source)
+    _check_output_dir(out, source, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield staging
-    except UsageError as error:
-        raise UsageError(f"{error.message}\nThe unvalidated export was left in {staging} for inspection.",
-                         **error.parameters) from None
-    except BaseException:
+    except BaseException as error:
+        if isinstance(error, UsageError) and any(staging.iterdir()):
+            raise UsageError(f"{error.message}\nThe unvalidated export was left in {staging} for inspection.",
+                             **error.parameters) from None
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _mark(staging)
     try:
-        check_output_dir(out, source, overwrite)
+        _check_output_dir(out, source, overwrite)
     except UsageError as error:
         raise UsageError(f"{error.message}\nThe export was left in {staging}.", **error.parameters) from None
     old = Path(tempfile.mkdtemp(prefix=f"{out.name}.", suffix=".old", dir=out.parent))
@@ -113,7 +111,7 @@ def _claim(flag: str, out: Path) -> Path:
     return out
 
 
-def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
+def _check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
     """Refuse an output folder whose replacement could delete what the export did not write (links resolved)."""
     if where := _relation(out, source):
         raise UsageError(f"{out} {where} the source folder {source}: write the export to a folder outside it "
@@ -132,25 +130,31 @@ def check_output_dir(out: Path, source: Path, overwrite: bool) -> None:
                          "you want to keep, or choose another folder.", overwrite=True)
 
 
-def _not_an_export(folder: Path, model_type: str = "llama_clsgen") -> str | None:
-    """What in `folder` an export did not write (`None`: nothing): a merged or adapter export holds only exported
-    names and a `model_type` config; a serving export holds `SERVING_FOLDERS`, each such a folder of a plain Llama."""
+def _mark(folder: Path) -> None:
+    """List what the export wrote in each of its folders of files (in a serving export, each of its folders)."""
     entries = sorted(folder.iterdir())
-    if model_type == "llama_clsgen" and [p.name for p in entries] == sorted(SERVING_FOLDERS) and all(
-        p.is_dir() and not p.is_symlink() for p in entries
-    ):
-        return next((f"has {p.name}/, which {why}" for p in entries if (why := _not_an_export(p, "llama"))), None)
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in entries
-                     if p.is_symlink() or not p.is_file() or not _EXPORTED_NAMES.fullmatch(p.name))
-    if foreign:
-        return f"holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}"
+    if entries and all(p.is_dir() for p in entries):
+        for entry in entries:
+            _mark(entry)
+    else:
+        write_json(folder / EXPORT_FILE, [p.name for p in entries])
+
+
+def _not_an_export(folder: Path) -> str | None:
+    """What in `folder` no export wrote (`None`: nothing), as `_mark` lists it: an entry its `EXPORT_FILE` does not
+    name, or in a folder of folders, what is in one of them."""
+    entries = sorted(folder.iterdir())
+    if all(p.is_dir() and not p.is_symlink() for p in entries):
+        return next((f"has {p.name}/, which {why}" for p in entries if (why := _not_an_export(p))), None)
     try:
-        config = read_json(folder / "config.json")
-    except UsageError:  # not JSON: not an export either
-        config = None
-    if not isinstance(config, dict) or config.get("model_type") != model_type:
-        return f"has no {'CLSGen' if model_type == 'llama_clsgen' else 'Llama'} config.json"
-    return None
+        written = read_json(folder / EXPORT_FILE)
+    except UsageError:  # not JSON: no list of an export's
+        written = None
+    if not isinstance(written, list):
+        return f"has no {EXPORT_FILE} (the list of what an export wrote there)"
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in entries
+                     if p.is_symlink() or not p.is_file() or p.name not in {*map(str, written), EXPORT_FILE})
+    return f"holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}" if foreign else None
 
 
-__all__ = ["SERVING_FOLDERS", "check_output_dir", "claim_output_file", "claim_output_folder", "staged_output"]
+__all__ = ["EXPORT_FILE", "claim_output_file", "claim_output_folder", "staged_output"]

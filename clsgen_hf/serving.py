@@ -17,8 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 from .configuration_clsgen import LlamaCLSGenConfig
 from .errors import UsageError
 from .export import validation_prompts
-from .loading import inspect_model_folder, load_model_folder, set_generation_tokens
-from .output_folders import SERVING_FOLDERS, check_output_dir, staged_output
+from .loading import load_model_folder
+from .output_folders import staged_output
 
 
 CLSGEN_ONLY = {*LlamaCLSGenConfig.__dataclass_fields__} - {*LlamaConfig.__dataclass_fields__}
@@ -64,21 +64,17 @@ def export_serving(
 ) -> ServingReport:
     """Write `out_dir/classifier` and `out_dir/generator` from what `export_model` takes (an adapter is merged);
     `validate` reloads both with plain Auto classes and compares probabilities and a greedy explanation."""
-    out, source = Path(out_dir), Path(source)
-    check_output_dir(out, source, overwrite)
-    model, tokenizer, template, _ = load_model_folder(inspect_model_folder(source), base_model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    prompts = validation_prompts(tokenizer, template)
-    classifier, classifier_tokenizer, bias = _classifier(model, tokenizer, prompts)
-    generator = _plain(LlamaForCausalLM, model, exclude=("score.",))
-    generator.generation_config = copy.deepcopy(model.generation_config)
-    set_generation_tokens(generator, tokenizer)
-
-    report = ServingReport(out, source, bias, classifier_tokenizer.pad_token)
-    with staged_output(out, source, overwrite) as staging:
-        for name, plain, plain_tokenizer in zip(SERVING_FOLDERS, (classifier, generator),
-                                                (classifier_tokenizer, tokenizer)):
+    with staged_output(out_dir, source, overwrite) as staging:
+        model, tokenizer, template = load_model_folder(source, base_model)[:3]
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        prompts = validation_prompts(tokenizer, template)
+        classifier, classifier_tokenizer, bias = _classifier(model, tokenizer, prompts)
+        generator = _plain(LlamaForCausalLM, model, exclude=("score.",))
+        generator.generation_config = copy.deepcopy(model.generation_config)
+        report = ServingReport(Path(out_dir), Path(source), bias, classifier_tokenizer.pad_token)
+        for name, plain, plain_tokenizer in (("classifier", classifier, classifier_tokenizer),
+                                             ("generator", generator, tokenizer)):
             plain.save_pretrained(staging / name)
             plain_tokenizer.save_pretrained(staging / name)
             if template is not None:

@@ -416,6 +416,16 @@ def test_overwrite_replaces_an_earlier_export_only(model_folder, tmp_path, capsy
         export_model(model_folder, tmp_path / "file", validate=False, overwrite=True)
 
 
+def test_overwrite_keeps_a_saved_model_no_export_wrote(model_folder, tmp_path):
+    """A saved CLSGen model holds the files an export writes (config, weights, tokenizer), but no export wrote it:
+    overwrite refuses to replace it."""
+    out = tmp_path / "saved"
+    shutil.copytree(model_folder, out)
+    with pytest.raises(UsageError, match="replaces only a folder written by an export.*has no clsgen_export.json"):
+        export_model(model_folder, out, validate=False, overwrite=True)
+    assert _snapshot(out) == _snapshot(model_folder)
+
+
 def test_a_users_partial_folder_survives_an_export(model_folder, tmp_path):
     (tmp_path / "fresh.partial").mkdir()
     (tmp_path / "fresh.partial" / "mine.txt").write_text("mine")
