@@ -21,7 +21,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .atomic import atomic_path
 from .data import read_rows
 from .errors import UsageError
-from .inference import predict
+from .inference import _BatchPredictor
 from .json_files import json_line
 from .loading import inspect_model_folder, load_model_and_tokenizer
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
@@ -91,12 +92,17 @@ def predict_file(
             raise UsageError(f"model {model}: {error}") from None
     elif tokenizer is None:
         raise ValueError("A loaded `model` needs its `tokenizer`.")
-    template = _resolve_template(prompt_template, text_fields, folder)
+    shards = [_shard(output, rank, state.num_processes) for rank in range(state.num_processes)]
+    identity = _model_identity(model, folder)
+    if isinstance(prompt_template, (str, os.PathLike)):
+        prompt_template = PromptTemplate.from_pretrained(prompt_template)
+    template = prompt_template or (default_prompt_template(text_fields) if text_fields else
+                                   PromptTemplate.in_folder(folder))
     rows, digest = _check_rows(input, template)
-    options = {"model": _model_identity(model, folder), "prompt_template": template and template.to_dict(),
-               "threshold": threshold, "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
-               "explain": explain, "input": digest, "rows": rows}
-    shard = _shard(output, state.process_index, state.num_processes)
+    options = {"model": identity, "prompt_template": template and template.to_dict(), "threshold": threshold,
+               "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "explain": explain,
+               "input": digest, "rows": rows}
+    shard = shards[state.process_index]
     done = _open_journal(shard, options, overwrite)
     share = len(range(state.process_index, rows, state.num_processes))
     if done:
@@ -109,38 +115,27 @@ def predict_file(
         except (OSError, ValueError) as error:  # e.g. missing tokenizer files
             raise UsageError(f"model {folder}: {str(error).strip().splitlines()[0]}") from None
         model.to(state.device)
-    model.eval()
-    started = time.time()
-    settings = dict(prompt_template=template, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                    threshold=threshold, explain=explain, show_progress=False)
+    predictor = _BatchPredictor(model, tokenizer, verdict_format=template.verdict_format if template else None,
+                                max_new_tokens=max_new_tokens, threshold=threshold, explain=explain)
+    started, first, tokens = time.time(), done, 0
     mine = islice(read_rows(input), state.process_index + done * state.num_processes, None, state.num_processes)
     with shard.open("a", encoding="utf-8") as journal:
-        tokens = 0
-        for first, chunk in _chunks(mine, chunk_size, done):
+        while chunk := list(islice(mine, chunk_size)):
             numbers = range((first * state.num_processes + state.process_index) + 1, rows + 1, state.num_processes)
-            tokens += _predict_chunk(model, tokenizer, chunk, numbers, template, journal, settings, batch_size,
-                                     max_batch_tokens, input)
+            tokens += _predict_chunk(predictor, template, chunk, numbers, input, max_prompt_tokens, batch_size,
+                                     max_batch_tokens if max_new_tokens == 0 else None, journal)
+            first += len(chunk)
             seconds = time.time() - started
-            logger.info("%d of %d rows (%.1f rows/s, %.0f tokens/s)", first + len(chunk), share,
-                        (first + len(chunk) - done) / seconds, tokens / seconds)
+            logger.info("%d of %d rows (%.1f rows/s, %.0f tokens/s)", first, share, (first - done) / seconds,
+                        tokens / seconds)
     state.wait_for_everyone()
     summary = {"rows": rows, "predicted": share - done, "resumed_at": done, "seconds": time.time() - started}
     if state.is_main_process:
-        summary["disagreeing"] = _merge(output, state.num_processes, rows, max_new_tokens > 0)
+        summary["disagreeing"] = _merge(output, shards, rows, max_new_tokens > 0)
         logger.info("Wrote %s (%d rows; %d predicted by this process in %.1f s)", output, rows, summary["predicted"],
                     summary["seconds"])
     state.wait_for_everyone()
     return summary
-
-
-def _resolve_template(prompt_template, text_fields: list[str] | None, folder: Path | None) -> PromptTemplate | None:
-    if isinstance(prompt_template, PromptTemplate):
-        return prompt_template
-    if prompt_template is not None:
-        return PromptTemplate.from_pretrained(prompt_template)
-    if text_fields:
-        return default_prompt_template(text_fields)
-    return PromptTemplate.in_folder(folder)
 
 
 def _check_rows(path: Path, template: PromptTemplate | None) -> tuple[int, str]:
@@ -198,28 +193,26 @@ def _open_journal(path: Path, options: dict, overwrite: bool) -> int:
     return 0
 
 
-def _chunks(rows: Iterator[dict], size: int, first: int) -> Iterator[tuple[int, list[dict]]]:
-    """(index of the chunk's first row, its rows) for consecutive chunks of `size` rows."""
-    while chunk := list(islice(rows, size)):
-        yield first, chunk
-        first += len(chunk)
-
-
-def _predict_chunk(model, tokenizer, rows: list[dict], numbers: range, template, journal, settings: dict,
-                   batch_size: int, max_batch_tokens: int, path: Path) -> int:
-    """Predict `rows` (the file's rows `numbers`) in batches of similar length, appending each finished prefix to
-    `journal` in input order; returns the tokens processed (prompt and explanation)."""
+def _predict_chunk(predictor, template: PromptTemplate | None, rows: list[dict], numbers: range, path: Path,
+                   max_prompt_tokens: int | None, batch_size: int, max_tokens: int | None, journal) -> int:
+    """Predict `rows` (the file's rows `numbers`) in batches of similar length, `batch_size` rows each or, with
+    `max_tokens`, as many as fit that many padded tokens (at least one), appending each finished prefix of the rows
+    to `journal` in input order; returns the tokens processed (prompt and explanation)."""
     inputs = [_prediction_input(row, template, path, number) for row, number in zip(rows, numbers)]
-    ids = encode_prompts(tokenizer, inputs, template, settings["max_prompt_tokens"])
-    order = sorted(range(len(rows)), key=lambda i: len(ids[i]))
+    ids = encode_prompts(predictor.tokenizer, inputs, template, max_prompt_tokens)
+    batches: list[list[int]] = [[]]
+    for i in sorted(range(len(rows)), key=lambda i: len(ids[i])):
+        size = len(batches[-1])
+        if size and (size == batch_size if max_tokens is None else (size + 1) * len(ids[i]) > max_tokens):
+            batches.append([])
+        batches[-1].append(i)
     records: list[dict | None] = [None] * len(rows)
     written, tokens = 0, sum(map(len, ids))
-    for batch in _batches(order, ids, batch_size, max_batch_tokens if settings["max_new_tokens"] == 0 else None):
-        for i, record in zip(batch, predict(model, tokenizer, [inputs[i] for i in batch], batch_size=len(batch),
-                                            **settings)):
+    for batch in batches:
+        for i, record in zip(batch, predictor([ids[i] for i in batch])):
             records[i] = record
             if record["explanation"]:
-                tokens += len(tokenizer(record["explanation"], add_special_tokens=False)["input_ids"])
+                tokens += len(predictor.tokenizer(record["explanation"], add_special_tokens=False)["input_ids"])
         while written < len(rows) and records[written] is not None:
             row, record = rows[written], records[written]
             # An input column that a prediction field would overwrite (e.g. a gold `label`) is kept as `input_<name>`.
@@ -230,60 +223,33 @@ def _predict_chunk(model, tokenizer, rows: list[dict], numbers: range, template,
     return tokens
 
 
-def _batches(order: list[int], ids: list[list[int]], batch_size: int, max_tokens: int | None) -> Iterator[list[int]]:
-    """Consecutive runs of `order` (sorted by length): `batch_size` rows each, or, with `max_tokens`, as many rows as
-    fit that many padded tokens (at least one)."""
-    if max_tokens is None:
-        yield from (order[start : start + batch_size] for start in range(0, len(order), batch_size))
-        return
-    batch: list[int] = []
-    for i in order:
-        if batch and (len(batch) + 1) * len(ids[i]) > max_tokens:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
-def _merge(output: Path, processes: int, rows: int, explained: bool) -> int | None:
-    """Write `output` from the shards in input order (row i from shard i mod N) through a temporary file and one
-    `os.replace`, remove the shards; returns how many explanations disagree with the head."""
-    shards = [_shard(output, rank, processes) for rank in range(processes)]
-    disagreeing = 0
-
-    def merged() -> Iterator[dict]:
-        nonlocal disagreeing
-        files = [shard.open(encoding="utf-8") for shard in shards]
-        try:
-            for file in files:
-                file.readline()  # the options
-            for i in range(rows):
-                row = json.loads(files[i % processes].readline())
-                disagreeing += not row["agrees"]
-                yield row
-        finally:
-            for file in files:
-                file.close()
-
+def _merge(output: Path, shards: list[Path], rows: int, explained: bool) -> int | None:
+    """Write `output` from the shards in input order through a temporary file and one `os.replace`, remove the
+    shards; returns how many explanations disagree with the head."""
+    columns, disagreeing = {}, 0  # the CSV's: every row's, in order of first use
+    for row in map(json.loads, _journal_lines(shards, rows)):
+        columns.update(dict.fromkeys(_flat(row)))
+        disagreeing += not row["agrees"]
+    lines = _journal_lines(shards, rows)
     with atomic_path(output) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
         if output.suffix.lower() == ".jsonl":
-            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in merged())
+            file.writelines(lines)  # as the journals hold them
         else:
-            columns = dict.fromkeys(key for row in map(_flat, _journal_rows(shards)) for key in row)
             writer = csv.DictWriter(file, fieldnames=list(columns))
             writer.writeheader()
-            writer.writerows(map(_flat, merged()))
+            writer.writerows(_flat(json.loads(line)) for line in lines)
     for shard in shards:
         shard.unlink()
     return disagreeing if explained else None
 
 
-def _journal_rows(shards: list[Path]) -> Iterable[dict]:
-    for shard in shards:
-        with shard.open(encoding="utf-8") as file:
-            file.readline()
-            yield from map(json.loads, file)
+def _journal_lines(shards: list[Path], rows: int) -> Iterator[str]:
+    """The journals' rows in input order (row i from shard i mod N), as written."""
+    with ExitStack() as stack:
+        files = [stack.enter_context(shard.open(encoding="utf-8")) for shard in shards]
+        for file in files:
+            file.readline()  # the options
+        yield from (files[i % len(files)].readline() for i in range(rows))
 
 
 def _flat(row: dict) -> dict:

@@ -108,11 +108,11 @@ def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, l
 
 
 class _BatchPredictor:
-    """Records for one batch of token-id prompts: shared by `predict` and `CLSGenPipeline`."""
+    """Records for one batch of token-id prompts: shared by `predict`, `CLSGenPipeline` and `predict_file`."""
 
     def __init__(
-        self, model, tokenizer, *, verdict_format: VerdictFormat, probability_from: ProbabilitySource,
-        max_new_tokens: int, threshold: float | None, generate_kwargs: dict, explain: ExplainMode = "natural",
+        self, model, tokenizer, *, verdict_format: VerdictFormat | None, max_new_tokens: int, threshold: float | None,
+        explain: ExplainMode, probability_from: ProbabilitySource = "head", generate_kwargs: dict | None = None,
         blocked_ngram_size: int = BLOCKED_NGRAM_SIZE,
     ):
         if probability_from not in ("head", "verdict"):
@@ -129,15 +129,16 @@ class _BatchPredictor:
         if probability_from == "head" and not (self.clsgen or classifier):
             raise TypeError(f"{type(self.base).__name__} has no classification head; load a CLSGen model "
                             "(LlamaForCLSGen), or use probability_from='verdict' for a plain causal LM.")
-        self.tokenizer, self.verdict_format = tokenizer, verdict_format
+        self.tokenizer, self.verdict_format = tokenizer, verdict_format or VerdictFormat()
         self.probability_from, self.max_new_tokens = probability_from, max_new_tokens
         self.threshold = getattr(self.base.config, "cls_threshold", 0.5) if threshold is None else threshold
         self.explain, self.blocked_ngram_size = explain, blocked_ngram_size
         self.generate_kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens,
                                 "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-                                "stop_strings": verdict_format.stop_strings, "tokenizer": tokenizer, **generate_kwargs}
+                                "stop_strings": self.verdict_format.stop_strings, "tokenizer": tokenizer,
+                                **(generate_kwargs or {})}
         if probability_from == "verdict":
-            self.verbalizer_ids = _verbalizer_token_ids(tokenizer, verdict_format)
+            self.verbalizer_ids = _verbalizer_token_ids(tokenizer, self.verdict_format)
 
     @torch.no_grad()
     def __call__(self, rows: list[list[int]]) -> list[dict[str, Any]]:
@@ -341,9 +342,8 @@ class CLSGenPipeline(Pipeline):
         if rows and isinstance(rows[0], int):  # a single prompt (no batching)
             rows = [rows]
         predictor = _BatchPredictor(
-            self.model, self.tokenizer, verdict_format=verdict_format or VerdictFormat(),
-            probability_from=probability_from, max_new_tokens=max_new_tokens, threshold=threshold,
-            generate_kwargs=generate_kwargs or {}, explain=explain,
+            self.model, self.tokenizer, verdict_format=verdict_format, probability_from=probability_from,
+            max_new_tokens=max_new_tokens, threshold=threshold, generate_kwargs=generate_kwargs, explain=explain,
         )
         return {"records": predictor(rows)}
 

@@ -57,12 +57,12 @@ class PredictArguments:
                             "a killed run loses at most this many."})
     overwrite: bool = field(default=False, metadata={"help": "Start again instead of refusing to resume an unfinished "
                             "run (<output>.partial) made with other options."})
-
-    def __post_init__(self):
-        check_option_ranges(self)
     explain: str = field(default="natural", metadata={"help": "'natural' (the explanation states the LM's own "
                          "verdict) or 'decision' (the head decides, the explanation follows its decision).",
                                                       "choices": ["natural", "decision"]})
+
+    def __post_init__(self):
+        check_option_ranges(self)
 
 
 def make_parser() -> TrlParser:
