@@ -25,8 +25,10 @@ class CLSGenConfig(SFTConfig):
             token of dozens, yet it is the decision the explanation has to agree on. The verdict word is the last
             completion token that starts a verbalizer (the model's `id2label` words, which `train_clsgen` sets from
             the prompt template).
-        cls_loss_weight (`float`, *optional*, defaults to `1.0`):
-            Weight of the classification loss (cross-entropy of the `score` head at the last prompt token).
+        cls_loss_weight (`float`, *optional*, defaults to `2.0`):
+            Weight of the classification loss (cross-entropy of the `score` head at the last prompt token). Above the
+            LM loss's weight because the LM loss dominates the shared LoRA update at equal weights; the benchmark's
+            validation sweep chose 2 (README, Benchmark).
         class_weights (`list[float]`, *optional*):
             Per-class weights of the classification loss, for imbalanced data (one per label).
         pos_weight (`float`, *optional*):
@@ -48,7 +50,7 @@ class CLSGenConfig(SFTConfig):
 
     lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the LM (explanation) loss."})
     verdict_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the verdict word in the LM loss."})
-    cls_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the classification-head loss."})
+    cls_loss_weight: float = field(default=2.0, metadata={"help": "Weight of the classification-head loss."})
     class_weights: list[float] | None = field(default=None, metadata={"help": "Per-class weights of the class loss."})
     pos_weight: float | None = field(default=None, metadata={"help": "Shortcut for class_weights=[1, pos_weight]."})
     head_learning_rate: float | None = field(default=None, metadata={"help": "Learning rate of the `score` head."})

@@ -16,6 +16,7 @@ import pytest
 from datasets import Dataset
 from sklearn.metrics import roc_auc_score
 
+from clsgen_hf import CLSGenConfig
 from clsgen_hf.calibration import fit_calibration
 from clsgen_hf.metrics import tune_threshold
 from clsgen_hf.verdicts import VerdictFormat
@@ -254,6 +255,30 @@ def test_readme_table_is_the_committed_run_unedited(report):
     readme = (REPO / "README.md").read_text()
     block = readme.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
     assert block.strip() == committed.strip()
+
+
+def test_default_cls_loss_weight_is_the_sweeps_choice():
+    """`CLSGenConfig`'s `cls_loss_weight` is the one the committed sweep (`benchmark_cls_loss_weight*.json`, same rows
+    and seed) chooses by its rule, from validation rows only: the highest validation AUROC of the head among weights
+    whose language retention is at least weight 1's, the smallest weight within 0.02 of it, and 1 unless that beats
+    weight 1 by 0.10. The README's main table is trained at it."""
+    runs, validation_ids = {}, set()
+    for path in (REPO / "examples" / "benchmark_results").glob("benchmark_cls_loss_weight*.json"):
+        saved = json.loads(path.read_text())
+        validation_ids.add(tuple(saved["config"]["row_ids"]["validation"]))
+        probabilities = [row[1] for row in saved["predictions"]["clsgen"]["42"]["validation"]]
+        runs[saved["config"]["training_arguments"]["cls_loss_weight"]] = (
+            roc_auc_score(saved["config"]["labels"]["validation"], probabilities),
+            saved["results"]["clsgen"]["language_retention"],
+        )
+    assert len(validation_ids) == 1 and len(runs) >= 3
+    first_auroc, first_retention = runs[1.0]
+    eligible = {weight: auroc for weight, (auroc, retention) in runs.items() if retention >= first_retention}
+    chosen = min(weight for weight, auroc in eligible.items() if auroc >= max(eligible.values()) - 0.02)
+    expected = chosen if eligible[chosen] >= first_auroc + 0.10 else 1.0
+    assert CLSGenConfig.__dataclass_fields__["cls_loss_weight"].default == expected
+    main_run = json.loads((REPO / "examples" / "benchmark_results" / "benchmark_results.json").read_text())
+    assert main_run["config"]["training_arguments"]["cls_loss_weight"] == expected  # the README's table: the default
 
 
 def test_stratified_positions_keep_both_classes(benchmark):
