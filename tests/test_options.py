@@ -76,3 +76,19 @@ def test_the_self_teacher_is_the_library_s_and_asks_the_loaded_model(tiny_model,
     teacher = make_teacher("self", model=tiny_model, tokenizer=smollm2_tokenizer)
     assert teacher.model is tiny_model and teacher.name == f"self:{tiny_model.config._name_or_path}"
     assert TeacherArguments().make_teacher(tiny_model, smollm2_tokenizer).name == teacher.name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--cls_loss_weight", "abc"], "argument --cls_loss_weight/--cls-loss-weight: invalid float value: 'abc'"),
+    (["predict", "--explain", "maybe"], "argument --explain: invalid choice: 'maybe'"),
+    (["export", "--format", "zip", "a", "b"], "argument --format: invalid choice: 'zip'"),
+    (["synthesize", "--max_rows", "x"], "argument --max_rows/--max-rows: invalid int value: 'x'"),
+])
+def test_an_option_argparse_refuses_is_one_line(argv, message, capsys):
+    """argparse's own mistakes (a value of the wrong type or out of its choices) end as every usage error does: one
+    line naming the option, not argparse's usage block (for `train`, every option of `TrainingArguments`)."""
+    from clsgen_hf.cli import main as cli_main
+
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"clsgen-hf {argv[0]}: error: {message}") and err.count("\n") == 1, err

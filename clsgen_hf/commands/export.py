@@ -20,10 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from trl import TrlParser
-
 from ..errors import run_command
-from .options import parse_options
+from .options import CommandParser, parse_options
 
 
 @dataclass
@@ -58,9 +56,9 @@ class ExportArguments:
     atol: float = field(default=1e-5, metadata={"help": "Tolerance on cls_logits (serving: on probabilities)."})
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser(ExportArguments, prog="clsgen-hf export", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser() -> CommandParser:
+    parser = CommandParser(ExportArguments, prog="clsgen-hf export", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", help="checkpoint-N folder, adapter folder or CLSGen model folder")
     parser.add_argument("output_dir", nargs="?", help="the folder to write")
     return parser

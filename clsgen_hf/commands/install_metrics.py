@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
 from ..errors import UsageError, run_command
 from ..metric_modules import METRIC_NAMES, NAMESPACE, install_metrics, prepare_spaces, push_spaces
-from .options import parse_options
+from .options import CommandParser, parse_options
 
 
 @dataclass
@@ -30,8 +28,8 @@ class InstallMetricsArguments:
             raise UsageError("--cache_dir is for installing; --spaces writes Space folders instead.")
 
 
-def make_parser() -> TrlParser:
-    return TrlParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
+def make_parser() -> CommandParser:
+    return CommandParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
                      description=InstallMetricsArguments.__doc__)
 
 

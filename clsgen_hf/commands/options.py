@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from trl import TrlParser
@@ -17,6 +17,15 @@ from trl import TrlParser
 from ..errors import UsageError
 from ..prompt_template import PromptTemplate, build_prompt_template
 from ..verdicts import DEFAULT_VERDICT_PREFIX
+
+
+class CommandParser(TrlParser):
+    """The `TrlParser` of a command whose argparse mistakes (an unknown option, a value of the wrong type, a missing
+    argument) are one-line `UsageError`s, as every other mistake, instead of argparse's usage block (hundreds of lines
+    for `train`, whose options include all of `TrainingArguments`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message.replace('{', '{{').replace('}', '}}')} (options: {self.prog} --help)")
 
 
 @dataclass
@@ -173,5 +182,5 @@ def parse_options(parser: TrlParser, argv: Sequence[str] | None = None) -> tuple
     return parsed
 
 
-__all__ = ["OPTION_RANGES", "PromptArguments", "TeacherArguments", "check_option_ranges", "parse_options",
-           "read_config"]
+__all__ = ["OPTION_RANGES", "CommandParser", "PromptArguments", "TeacherArguments", "check_option_ranges",
+           "parse_options", "read_config"]

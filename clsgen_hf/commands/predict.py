@@ -23,10 +23,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
 from ..errors import run_command
-from .options import check_option_ranges, parse_options
+from .options import CommandParser, check_option_ranges, parse_options
 
 
 logger = logging.getLogger("clsgen_hf.predict")
@@ -65,8 +63,8 @@ class PredictArguments:
         check_option_ranges(self)
 
 
-def make_parser() -> TrlParser:
-    return TrlParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
+def make_parser() -> CommandParser:
+    return CommandParser(PredictArguments, prog="clsgen-hf predict", description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

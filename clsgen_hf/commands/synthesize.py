@@ -19,11 +19,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trl import TrlParser
-
 from ..data.synthesis import MIN_WORDS
 from ..errors import TeacherError, UsageError, run_command
-from .options import PromptArguments, TeacherArguments, parse_options
+from .options import CommandParser, PromptArguments, TeacherArguments, parse_options
 
 
 CLINIFACT_PREFIX = "clinifact:"
@@ -56,8 +54,8 @@ class SynthesizeArguments:
             raise UsageError(f"--clinifact_view must be 'binary' or 'multiclass', got {self.clinifact_view!r}.")
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((SynthesizeArguments, PromptArguments, TeacherArguments), prog="clsgen-hf synthesize",
+def make_parser() -> CommandParser:
+    return CommandParser((SynthesizeArguments, PromptArguments, TeacherArguments), prog="clsgen-hf synthesize",
                      description=__doc__)
 
 

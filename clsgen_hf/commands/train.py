@@ -16,13 +16,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from ..clsgen_config import CLSGenConfig
 from ..data import CLINIFACT_RATIONALE_COLUMN, DEFAULT_DECISION_SHARE
 from ..errors import TeacherError, UsageError, run_command
 from .help_cache import save_help
-from .options import PromptArguments, TeacherArguments, parse_options
+from .options import CommandParser, PromptArguments, TeacherArguments, parse_options
 
 
 logger = logging.getLogger("clsgen_hf.train")
@@ -71,8 +71,8 @@ class ScriptArguments:
                                                               "label (warned about)."})
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((ScriptArguments, PromptArguments, TeacherArguments, CLSGenConfig, ModelConfig),
+def make_parser() -> CommandParser:
+    parser = CommandParser((ScriptArguments, PromptArguments, TeacherArguments, CLSGenConfig, ModelConfig),
                        prog="clsgen-hf train", description=__doc__)
     parser.set_defaults_with_config(**CPU_DEFAULTS)
     return parser
