@@ -49,11 +49,12 @@ def cache_file(command: str) -> Path:
     return Path(constants.HF_HOME) / "clsgen_hf" / "help" / f"{command}.json"
 
 
-def cached_help(command: str) -> str | None:
-    """`command`'s help text, if the cache holds it for this installation and terminal width; else None."""
+def cached_help(command: str, key: str | None = None) -> str | None:
+    """`command`'s help text, if the cache holds it for this installation and terminal width (`key`: `help_key()`, if
+    the caller has it already); else None."""
     try:
         saved = json.loads(cache_file(command).read_bytes())
-        fresh = saved["key"] == help_key() and isinstance(saved["help"], str)
+        fresh = saved["key"] == (key or help_key()) and isinstance(saved["help"], str)
     except (OSError, ValueError, LookupError, TypeError):  # missing, unreadable, or not what `save_help` wrote
         return None
     return saved["help"] if fresh else None
@@ -61,10 +62,10 @@ def cached_help(command: str) -> str | None:
 
 def save_help(command: str, parser: ArgumentParser) -> str:
     """`parser.format_help()`, cached as `command`'s help unless it already is (skipped where it cannot be written)."""
-    text = parser.format_help()
-    if cached_help(command) != text:
+    text, key = parser.format_help(), help_key()
+    if cached_help(command, key) != text:
         try:
-            write_text_atomic(cache_file(command), json.dumps({"key": help_key(), "help": text}))
+            write_text_atomic(cache_file(command), json.dumps({"key": key, "help": text}))
         except OSError:
             pass
     return text
