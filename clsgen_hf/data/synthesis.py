@@ -231,7 +231,6 @@ def synthesize_explanations(
         {"prompt": [job.prompts[i] for i in order],
          "completion": [[{"role": "assistant", "content": kept[i][1]}] for i in order],
          "label": [labels[i] for i in order]},
-        features=FEATURES,
         info=DatasetInfo(description=json.dumps(metadata, ensure_ascii=False), features=FEATURES),
     )
     if save_to is not None:
