@@ -12,7 +12,8 @@ import logging
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +95,14 @@ def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
     checked as `load_classification_dataset` does."""
     path = Path(path)
     builder, empty = _check_file(path)
-    with tempfile.TemporaryDirectory(prefix="clsgen-read-") as cache_dir:  # only the builder's lock goes there
-        rows = _reading(path, builder, empty, lambda: load_dataset(
-            builder, data_files={"train": str(path)}, split="train", streaming=True, cache_dir=cache_dir))
+    with tempfile.TemporaryDirectory(prefix="clsgen-read-") as cache_dir, _reading(path, builder, empty):
+        rows = load_dataset(builder, data_files={"train": str(path)}, split="train", streaming=True,
+                            cache_dir=cache_dir)  # only the builder's lock goes there
     count = 0
-    iterator = iter(rows)
-    while True:
-        row = _reading(path, builder, empty, lambda: next(iterator, None))
-        if row is None:
-            break
-        count += 1
-        yield row
+    with _reading(path, builder, empty):
+        for row in rows:
+            count += 1
+            yield row
     if count == 0:
         raise empty
 
@@ -144,9 +142,9 @@ def _load_source(source: Source, split: str | None) -> Dataset | DatasetDict:
 def _load_file(path: Path) -> Dataset:
     builder, empty = _check_file(path)
     # A cache of its own, removed once the rows are in memory: nothing left behind, nothing stale served.
-    with tempfile.TemporaryDirectory(prefix="clsgen-read-") as cache_dir:
-        ds = _reading(path, builder, empty, lambda: load_dataset(
-            builder, data_files={"train": str(path)}, split="train", cache_dir=cache_dir, keep_in_memory=True))
+    with tempfile.TemporaryDirectory(prefix="clsgen-read-") as cache_dir, _reading(path, builder, empty):
+        ds = load_dataset(builder, data_files={"train": str(path)}, split="train", cache_dir=cache_dir,
+                          keep_in_memory=True)
     if len(ds) == 0:
         raise empty
     return ds
@@ -170,10 +168,11 @@ def _check_file(path: Path) -> tuple[str, UsageError]:
     return builder, empty
 
 
-def _reading(path: Path, builder: str, empty: UsageError, read: Callable[[], Any]) -> Any:
-    """`read()`, with the parser's errors as a `UsageError` naming the file."""
+@contextmanager
+def _reading(path: Path, builder: str, empty: UsageError) -> Iterator[None]:
+    """The parser's errors in the block as a `UsageError` naming the file."""
     try:
-        return read()
+        yield
     except ValueError as error:
         if "corresponds to no data" in str(error):
             raise empty from None

@@ -20,7 +20,8 @@ from typing import Any
 from datasets import Dataset, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path
+from ..json_files import write_json
 from ..prompt_template import PromptTemplate
 from ..verdicts import NO_VERDICT, VerdictFormat
 from .cache import AnswerCache, cache_key
@@ -230,14 +231,12 @@ def synthesize_explanations(
         {"prompt": [job.prompts[i] for i in order],
          "completion": [[{"role": "assistant", "content": kept[i][1]}] for i in order],
          "label": [labels[i] for i in order]},
-        features=FEATURES,
         info=DatasetInfo(description=json.dumps(metadata, ensure_ascii=False), features=FEATURES),
     )
     if save_to is not None:
         with atomic_path(save_to) as temporary:
             result.to_json(temporary, lines=True, force_ascii=False)
-        meta = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
-        write_text_atomic(Path(save_to).with_suffix(".meta.json"), meta)
+        write_json(Path(save_to).with_suffix(".meta.json"), metadata)
     return result
 
 

@@ -3,7 +3,6 @@ engine, behind one `Teacher` interface; `make_teacher("kind:target")` picks one.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
@@ -141,9 +140,8 @@ class OpenAITeacher:
         model, temperature = self.served_model(), temperature if do_sample else 0.0
         texts = []
         for messages in conversations:
-            reply = self._call(functools.partial(self.client.chat.completions.with_streaming_response.create,
-                                                 model=model, messages=messages, max_tokens=max_new_tokens,
-                                                 temperature=temperature), self.url)
+            reply = self._call(self.client.chat.completions.with_streaming_response.create, self.url, model=model,
+                               messages=messages, max_tokens=max_new_tokens, temperature=temperature)
             try:
                 texts.append((reply["choices"][0]["message"]["content"] or "").strip())
             except (KeyError, IndexError, TypeError, AttributeError) as error:
@@ -167,8 +165,8 @@ class OpenAITeacher:
                         from error
             return self.model
 
-    def _call(self, request, url: str) -> dict:
-        """The JSON object `request()` (a `with_streaming_response` call) answers, read within `timeout` and
+    def _call(self, request, url: str, **kwargs) -> dict:
+        """The JSON object `request(**kwargs)` (a `with_streaming_response` call) answers, read within `timeout` and
         `max_reply_bytes` (a reply breaking either, or not JSON, is asked again up to `max_retries` times); every
         failure, once the retries are spent, a one-line `TeacherError` naming `url`."""
         import openai
@@ -177,7 +175,7 @@ class OpenAITeacher:
         try:
             for attempt in range(attempts):
                 try:
-                    with request() as response:
+                    with request(**kwargs) as response:
                         return self._read_reply(response)
                 except _BadReply as error:
                     if attempt == self.max_retries:
@@ -260,29 +258,30 @@ def _time_left(timeout: float | None, error: str) -> float | None:
 
 
 class _DeadlineBackend:
-    """An httpcore network backend whose connections obey the deadline of the try that uses them."""
+    """An httpcore network backend whose TCP connections (the client's transports make no other) obey the deadline of
+    the try that uses them; the rest is `backend`'s."""
 
     def __init__(self, backend):
         self._backend = backend
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         stream = self._backend.connect_tcp(host, port, _time_left(timeout, "ConnectTimeout"), local_address,
                                            socket_options)
         return _DeadlineStream(stream)
 
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        return _DeadlineStream(self._backend.connect_unix_socket(path, _time_left(timeout, "ConnectTimeout"),
-                                                                 socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
 
 class _DeadlineStream:
-    """A network stream whose every read and write gets at most the time left before the try's deadline."""
+    """A network stream whose every read and write gets at most the time left before the try's deadline; the rest is
+    `stream`'s."""
 
     def __init__(self, stream):
         self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, _time_left(timeout, "ReadTimeout"))
@@ -293,12 +292,6 @@ class _DeadlineStream:
     def start_tls(self, ssl_context, server_hostname=None, timeout=None):
         return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname,
                                                       _time_left(timeout, "ConnectTimeout")))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def get_extra_info(self, info: str):
-        return self._stream.get_extra_info(info)
 
 
 class VLLMTeacher:
