@@ -12,6 +12,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,14 @@ from peft import PeftModel, get_peft_model
 from transformers import EvalPrediction
 from trl import SFTTrainer
 
+from .atomic import atomic_files, atomic_path
 from .calibration import DecisionRule
 from .clsgen_config import CLSGenConfig
 from .clsgen_data import DataCollatorForCLSGen, prepare_clsgen_dataset
 from .errors import UsageError
 from .evaluation import evaluate_predictions
 from .loading import load_model
-from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
+from .model_card import CLSGenCardData, ModelCardCallback
 
 
 logger = logging.getLogger(__name__)
@@ -291,10 +293,6 @@ class CLSGenTrainer(SFTTrainer):
         The decision rule goes with it (see `_save_rule`), and into the checkpoint that holds the same weights. The
         final model is written in a hidden folder inside `output_dir` and moved in once complete (`atomic_files`): a
         run killed while saving it leaves the previous one, not a half-written folder that looks complete."""
-        from contextlib import nullcontext
-
-        from .atomic import atomic_files
-
         model = self.accelerator.unwrap_model(self.model)
         output_dir = output_dir or self.args.output_dir
         # DeepSpeed's own checkpoint format is written by every rank, into the folder each names: not staged.
@@ -330,10 +328,23 @@ class CLSGenTrainer(SFTTrainer):
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: str | list[str] | None = None, output_dir: str | None = None):
-        """Write the CLSGen model card into `output_dir` (TRL looks its card templates up in `trl/templates/` only)."""
-        if self.is_world_process_zero():
-            write_trainer_card(self, output_dir or self.args.output_dir, model_name=model_name,
-                               dataset_name=dataset_name, tags=tags)
+        """Write the CLSGen model card into `output_dir` (TRL looks its card templates up in `trl/templates/` only),
+        from `model_card_data` (its `results` and `prompt_template` are set by whoever has them: the card reads nothing
+        back from the folder)."""
+        if not self.is_world_process_zero():
+            return
+        card, output_dir = self.model_card_data, Path(output_dir or self.args.output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        card.model_name = model_name or (self.args.hub_model_id or output_dir.name).split("/")[-1]
+        card.repo_id = self.args.hub_model_id or card.model_name
+        card.dataset_name = dataset_name or card.dataset_name
+        card.tags = [*([tags] if isinstance(tags, str) else tags or []), *(card.tags or [])]
+        card.form = "adapter" if isinstance(model, PeftModel) and not self.args.save_merged else "merged"
+        card.config = model.config
+        if card.training is not None:
+            card.training["global_step"] = self.state.global_step
+        with atomic_path(output_dir / "README.md") as temporary:
+            card.to_model_card().save(temporary)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Eval: the loss, and the class head's logits against the class labels (for `compute_metrics`)."""
