@@ -13,7 +13,6 @@ model, keeps it in `clsgen_rule.json`. Every save and load path goes through `De
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from scipy.special import log_softmax
 from sklearn.model_selection import StratifiedKFold
 
 from .configuration_clsgen import LlamaCLSGenConfig
-from .json_files import write_json
+from .json_files import read_json, write_json
 
 
 logger = logging.getLogger(__name__)
@@ -127,12 +126,10 @@ class DecisionRule:
         """The rule saved in `folder`: its `clsgen_rule.json`, else its CLSGen (or serving) `config.json`; `None`
         when it holds neither."""
         for name in (RULE_FILE, "config.json"):
-            path = Path(folder or "") / name
-            if folder is not None and path.is_file():
-                values = json.loads(path.read_text(encoding="utf-8"))
-                if name == RULE_FILE or values.get("model_type") == LlamaCLSGenConfig.model_type or (
-                        "cls_threshold" in values):
-                    return cls.from_config(values)
+            values = read_json(Path(folder) / name) if folder is not None else None
+            if values is not None and (name == RULE_FILE or values.get("model_type") == LlamaCLSGenConfig.model_type
+                                       or "cls_threshold" in values):
+                return cls.from_config(values)
         return None
 
 

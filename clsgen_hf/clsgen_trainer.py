@@ -138,8 +138,8 @@ class CLSGenTrainer(SFTTrainer):
         # drop `cls_positions` and `cls_labels`
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         args.remove_unused_columns = False
-        if args.init_head_bias_from_prior and isinstance(rows, Dataset):
-            _init_head_bias_from_prior(model, rows, args.label_column)
+        if args.init_head_bias_from_prior and isinstance(rows, Dataset) and args.label_column in rows.column_names:
+            _init_head_bias_from_prior(model, rows[args.label_column])  # checked by `prepare_clsgen_dataset`
         if peft_config is not None and "score" not in (peft_config.modules_to_save or []):
             peft_config.modules_to_save = [*(peft_config.modules_to_save or []), "score"]
         if kwargs.get("data_collator") is None:
@@ -236,12 +236,10 @@ class CLSGenTrainer(SFTTrainer):
         cls_loss = weighted / row_weights.sum()  # this micro-batch's weighted mean, for the logs
         cls_objective = cls_loss
         if step_weight is not None:  # a training batch: normalise over its whole optimizer step, on every rank
-            total = torch.tensor(step_weight, device=weighted.device)
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                total = self.accelerator.gather(total).sum()
-            cls_objective = weighted / total
+            total, ranks = torch.tensor(step_weight, device=weighted.device), 1
             if self.args.average_tokens_across_devices:  # the weight total spans all ranks, DDP averages gradients
-                cls_objective = cls_objective * self.accelerator.num_processes
+                total, ranks = self.accelerator.gather(total).sum(), self.accelerator.num_processes
+            cls_objective = weighted / total * ranks
 
         gather = self.accelerator.gather_for_metrics
         lm_loss = lm_mean = outputs.lm_loss
@@ -320,11 +318,10 @@ class CLSGenTrainer(SFTTrainer):
 
     def _save_rule(self, model, folder: Path) -> None:
         """The rule of `model` into `folder`: beside an adapter as `clsgen_rule.json`, else in its `config.json`."""
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
         if (folder / "adapter_config.json").is_file():
-            DecisionRule.from_config(base.config).save_pretrained(folder)
+            DecisionRule.from_config(model).save_pretrained(folder)
         elif (folder / "config.json").is_file():
-            base.config.save_pretrained(folder)
+            model.config.save_pretrained(folder)  # a PEFT model's is its base model's
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: str | list[str] | None = None, output_dir: str | None = None):
@@ -383,14 +380,11 @@ def _verdict_token_ids(tokenizer, id2label: dict) -> torch.Tensor:
                                 for word in id2label.values()}))
 
 
-def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> None:
-    """Start a fresh head (bias exactly zero) at the class log-prior of `dataset`, smoothed by one row per class."""
+def _init_head_bias_from_prior(model, labels: list[int]) -> None:
+    """Start a fresh head (bias exactly zero) at the class log-prior of `labels`, smoothed by one row per class."""
     head = getattr(model, "score", None)
-    if head is None or head.bias is None or label_column not in dataset.column_names or head.bias.abs().sum() != 0:
+    if head is None or head.bias is None or head.bias.abs().sum() != 0:
         return
-    labels = dataset[label_column]
-    if not all(isinstance(label, int) and 0 <= label < head.out_features for label in labels):
-        return  # `prepare_clsgen_dataset` reports them
     counts = torch.bincount(torch.tensor(labels), minlength=head.out_features)
     with torch.no_grad():
         head.bias.copy_(((counts + 1.0) / (counts.sum() + head.out_features)).log())
