@@ -13,6 +13,7 @@ model, keeps it in `clsgen_rule.json`. Every save and load path goes through `De
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -24,7 +25,6 @@ from scipy.special import log_softmax
 from sklearn.model_selection import StratifiedKFold
 
 from .configuration_clsgen import LlamaCLSGenConfig
-from .json_files import read_json, write_json
 
 
 logger = logging.getLogger(__name__)
@@ -119,17 +119,21 @@ class DecisionRule:
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `clsgen_rule.json` into `folder` (beside an adapter, which carries no config of the model)."""
-        write_json(Path(folder) / RULE_FILE, asdict(self))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / RULE_FILE).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike | None) -> DecisionRule | None:
         """The rule saved in `folder`: its `clsgen_rule.json`, else its CLSGen (or serving) `config.json`; `None`
         when it holds neither."""
         for name in (RULE_FILE, "config.json"):
-            values = read_json(Path(folder) / name) if folder is not None else None
-            if values is not None and (name == RULE_FILE or values.get("model_type") == LlamaCLSGenConfig.model_type
-                                       or "cls_threshold" in values):
-                return cls.from_config(values)
+            path = Path(folder or "") / name
+            if folder is not None and path.is_file():
+                values = json.loads(path.read_text(encoding="utf-8"))
+                if name == RULE_FILE or values.get("model_type") == LlamaCLSGenConfig.model_type or (
+                        "cls_threshold" in values):
+                    return cls.from_config(values)
         return None
 
 
