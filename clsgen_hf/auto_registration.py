@@ -40,11 +40,8 @@ class _Loader:
     def __init__(self, loader):
         self.loader = loader
 
-    def __getattr__(self, name: str):  # get_source, is_package, get_resource_reader, ...
+    def __getattr__(self, name: str):  # create_module, get_source, is_package, get_resource_reader, ...
         return getattr(self.loader, name)
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
         _Loader.depth += 1

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import log_softmax
 from sklearn.model_selection import StratifiedKFold
 
 from .configuration_clsgen import LlamaCLSGenConfig
@@ -57,13 +58,13 @@ class Calibration:
 
     def probabilities(self, logits: ArrayLike) -> np.ndarray:
         """Calibrated class probabilities `(n, num_labels)` of raw head logits."""
-        return np.exp(_log_softmax(np.asarray(logits, dtype=float) * self.scale + (self.bias or 0.0)))
+        return np.exp(log_softmax(np.asarray(logits, dtype=float) * self.scale + (self.bias or 0.0), axis=-1))
 
     def uncalibrated(self, probabilities: ArrayLike) -> np.ndarray:
         """The raw head's probabilities behind calibrated ones (exact: softmax ignores per-row shifts of the
         logits)."""
         logits = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-300, None))
-        return np.exp(_log_softmax((logits - (self.bias or 0.0)) / self.scale))
+        return np.exp(log_softmax((logits - (self.bias or 0.0)) / self.scale, axis=-1))
 
     def store(self, model) -> None:
         """Write the map into the config of `model` (a PEFT wrapper is unwrapped): it travels with
@@ -191,11 +192,12 @@ def _fit(method: str, logits: np.ndarray, labels: np.ndarray) -> tuple[float, li
     onehot, penalty = np.eye(num_labels)[labels], PRIOR_ROWS / n
 
     def objective(theta: np.ndarray) -> float:
-        return -_log_softmax(jacobian @ theta)[np.arange(n), labels].mean() + penalty * ((theta - identity) ** 2).sum()
+        log_probabilities = log_softmax(jacobian @ theta, axis=-1)
+        return -log_probabilities[np.arange(n), labels].mean() + penalty * ((theta - identity) ** 2).sum()
 
     theta, value = identity, objective(identity)
     for _ in range(100):
-        probabilities = np.exp(_log_softmax(jacobian @ theta))
+        probabilities = np.exp(log_softmax(jacobian @ theta, axis=-1))
         gradient = np.einsum("nkp,nk->p", jacobian, probabilities - onehot) / n + 2 * penalty * (theta - identity)
         expected = np.einsum("nkp,nk->np", jacobian, probabilities)
         hessian = (np.einsum("nkp,nkq->pq", jacobian * probabilities[..., None], jacobian) - expected.T @ expected) / n
@@ -209,11 +211,6 @@ def _fit(method: str, logits: np.ndarray, labels: np.ndarray) -> tuple[float, li
         theta, value = theta - rate * step, new_value
     bias = [0.0, *theta[1:].tolist()] if method == "platt" else None
     return max(float(theta[0]), MIN_SCALE), bias
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _config_of(model):

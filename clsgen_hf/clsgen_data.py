@@ -51,10 +51,10 @@ def prepare_clsgen_dataset(
     CLSGen features: `input_ids`, `labels` (-100 off the explanation), `cls_positions` (the last prompt token, which
     the head reads) and `cls_labels`. Shuffled once if `args.shuffle_dataset`; a dataset of features is returned as
     is."""
-    if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise ValueError(f"The {dataset_name} dataset is empty: nothing to train or evaluate on.")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"The {dataset_name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
+    if len(dataset) == 0:
+        raise ValueError(f"The {dataset_name} dataset is empty: nothing to train or evaluate on.")
     if "cls_positions" in dataset.column_names:  # already prepared
         return dataset
     _check_rows(dataset, args.label_column, num_labels, dataset_name)

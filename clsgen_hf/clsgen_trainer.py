@@ -12,6 +12,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,14 @@ from peft import PeftModel, get_peft_model
 from transformers import EvalPrediction
 from trl import SFTTrainer
 
+from .atomic import atomic_files, atomic_path
 from .calibration import DecisionRule
 from .clsgen_config import CLSGenConfig
 from .clsgen_data import DataCollatorForCLSGen, prepare_clsgen_dataset
 from .errors import UsageError
 from .evaluation import evaluate_predictions
 from .loading import load_model
-from .model_card import CLSGenCardData, ModelCardCallback, write_trainer_card
+from .model_card import CLSGenCardData, ModelCardCallback
 
 
 logger = logging.getLogger(__name__)
@@ -136,8 +138,8 @@ class CLSGenTrainer(SFTTrainer):
         # drop `cls_positions` and `cls_labels`
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         args.remove_unused_columns = False
-        if args.init_head_bias_from_prior and isinstance(rows, Dataset):
-            _init_head_bias_from_prior(model, rows, args.label_column)
+        if args.init_head_bias_from_prior and isinstance(rows, Dataset) and args.label_column in rows.column_names:
+            _init_head_bias_from_prior(model, rows[args.label_column])  # checked by `prepare_clsgen_dataset`
         if peft_config is not None and "score" not in (peft_config.modules_to_save or []):
             peft_config.modules_to_save = [*(peft_config.modules_to_save or []), "score"]
         if kwargs.get("data_collator") is None:
@@ -234,12 +236,10 @@ class CLSGenTrainer(SFTTrainer):
         cls_loss = weighted / row_weights.sum()  # this micro-batch's weighted mean, for the logs
         cls_objective = cls_loss
         if step_weight is not None:  # a training batch: normalise over its whole optimizer step, on every rank
-            total = torch.tensor(step_weight, device=weighted.device)
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                total = self.accelerator.gather(total).sum()
-            cls_objective = weighted / total
+            total, ranks = torch.tensor(step_weight, device=weighted.device), 1
             if self.args.average_tokens_across_devices:  # the weight total spans all ranks, DDP averages gradients
-                cls_objective = cls_objective * self.accelerator.num_processes
+                total, ranks = self.accelerator.gather(total).sum(), self.accelerator.num_processes
+            cls_objective = weighted / total * ranks
 
         gather = self.accelerator.gather_for_metrics
         lm_loss = lm_mean = outputs.lm_loss
@@ -291,10 +291,6 @@ class CLSGenTrainer(SFTTrainer):
         The decision rule goes with it (see `_save_rule`), and into the checkpoint that holds the same weights. The
         final model is written in a hidden folder inside `output_dir` and moved in once complete (`atomic_files`): a
         run killed while saving it leaves the previous one, not a half-written folder that looks complete."""
-        from contextlib import nullcontext
-
-        from .atomic import atomic_files
-
         model = self.accelerator.unwrap_model(self.model)
         output_dir = output_dir or self.args.output_dir
         # DeepSpeed's own checkpoint format is written by every rank, into the folder each names: not staged.
@@ -322,18 +318,30 @@ class CLSGenTrainer(SFTTrainer):
 
     def _save_rule(self, model, folder: Path) -> None:
         """The rule of `model` into `folder`: beside an adapter as `clsgen_rule.json`, else in its `config.json`."""
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
         if (folder / "adapter_config.json").is_file():
-            DecisionRule.from_config(base.config).save_pretrained(folder)
+            DecisionRule.from_config(model).save_pretrained(folder)
         elif (folder / "config.json").is_file():
-            base.config.save_pretrained(folder)
+            model.config.save_pretrained(folder)  # a PEFT model's is its base model's
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: str | list[str] | None = None, output_dir: str | None = None):
-        """Write the CLSGen model card into `output_dir` (TRL looks its card templates up in `trl/templates/` only)."""
-        if self.is_world_process_zero():
-            write_trainer_card(self, output_dir or self.args.output_dir, model_name=model_name,
-                               dataset_name=dataset_name, tags=tags)
+        """Write the CLSGen model card into `output_dir` (TRL looks its card templates up in `trl/templates/` only),
+        from `model_card_data` (its `results` and `prompt_template` are set by whoever has them: the card reads nothing
+        back from the folder)."""
+        if not self.is_world_process_zero():
+            return
+        card, output_dir = self.model_card_data, Path(output_dir or self.args.output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        card.model_name = model_name or (self.args.hub_model_id or output_dir.name).split("/")[-1]
+        card.repo_id = self.args.hub_model_id or card.model_name
+        card.dataset_name = dataset_name or card.dataset_name
+        card.tags = [*([tags] if isinstance(tags, str) else tags or []), *(card.tags or [])]
+        card.form = "adapter" if isinstance(model, PeftModel) and not self.args.save_merged else "merged"
+        card.config = model.config
+        if card.training is not None:
+            card.training["global_step"] = self.state.global_step
+        with atomic_path(output_dir / "README.md") as temporary:
+            card.to_model_card().save(temporary)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Eval: the loss, and the class head's logits against the class labels (for `compute_metrics`)."""
@@ -372,14 +380,11 @@ def _verdict_token_ids(tokenizer, id2label: dict) -> torch.Tensor:
                                 for word in id2label.values()}))
 
 
-def _init_head_bias_from_prior(model, dataset: Dataset, label_column: str) -> None:
-    """Start a fresh head (bias exactly zero) at the class log-prior of `dataset`, smoothed by one row per class."""
+def _init_head_bias_from_prior(model, labels: list[int]) -> None:
+    """Start a fresh head (bias exactly zero) at the class log-prior of `labels`, smoothed by one row per class."""
     head = getattr(model, "score", None)
-    if head is None or head.bias is None or label_column not in dataset.column_names or head.bias.abs().sum() != 0:
+    if head is None or head.bias is None or head.bias.abs().sum() != 0:
         return
-    labels = dataset[label_column]
-    if not all(isinstance(label, int) and 0 <= label < head.out_features for label in labels):
-        return  # `prepare_clsgen_dataset` reports them
     counts = torch.bincount(torch.tensor(labels), minlength=head.out_features)
     with torch.no_grad():
         head.bias.copy_(((counts + 1.0) / (counts.sum() + head.out_features)).log())

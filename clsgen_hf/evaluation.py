@@ -97,9 +97,8 @@ def evaluate_model(
     started = time.time()
     records = predict(model, tokenizer, rows["prompt"], prompt_template=prompt_template, batch_size=batch_size,
                       max_new_tokens=max_new_tokens, explain=explain)
-    threshold = getattr(model.config, "cls_threshold", None)
     results = evaluate_predictions(records, rows["label"], verdict_format=prompt_template.verdict_format,
-                                   threshold=0.5 if threshold is None else threshold, calibration=calibration)
+                                   threshold=DecisionRule.from_config(model).cls_threshold, calibration=calibration)
     results["predict_seconds"] = round(time.time() - started, 1)
     results["mean_probability"] = np.mean([r["probability"] for r in records], axis=0).round(4).tolist()
     return results, records

@@ -149,9 +149,8 @@ def generation_report(explanations: Sequence[str | None], *, verdict_format: Ver
     """How explanations end: `loop_rate` (share with a loop, see `has_loop`) and `ends_at_verdict` (share whose last
     line is a readable verdict line)."""
     verdict_format = verdict_format or VerdictFormat()
-    texts = [text or "" for text in explanations]
-    return {"loop_rate": float(np.mean([has_loop(text) for text in texts])),
-            "ends_at_verdict": float(np.mean([verdict_format.ends_with_verdict(text) for text in texts]))}
+    return {"loop_rate": float(np.mean([has_loop(text) for text in explanations])),
+            "ends_at_verdict": float(np.mean([verdict_format.ends_with_verdict(text) for text in explanations]))}
 
 
 def tune_threshold(probabilities: ArrayLike, labels: ArrayLike) -> float:

@@ -18,9 +18,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index
 from transformers import TrainerCallback
 
-from .atomic import atomic_path
+from .calibration import DecisionRule
 from .configuration_clsgen import MODELING_VERSION
-from .json_files import read_json
 from .loading import DEFAULT_MODEL_PACKAGE
 from .prompt_template import PromptTemplate, default_prompt_template
 from .resources import resource_dir
@@ -29,7 +28,6 @@ from .verdicts import VerdictFormat
 
 MODEL_CARD_TEMPLATE = resource_dir("model_cards") / "clsgen_model_card.md"
 RESULTS_FILE = "clsgen_results.json"  # the run's evaluation numbers (written by `clsgen-hf train`, copied by export)
-SYNTHESIS_FILE = "explanations.meta.json"  # written next to `explanations.jsonl` by `synthesize_explanations`
 # The embedded default model (`clsgen_hf.loading.default_model_path`) is a GGUF export of this Hub model.
 EMBEDDED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -109,8 +107,7 @@ def mode_table(results: dict) -> str:
 
 def evaluation_table(results: dict[str, Any] | None) -> str:
     """The card's evaluation table (markdown) of a results dict; empty when it holds none of the card's metrics."""
-    rows = [(name, f"{results[key]:.3f}" if _finite(results[key]) else "n/a")
-            for key, name, _ in EVAL_METRICS if key in (results or {})]
+    rows = [(name, _show_number(results[key])) for key, name, _ in EVAL_METRICS if key in (results or {})]
     return "\n".join(["| " + " | ".join(name for name, _ in rows) + " |", "|" + "---|" * len(rows),
                       "| " + " | ".join(value for _, value in rows) + " |"]) if rows else ""
 
@@ -175,8 +172,8 @@ class CLSGenCardData(ModelCardData):
         return {key: value for key, value in data.items() if value is not None}
 
     def template_variables(self) -> dict[str, Any]:
-        config = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config or {})
-        labels = {int(k): v for k, v in (config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}).items()}
+        rule = DecisionRule.from_config(self.config or {})
+        labels = rule.id2label or {0: "LABEL_0", 1: "LABEL_1"}
         template = self.prompt_template or default_prompt_template("text", verdict_format=VerdictFormat(labels))
         system, user = (m["content"] for m in template.to_messages({name: f"<{name}>" for name in template.fields}))
         verbalizers = template.verdict_format.verbalizers
@@ -187,7 +184,7 @@ class CLSGenCardData(ModelCardData):
             base_model_display=None if hub_base_model(self.base_model) else self.base_model, form=self.form,
             adapter_base=adapter_base, adapter_base_py=json.dumps(adapter_base),
             repo_id_py=json.dumps(self.repo_id or self.model_name), labels=sorted(labels.items()),
-            binary=len(labels) == 2, positive_label=labels.get(1, "1"), threshold=config.get("cls_threshold", 0.5),
+            binary=len(labels) == 2, positive_label=labels.get(1, "1"), threshold=rule.cls_threshold,
             verdict_example=f"{template.verdict_format.prefix} {verbalizers.get(1, next(iter(verbalizers.values())))}",
             system_py=json.dumps(system, ensure_ascii=False), user_py=json.dumps(user, ensure_ascii=False),
             prompt_template_json=json.dumps(self.prompt_template.to_dict(), indent=2, ensure_ascii=False)
@@ -221,29 +218,7 @@ class ModelCardCallback(TrainerCallback):
         card.lora = _summary(model.peft_config[model.active_adapter], LORA_FIELDS) if is_peft_model(model) else None
         card.base_model = card.base_model or model.config._name_or_path or None  # a PEFT model's: its base model's
         card.train_rows = len(dataset) if dataset is not None else None
-        synthesis = read_json(Path(args.output_dir) / SYNTHESIS_FILE) or _dataset_synthesis(dataset)
-        card.synthesis = synthesis_summary(synthesis) or card.synthesis
-
-
-def write_trainer_card(trainer, output_dir: str | os.PathLike, *, model_name: str | None = None,
-                       dataset_name: str | None = None, tags: list[str] | str | None = None) -> Path:
-    """Write the card of `trainer`'s model into `output_dir`, from `trainer.model_card_data` (its `results` and
-    `prompt_template` are set by whoever has them: the card reads nothing back from the folder)."""
-    output_dir = Path(output_dir)
-    card, args = trainer.model_card_data, trainer.args
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    card.model_name = model_name or (args.hub_model_id or output_dir.name).split("/")[-1]
-    card.repo_id = args.hub_model_id or card.model_name
-    card.dataset_name = dataset_name or card.dataset_name
-    card.tags = [*([tags] if isinstance(tags, str) else tags or []), *(card.tags or [])]
-    card.form = "adapter" if is_peft_model(model) and not args.save_merged else "merged"
-    card.config = model.config
-    if card.training is not None:
-        card.training["global_step"] = trainer.state.global_step
-    path = output_dir / "README.md"
-    with atomic_path(path) as temporary:
-        card.to_model_card().save(temporary)
-    return path
+        card.synthesis = synthesis_summary(_dataset_synthesis(dataset)) or card.synthesis
 
 
 def build_model_card(config: Any, training_args: Any = None, peft_config: Any = None,
@@ -293,5 +268,4 @@ __all__ = [
     "hub_base_model",
     "synthesis_summary",
     "training_summary",
-    "write_trainer_card",
 ]

@@ -4,12 +4,11 @@ it, copied by `save_pretrained`), and `refresh_code`, which replaces them withou
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from transformers.dynamic_module_utils import custom_object_save
 
+from .atomic import atomic_files
 from .configuration_clsgen import MODELING_VERSION, LlamaCLSGenConfig
 from .modeling_clsgen import LlamaForCLSGen
 
@@ -34,11 +33,9 @@ def refresh_code(folder: str | Path) -> str | None:
         logger.warning("%s: config.json's auto_map pointed %s elsewhere; reset to this library's classes.", folder,
                        ", ".join(f"{key} at {value}" for key, value in foreign.items()))
     config.auto_map = dict(config.default_auto_map)
-    with tempfile.TemporaryDirectory(prefix=".refresh-code.", dir=folder) as staging:
+    with atomic_files(folder) as staging:
         config.save_pretrained(staging)  # config.json, stamped, and configuration_clsgen.py
         custom_object_save(LlamaForCLSGen, staging)  # what the model's `save_pretrained` copies: modeling_clsgen.py
-        for file in Path(staging).iterdir():
-            os.replace(file, folder / file.name)
     return previous
 
 

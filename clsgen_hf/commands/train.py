@@ -127,7 +127,6 @@ def run(script: ScriptArguments, prompt: PromptArguments, teacher: TeacherArgume
                                                 get_peft_config(model_args), validation, script.predict_batch_size)
     if not trainer.is_world_process_zero():
         return {}
-    trainer.model.eval()
     kwargs = dict(batch_size=script.predict_batch_size, max_new_tokens=script.max_new_tokens)
     results, predictions = evaluate_model(trainer.model, tokenizer, test, template, calibration=rule["calibration"],
                                           **kwargs)
