@@ -56,20 +56,10 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def export_model(
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    merge: bool = True,
-    base_model: str | os.PathLike | None = None,
-    results: str | os.PathLike | dict | None = None,
-    repo_id: str | None = None,
-    dataset_name: str | None = None,
-    datasets: list[str] | None = None,
-    overwrite: bool = False,
-    validate: bool = True,
-    atol: float = 1e-5,
-) -> ExportReport:
+def export_model(source: str | os.PathLike, out_dir: str | os.PathLike, *, merge: bool = True,
+                 base_model: str | os.PathLike | None = None, results: str | os.PathLike | dict | None = None,
+                 repo_id: str | None = None, dataset_name: str | None = None, datasets: list[str] | None = None,
+                 overwrite: bool = False, validate: bool = True, atol: float = 1e-5) -> ExportReport:
     """Export a checkpoint, adapter or CLSGen model folder as a shareable folder, and check that it reloads.
 
     Args:

@@ -216,8 +216,7 @@ def load_model_folder(folder: ModelFolder | str | os.PathLike, base_model: str |
             raise UsageError(f"Could not load the model in {folder.path}: {error}") from None
         tokenizer = load_tokenizer(folder.path)
     else:
-        base = _adapter_base(base_model or PeftConfig.from_pretrained(folder.path).base_model_name_or_path,
-                             folder.path)
+        base = _adapter_base(folder.path, base_model)
         labels = {"id2label": dict(template.verdict_format.verbalizers)} if template else {
             "num_labels": folder.num_labels}
         try:
@@ -233,7 +232,8 @@ def load_model_folder(folder: ModelFolder | str | os.PathLike, base_model: str |
     return model, tokenizer, template, base
 
 
-def _adapter_base(base: str | os.PathLike | None, adapter_dir: Path) -> str:
+def _adapter_base(adapter_dir: Path, base: str | os.PathLike | None) -> str:
+    base = base or PeftConfig.from_json_file(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
     if not base:
         raise UsageError(f"{adapter_dir / 'adapter_config.json'} names no base model (`base_model_name_or_path`); "
                          "pass it as base_model.")
