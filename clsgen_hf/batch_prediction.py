@@ -36,7 +36,8 @@ from .data import read_rows
 from .errors import UsageError
 from .inference import _BatchPredictor
 from .json_files import json_line
-from .loading import inspect_model_folder, load_model_and_tokenizer
+from .loading import load_model_and_tokenizer
+from .model_folders import inspect_model_folder
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 
 

@@ -18,8 +18,8 @@ from transformers.dynamic_module_utils import custom_object_save
 from .calibration import DecisionRule
 from .errors import UsageError
 from .json_files import read_json, write_json
-from .loading import ModelFolder, inspect_model_folder, load_model_folder
 from .model_card import RESULTS_FILE, CLSGenCardData, evaluation_table
+from .model_folders import ModelFolder, inspect_model_folder, load_model_folder
 from .output_folders import staged_output
 from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts
 

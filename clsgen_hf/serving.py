@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import LlamaForCausalLM
 
 from .export import validation_prompts
-from .loading import load_model_folder
+from .model_folders import load_model_folder
 from .output_folders import staged_output
 from .plain_llama import compare_plain_folders, plain_classifier, plain_llama
 

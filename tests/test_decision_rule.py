@@ -20,7 +20,7 @@ from clsgen_hf import (
     predict,
 )
 from clsgen_hf.calibration import RULE_FILE, DecisionRule
-from clsgen_hf.loading import inspect_model_folder, load_model_folder
+from clsgen_hf.model_folders import inspect_model_folder, load_model_folder
 
 from .toy import lora_config, tiny_model_for, toy_dataset
 
