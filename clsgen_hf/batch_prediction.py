@@ -1,6 +1,4 @@
-"""`predict_file`: `predict` over a whole CSV, JSON Lines or Parquet file, as `clsgen-hf predict` runs it: made for
-hundreds of thousands of rows and hours of generation, streamed, resumable and data-parallel (`prediction_journal`).
-"""
+"""`predict_file`: `predict` over a whole CSV, JSON Lines or Parquet file, streamed, resumable and data-parallel."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ from .inference import predict_by_length
 from .json_files import json_line
 from .loading import inspect_model_folder, load_model_and_tokenizer
 from .prediction_journal import model_identity, prediction_journal
-from .prompt_template import PromptTemplate, default_prompt_template, encode_prompts, prediction_input
+from .prompt_template import PromptTemplate, build_prompt_template, encode_prompts, prediction_input
 
 
 logger = logging.getLogger("clsgen_hf.predict")
@@ -65,17 +63,14 @@ def predict_file(
             raise UsageError(f"model {model}: {error}") from None
     elif tokenizer is None:
         raise ValueError("A loaded `model` needs its `tokenizer`.")
-    if isinstance(prompt_template, (str, os.PathLike)):
-        prompt_template = PromptTemplate.from_pretrained(prompt_template)
-    template = prompt_template or (default_prompt_template(text_fields) if text_fields else
-                                   PromptTemplate.in_folder(folder))
+    template = (build_prompt_template(prompt_template, text_fields=text_fields)
+                if prompt_template is not None or text_fields else PromptTemplate.in_folder(folder))
     for rows, row in enumerate(read_rows(input), start=1):  # every row checked, before any weight loads
         prediction_input(row, template, input, rows)
     options = {"model": model_identity(model, folder), "prompt_template": template and template.to_dict(),
                "threshold": threshold, "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
                "explain": explain}
-    with prediction_journal(input, rows, output, options, explained=max_new_tokens > 0, overwrite=overwrite,
-                            state=state) as journal:
+    with prediction_journal(input, rows, output, options, overwrite=overwrite, state=state) as journal:
         share = len(range(state.process_index, rows, state.num_processes))
         if journal.done:
             where = "" if state.num_processes == 1 else f" of process {state.process_index}'s share"
@@ -98,7 +93,6 @@ def predict_file(
                 max_new_tokens=max_new_tokens, threshold=threshold, explain=explain,
             ):
                 for row, record in zip(chunk[written:], records):
-                    # An input column that a prediction field would overwrite (e.g. gold `label`): `input_<name>`.
                     out = {(f"input_{key}" if key in record else key): value for key, value in row.items()}
                     journal.file.write(json_line({**out, **record}))
                 journal.file.flush()
@@ -110,7 +104,7 @@ def predict_file(
         summary = {"rows": rows, "predicted": share - journal.done, "resumed_at": journal.done,
                    "seconds": time.time() - started}
     if state.is_main_process:
-        summary["disagreeing"] = journal.disagreeing
+        summary["disagreeing"] = journal.disagreeing if max_new_tokens > 0 else None
         logger.info("Wrote %s (%d rows; %d predicted by this process in %.1f s)", output, rows, summary["predicted"],
                     summary["seconds"])
     return summary

@@ -114,8 +114,7 @@ def predict_by_length(
         batches[-1].append(i)
     predictor = _BatchPredictor(model, tokenizer, verdict_format=verdict_format, max_new_tokens=max_new_tokens,
                                 threshold=threshold, explain=explain)
-    records: list[dict | None] = [None] * len(prompts)
-    written = 0
+    records, written = [None] * len(prompts), 0
     for batch in batches:
         tokens, start = predictor.tokens, written
         for i, record in zip(batch, predictor([prompts[i] for i in batch])):
@@ -388,10 +387,5 @@ class CLSGenPipeline(Pipeline):
 PIPELINE_REGISTRY.register_pipeline("clsgen", pipeline_class=CLSGenPipeline, pt_model=AutoModelForCausalLM)
 
 
-__all__ = [
-    "CLSGenPipeline",
-    "NoRepeatGeneratedNGramLogitsProcessor",
-    "predict",
-    "predict_by_length",
-    "tune_and_store_threshold",
-]
+__all__ = ["CLSGenPipeline", "NoRepeatGeneratedNGramLogitsProcessor", "predict", "predict_by_length",
+           "tune_and_store_threshold"]

@@ -26,7 +26,7 @@ logger = logging.getLogger("clsgen_hf.predict")
 
 @dataclass
 class Journal:
-    """This process's shard, open for appending after its `done` rows; `disagreeing` as the merge counted it."""
+    """This process's shard, open for appending after its `done` rows; the merge's count of `disagreeing` rows."""
 
     file: TextIO
     done: int
@@ -34,8 +34,8 @@ class Journal:
 
 
 @contextmanager
-def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, Any], *, explained: bool,
-                       overwrite: bool, state: PartialState) -> Iterator[Journal]:
+def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, Any], *, overwrite: bool,
+                       state: PartialState) -> Iterator[Journal]:
     """This process's journal of a run of `options` predicting the `rows` rows of `input` (recorded by content) into
     `output`, resumed where a killed run of the same options stopped (a line cut short by the kill is cut off); an
     unfinished run of other options is refused, or discarded with `overwrite` (a journal without rows, e.g. of a run
@@ -50,7 +50,7 @@ def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, 
         yield journal
     state.wait_for_everyone()
     if state.is_main_process:
-        journal.disagreeing = _merge(output, shards, rows, explained)
+        journal.disagreeing = _merge(output, shards, rows)
     state.wait_for_everyone()
 
 
@@ -93,7 +93,7 @@ def _resume(path: Path, options: dict, overwrite: bool) -> int:
     return 0
 
 
-def _merge(output: Path, shards: list[Path], rows: int, explained: bool) -> int | None:
+def _merge(output: Path, shards: list[Path], rows: int) -> int:
     """Write `output` from the shards (row i from shard i mod N) through a temporary file; returns how many
     explanations disagree with the head."""
     columns, disagreeing = {}, 0  # the CSV's: every row's, in order of first use
@@ -110,7 +110,7 @@ def _merge(output: Path, shards: list[Path], rows: int, explained: bool) -> int 
             writer.writerows(_flat(json.loads(line)) for line in lines)
     for shard in shards:
         shard.unlink()
-    return disagreeing if explained else None
+    return disagreeing
 
 
 def _journal_lines(shards: list[Path], rows: int) -> Iterator[str]:

@@ -249,8 +249,7 @@ def encode_prompts(
 
 def prediction_input(row: Mapping[str, Any], template: PromptTemplate | None, source: str | os.PathLike,
                      number: int) -> dict[str, Any]:
-    """Row `number` of the file `source` as `predict` takes it: its ready `prompt`, or the (present, non-empty)
-    fields the template reads."""
+    """Row `number` of `source` as `predict` takes it: its ready `prompt`, or the non-empty fields `template` reads."""
     prompt = row.get("prompt")
     if isinstance(prompt, str) and prompt.strip() or isinstance(prompt, list) and prompt:
         return {"prompt": prompt}
