@@ -82,17 +82,17 @@ def predict_file(
                 raise UsageError(f"model {folder}: {str(error).strip().splitlines()[0]}") from None
             model.to(state.device)
         started, first, tokens = time.time(), journal.done, 0
-        mine = islice(read_rows(input), state.process_index + first * state.num_processes, None, state.num_processes)
+        mine = islice(enumerate(read_rows(input), start=1), state.process_index + first * state.num_processes, None,
+                      state.num_processes)  # (number, row) of this process's rows not yet journaled
         while chunk := list(islice(mine, chunk_size)):
-            numbers = range(first * state.num_processes + state.process_index + 1, rows + 1, state.num_processes)
-            inputs = [prediction_input(row, template, input, number) for row, number in zip(chunk, numbers)]
+            inputs = [prediction_input(row, template, input, number) for number, row in chunk]
             prompts, written = encode_prompts(tokenizer, inputs, template, max_prompt_tokens), 0
             for records, processed in predict_by_length(
                 model, tokenizer, prompts, verdict_format=template.verdict_format if template else None,
                 batch_size=batch_size, max_batch_tokens=max_batch_tokens if max_new_tokens == 0 else None,
                 max_new_tokens=max_new_tokens, threshold=threshold, explain=explain,
             ):
-                for row, record in zip(chunk[written:], records):
+                for (_, row), record in zip(chunk[written:], records):
                     out = {(f"input_{key}" if key in record else key): value for key, value in row.items()}
                     journal.file.write(json_line({**out, **record}))
                 journal.file.flush()

@@ -101,10 +101,9 @@ def predict_by_length(
     verdict_format: VerdictFormat | None = None, batch_size: int = 8, max_batch_tokens: int | None = None,
     max_new_tokens: int = 128, threshold: float | None = None, explain: ExplainMode = "natural",
 ) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """`predict`'s records for token-id `prompts` (as `encode_prompts` gives them), for a stream written as it goes:
-    batched by similar length (less padding), `batch_size` prompts each or, with `max_batch_tokens`, as many as fit
-    that many padded tokens (at least one). After each batch, yields the records finished since the last yield, in
-    input order, with the tokens the batch processed (prompt and generated)."""
+    """`predict`'s records for token-id `prompts` in batches of similar length (`batch_size` prompts, or as many as
+    fit `max_batch_tokens` padded tokens): after each batch, the records finished since the last, in input order (to
+    be written as they come), with the tokens the batch processed (prompt and generated)."""
     batches: list[list[int]] = [[]]
     for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):
         size = len(batches[-1])

@@ -55,8 +55,7 @@ def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, 
 
 
 def model_identity(model, folder: Path | None) -> dict[str, Any]:
-    """The model as the journal records it: the folder and its weight files' sizes and times (retrained in place:
-    another model), or a loaded model's `name_or_path`."""
+    """The model as the journal records it: its weight files' sizes and times (retrained in place: another model)."""
     if folder is None:
         return {"name_or_path": model.name_or_path}
     weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
@@ -94,8 +93,7 @@ def _resume(path: Path, options: dict, overwrite: bool) -> int:
 
 
 def _merge(output: Path, shards: list[Path], rows: int) -> int:
-    """Write `output` from the shards (row i from shard i mod N) through a temporary file; returns how many
-    explanations disagree with the head."""
+    """Write `output` from the shards through a temporary file; returns how many rows have `agrees` false."""
     columns, disagreeing = {}, 0  # the CSV's: every row's, in order of first use
     for row in map(json.loads, _journal_lines(shards, rows)):
         columns.update(dict.fromkeys(_flat(row)))
