@@ -67,7 +67,7 @@ def predict_file(
                 if prompt_template is not None or text_fields else PromptTemplate.in_folder(folder))
     for rows, row in enumerate(read_rows(input), start=1):  # every row checked, before any weight loads
         prediction_input(row, template, input, rows)
-    options = {"model": model_identity(model, folder), "prompt_template": template and template.to_dict(),
+    options = {"prompt_template": template and template.to_dict(), "model": model_identity(model, folder),
                "threshold": threshold, "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
                "explain": explain}
     with prediction_journal(input, rows, output, options, overwrite=overwrite, state=state) as journal:

@@ -36,10 +36,9 @@ class Journal:
 @contextmanager
 def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, Any], *, overwrite: bool,
                        state: PartialState) -> Iterator[Journal]:
-    """This process's journal of a run of `options` predicting the `rows` rows of `input` (recorded by content) into
-    `output`, resumed where a killed run of the same options stopped (a line cut short by the kill is cut off); an
-    unfinished run of other options is refused, or discarded with `overwrite` (a journal without rows, e.g. of a run
-    that stopped at a bad option, is simply replaced). A run that ends without an error is merged into `output`."""
+    """This process's journal of a run of `options` over the `rows` rows of `input` (recorded by content): resumed
+    where a killed run of the same options stopped (a line cut short is cut off), refused if one of other options
+    holds rows unless `overwrite` (one without rows is simply replaced); merged into `output` if the run succeeds."""
     with input.open("rb") as file:
         options = {**options, "input": hashlib.file_digest(file, "sha256").hexdigest(), "rows": rows}
     n = state.num_processes
