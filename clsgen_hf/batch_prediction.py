@@ -36,8 +36,7 @@ def predict_file(
     """Predict every row of `input` and write `output` (`.jsonl`, or `.csv` with one `probability_<i>` per class).
 
     Args:
-        model: a CLSGen model folder (checked before any weight loads, then loaded), or a loaded model with its
-            `tokenizer`.
+        model: a CLSGen model folder (checked before any weight loads), or a loaded model with its `tokenizer`.
         prompt_template: a `PromptTemplate` or its JSON file; default one built from `text_fields`, else the model
             folder's `clsgen_prompt.json`. Rows with a non-empty `prompt` are used as they are.
         batch_size: prompts per batch when generating; `max_batch_tokens` bounds the padded tokens of a batch when
@@ -46,10 +45,9 @@ def predict_file(
         overwrite: discard an unfinished run of other options instead of refusing.
         explain: `predict`'s explanation mode ("natural" or "decision").
 
-    Every input column is kept, followed by `predict`'s fields (an input column of the same name is kept as
-    `input_<name>`). Returns a summary: `rows` (in the file), `predicted` and `resumed_at` (this process's rows),
-    `seconds`, and in the main process `disagreeing` (explanations that do not state the head's label; `None`
-    without explanations).
+    Every input column is kept (as `input_<name>` if a field of `predict`'s has its name), then `predict`'s fields.
+    Returns a summary: `rows` (in the file), `predicted` and `resumed_at` (this process's rows), `seconds`, and in
+    the main process `disagreeing` (explanations not stating the head's label; `None` without explanations).
     """
     state = PartialState(cpu=not torch.cuda.is_available())  # without `cpu`, accelerate finds no gloo group on CPU
     input, output = Path(input), Path(output)
@@ -95,7 +93,6 @@ def predict_file(
                 for (_, row), record in zip(chunk[written:], records):
                     out = {(f"input_{key}" if key in record else key): value for key, value in row.items()}
                     journal.file.write(json_line({**out, **record}))
-                journal.file.flush()
                 written, tokens = written + len(records), tokens + processed
             first += len(chunk)
             seconds = time.time() - started

@@ -44,7 +44,7 @@ def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, 
     n = state.num_processes
     shards = [output.with_name(f"{output.name}.partial" + ("" if n == 1 else f"-{rank}-of-{n}")) for rank in range(n)]
     done = _resume(shards[state.process_index], options, overwrite)
-    with shards[state.process_index].open("a", encoding="utf-8") as file:
+    with shards[state.process_index].open("a", encoding="utf-8", buffering=1) as file:  # a kill loses no row written
         journal = Journal(file, done)
         yield journal
     state.wait_for_everyone()
