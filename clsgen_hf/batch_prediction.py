@@ -86,9 +86,8 @@ def predict_file(
             inputs = [prediction_input(row, template, input, number) for number, row in chunk]
             prompts, written = encode_prompts(tokenizer, inputs, template, max_prompt_tokens), 0
             for records, processed in predict_by_length(
-                model, tokenizer, prompts, verdict_format=template.verdict_format if template else None,
-                batch_size=batch_size, max_batch_tokens=max_batch_tokens if max_new_tokens == 0 else None,
-                max_new_tokens=max_new_tokens, threshold=threshold, explain=explain,
+                model, tokenizer, prompts, prompt_template=template, batch_size=batch_size, explain=explain,
+                max_batch_tokens=max_batch_tokens, max_new_tokens=max_new_tokens, threshold=threshold,
             ):
                 for (_, row), record in zip(chunk[written:], records):
                     out = {(f"input_{key}" if key in record else key): value for key, value in row.items()}

@@ -98,21 +98,21 @@ def predict(
 
 def predict_by_length(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], *,
-    verdict_format: VerdictFormat | None = None, batch_size: int = 8, max_batch_tokens: int | None = None,
+    prompt_template: PromptTemplate | None = None, batch_size: int = 8, max_batch_tokens: int | None = None,
     max_new_tokens: int = 128, threshold: float | None = None, explain: ExplainMode = "natural",
 ) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """`predict`'s records for token-id `prompts` in batches of similar length (`batch_size` prompts, or as many as
-    fit `max_batch_tokens` padded tokens): after each batch, the records finished since the last, in input order (to
-    be written as they come), with the tokens the batch processed (prompt and generated)."""
+    """`predict`'s records for token-id `prompts` in batches of similar length: `batch_size` prompts, or without
+    explanations (`max_new_tokens=0`) as many as fit `max_batch_tokens` padded tokens. After each batch, yields the
+    records finished since the last, in input order, with the tokens the batch processed (prompt and generated)."""
     batches: list[list[int]] = [[]]
+    by_tokens = max_new_tokens == 0 and max_batch_tokens is not None
     for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):
         size = len(batches[-1])
-        if size and (size == batch_size if max_batch_tokens is None else
-                     (size + 1) * len(prompts[i]) > max_batch_tokens):
+        if size and ((size + 1) * len(prompts[i]) > max_batch_tokens if by_tokens else size == batch_size):
             batches.append([])
         batches[-1].append(i)
-    predictor = _BatchPredictor(model, tokenizer, verdict_format=verdict_format, max_new_tokens=max_new_tokens,
-                                threshold=threshold, explain=explain)
+    predictor = _BatchPredictor(model, tokenizer, verdict_format=_verdict_format(prompt_template, None),
+                                max_new_tokens=max_new_tokens, threshold=threshold, explain=explain)
     records, written = [None] * len(prompts), 0
     for batch in batches:
         tokens, start = predictor.tokens, written
