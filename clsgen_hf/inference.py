@@ -111,7 +111,7 @@ def predict_by_length(
         if size and ((size + 1) * len(prompts[i]) > max_batch_tokens if by_tokens else size == batch_size):
             batches.append([])
         batches[-1].append(i)
-    predictor = _BatchPredictor(model, tokenizer, verdict_format=_verdict_format(prompt_template, None),
+    predictor = _BatchPredictor(model, tokenizer, verdict_format=prompt_template and prompt_template.verdict_format,
                                 max_new_tokens=max_new_tokens, threshold=threshold, explain=explain)
     records, written = [None] * len(prompts), 0
     for batch in batches:
