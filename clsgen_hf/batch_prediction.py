@@ -39,8 +39,7 @@ def predict_file(
         model: a CLSGen model folder (checked before any weight loads), or a loaded model with its `tokenizer`.
         prompt_template: a `PromptTemplate` or its JSON file; default one built from `text_fields`, else the model
             folder's `clsgen_prompt.json`. Rows with a non-empty `prompt` are used as they are.
-        batch_size: prompts per batch when generating; `max_batch_tokens` bounds the padded tokens of a batch when
-            `max_new_tokens=0`.
+        batch_size, max_batch_tokens: prompts per batch; padded tokens per batch instead when `max_new_tokens=0`.
         chunk_size: rows read, predicted (batched by prompt length) and written at a time, per process.
         overwrite: discard an unfinished run of other options instead of refusing.
         explain: `predict`'s explanation mode ("natural" or "decision").

@@ -8,7 +8,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -45,8 +44,7 @@ def prediction_journal(input: Path, rows: int, output: Path, options: dict[str, 
     shards = [output.with_name(f"{output.name}.partial" + ("" if n == 1 else f"-{rank}-of-{n}")) for rank in range(n)]
     done = _resume(shards[state.process_index], options, overwrite)
     with shards[state.process_index].open("a", encoding="utf-8", buffering=1) as file:  # a kill loses no row written
-        journal = Journal(file, done)
-        yield journal
+        yield (journal := Journal(file, done))
     state.wait_for_everyone()
     if state.is_main_process:
         journal.disagreeing = _merge(output, shards, rows)
@@ -68,7 +66,7 @@ def _resume(path: Path, options: dict, overwrite: bool) -> int:
     header = json.dumps({"clsgen_predict": options}, sort_keys=True) + "\n"
     expected = json.loads(header)["clsgen_predict"]  # as read back (tuples as lists)
     if path.is_file():
-        with path.open("rb") as file:
+        with path.open("r+b") as file:
             try:
                 recorded = json.loads(file.readline()).get("clsgen_predict", {})
             except (json.JSONDecodeError, AttributeError):  # killed while writing the header
@@ -78,9 +76,9 @@ def _resume(path: Path, options: dict, overwrite: bool) -> int:
                 if not line.endswith(b"\n"):
                     break
                 count, end = count + 1, end + len(line)
-        if recorded == expected:
-            os.truncate(path, end)
-            return count
+            if recorded == expected:
+                file.truncate(end)
+                return count
         changed = next((key for key in expected if recorded.get(key) != expected[key]), "journal")
         if count and not overwrite:
             raise UsageError(f"{path} holds an unfinished run with another {changed}: rerun with the same options to "
@@ -97,14 +95,13 @@ def _merge(output: Path, shards: list[Path], rows: int) -> int:
     for row in map(json.loads, _journal_lines(shards, rows)):
         columns.update(dict.fromkeys(_flat(row)))
         disagreeing += not row["agrees"]
-    lines = _journal_lines(shards, rows)
     with atomic_path(output) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
         if output.suffix.lower() == ".jsonl":
-            file.writelines(lines)  # as the journals hold them
+            file.writelines(_journal_lines(shards, rows))  # as the journals hold them
         else:
             writer = csv.DictWriter(file, fieldnames=list(columns))
             writer.writeheader()
-            writer.writerows(_flat(json.loads(line)) for line in lines)
+            writer.writerows(_flat(json.loads(line)) for line in _journal_lines(shards, rows))
     for shard in shards:
         shard.unlink()
     return disagreeing
