@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -96,6 +96,33 @@ def predict(
     return [record for start in starts for record in predictor(ids[start : start + batch_size])]
 
 
+def predict_by_length(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], *,
+    prompt_template: PromptTemplate | None = None, batch_size: int = 8, max_batch_tokens: int | None = None,
+    max_new_tokens: int = 128, threshold: float | None = None, explain: ExplainMode = "natural",
+) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """`predict`'s records for token-id `prompts` in batches of similar length: `batch_size` prompts, or without
+    explanations (`max_new_tokens=0`) as many as fit `max_batch_tokens` padded tokens. After each batch, yields the
+    records finished since the last, in input order, with the tokens the batch processed (prompt and generated)."""
+    batches: list[list[int]] = [[]]
+    by_tokens = max_new_tokens == 0 and max_batch_tokens is not None
+    for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):
+        size = len(batches[-1])
+        if size and ((size + 1) * len(prompts[i]) > max_batch_tokens if by_tokens else size == batch_size):
+            batches.append([])
+        batches[-1].append(i)
+    predictor = _BatchPredictor(model, tokenizer, verdict_format=prompt_template and prompt_template.verdict_format,
+                                max_new_tokens=max_new_tokens, threshold=threshold, explain=explain)
+    records, written = [None] * len(prompts), 0
+    for batch in batches:
+        tokens, start = predictor.tokens, written
+        for i, record in zip(batch, predictor([prompts[i] for i in batch])):
+            records[i] = record
+        while written < len(records) and records[written] is not None:
+            written += 1
+        yield records[start:written], predictor.tokens - tokens
+
+
 def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, labels: ArrayLike) -> float:
     """Tune the binary decision threshold for F1 on validation rows (`probabilities`: positive-class `(n,)` or
     per-class `(n, 2)`; `labels`: 0/1) and store it as `model.config.cls_threshold`, saved with the model."""
@@ -108,7 +135,7 @@ def tune_and_store_threshold(model: PreTrainedModel, probabilities: ArrayLike, l
 
 
 class _BatchPredictor:
-    """Records for one batch of token-id prompts: shared by `predict`, `CLSGenPipeline` and `predict_file`."""
+    """Records for one batch of token-id prompts: shared by `predict`, `predict_by_length` and `CLSGenPipeline`."""
 
     def __init__(
         self, model, tokenizer, *, verdict_format: VerdictFormat | None, max_new_tokens: int, threshold: float | None,
@@ -133,6 +160,7 @@ class _BatchPredictor:
         self.probability_from, self.max_new_tokens = probability_from, max_new_tokens
         self.threshold = getattr(self.base.config, "cls_threshold", 0.5) if threshold is None else threshold
         self.explain, self.blocked_ngram_size = explain, blocked_ngram_size
+        self.tokens = 0  # prompt and generated tokens processed, for throughput
         self.generate_kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens,
                                 "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
                                 "stop_strings": self.verdict_format.stop_strings, "tokenizer": tokenizer,
@@ -143,6 +171,7 @@ class _BatchPredictor:
     @torch.no_grad()
     def __call__(self, rows: list[list[int]]) -> list[dict[str, Any]]:
         inputs = self._left_pad(rows)
+        self.tokens += int(inputs.attention_mask.sum())
         from_source = self._from_head if self.probability_from == "head" else self._from_verdict
         training = self.base.training
         self.base.eval()  # no dropout (`trainer.train()` leaves the model in train mode); the caller's mode comes back
@@ -226,6 +255,7 @@ class _BatchPredictor:
         return scores.softmax(-1), explanations
 
     def _decode(self, new_tokens: torch.Tensor) -> list[str]:
+        self.tokens += int(new_tokens.ne(self.tokenizer.pad_token_id).sum())  # a finished row is padded
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
@@ -356,9 +386,5 @@ class CLSGenPipeline(Pipeline):
 PIPELINE_REGISTRY.register_pipeline("clsgen", pipeline_class=CLSGenPipeline, pt_model=AutoModelForCausalLM)
 
 
-__all__ = [
-    "CLSGenPipeline",
-    "NoRepeatGeneratedNGramLogitsProcessor",
-    "predict",
-    "tune_and_store_threshold",
-]
+__all__ = ["CLSGenPipeline", "NoRepeatGeneratedNGramLogitsProcessor", "predict", "predict_by_length",
+           "tune_and_store_threshold"]

@@ -247,6 +247,26 @@ def encode_prompts(
     return ids
 
 
+def prediction_input(row: Mapping[str, Any], template: PromptTemplate | None, source: str | os.PathLike,
+                     number: int) -> dict[str, Any]:
+    """Row `number` of `source` as `predict` takes it: its ready `prompt`, or the non-empty fields `template` reads."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, str) and prompt.strip() or isinstance(prompt, list) and prompt:
+        return {"prompt": prompt}
+    if template is None:
+        raise UsageError(f"{source}: rows have no `prompt` column and the model folder has no clsgen_prompt.json; "
+                         f"name the text column(s) ({{text_fields}}) or pass a prompt template ({{prompt_template}}). "
+                         f"Columns present: {sorted(row)}.", text_fields=..., prompt_template=...)
+    missing = [name for name in template.fields if name not in row]
+    if missing:
+        raise UsageError(f"{source}, row {number}: missing the field(s) {', '.join(map(repr, missing))} the prompt "
+                         f"needs; columns present: {sorted(row)}.")
+    empty = [name for name in template.fields if row[name] is None or not str(row[name]).strip()]
+    if empty:
+        raise UsageError(f"{source}, row {number}: the field(s) {', '.join(map(repr, empty))} are empty.")
+    return {name: row[name] for name in template.fields}
+
+
 def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) -> int:
     """The prompt's length in tokens, as `encode_prompts` encodes it."""
     return len(_tokenize(tokenizer, [prompt])[0])
@@ -305,5 +325,5 @@ def _is_jinja(template: str) -> bool:
 
 __all__ = [
     "PROMPT_TEMPLATE_NAME", "EncodedExample", "Messages", "PromptTemplate", "build_prompt_template",
-    "count_prompt_tokens", "default_prompt_template", "encode_example", "encode_prompts",
+    "count_prompt_tokens", "default_prompt_template", "encode_example", "encode_prompts", "prediction_input",
 ]

@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, pipelin
 from clsgen_hf import CLSGenPipeline, LlamaForCLSGen, predict, tune_and_store_threshold
 from clsgen_hf.calibration import DecisionRule
 from clsgen_hf.commands import predict as predict_command
-from clsgen_hf.inference import NoRepeatGeneratedNGramLogitsProcessor
+from clsgen_hf.inference import NoRepeatGeneratedNGramLogitsProcessor, predict_by_length
 from clsgen_hf.metrics import has_loop
 from clsgen_hf.modeling_clsgen import CACHE_FIELD
 from clsgen_hf.prompt_template import default_prompt_template, encode_prompts
@@ -147,6 +147,25 @@ class TestPredict:
         with pytest.raises(ValueError, match=r"lacks the field\(s\) \['note'\]"):
             predict(model, tokenizer, [{"text": "x"}], prompt_template=default_prompt_template("note"),
                     show_progress=False)
+
+
+@pytest.mark.parametrize("max_new_tokens", [0, 6])
+def test_predict_by_length_yields_finished_records_in_order_with_the_tokens_generated(tiny, max_new_tokens):
+    """Prompts of mixed lengths in batches of 2, shortest first: the yields joined are `predict`'s records in input
+    order, and the tokens are the prompts' plus at most `max_new_tokens` generated per prompt."""
+    model, tokenizer = tiny
+    ids = encode_prompts(tokenizer, PROMPTS)
+    yields = list(predict_by_length(model, tokenizer, ids, batch_size=2, max_new_tokens=max_new_tokens))
+    alone = predict(model, tokenizer, PROMPTS, batch_size=1, max_new_tokens=max_new_tokens, show_progress=False)
+    records = [record for finished, _ in yields for record in finished]
+    assert [record["explanation"] for record in records] == [record["explanation"] for record in alone]
+    np.testing.assert_allclose(_probabilities(records), _probabilities(alone), atol=1e-5)
+    assert len(yields) == 3 and yields[0][0] == []  # the two shortest (rows 1 and 4) first: no prefix of rows yet
+    prompt_tokens, tokens = sum(map(len, ids)), sum(tokens for _, tokens in yields)
+    if max_new_tokens == 0:
+        assert tokens == prompt_tokens
+    else:
+        assert prompt_tokens < tokens <= prompt_tokens + max_new_tokens * len(ids)
 
 
 @pytest.mark.parametrize(
