@@ -86,9 +86,9 @@ def load_model(
     saved beside it (see `clsgen_hf.calibration.DecisionRule`)."""
     source, source_kwargs = resolve_model_source(model_name_or_path, gguf_file)
     logger.info("Loading %s from %s %s", model_class.__name__, source, source_kwargs.get("gguf_file", ""))
-    if (Path(source) / "adapter_config.json").is_file():  # loaded by hand: transformers would take a config.json
-        base = PeftConfig.from_pretrained(source).base_model_name_or_path  # beside the adapter for the base model's
-        model = load_model(base, model_class=model_class, **kwargs)
+    if (Path(source) / "adapter_config.json").is_file():
+        # Loaded by hand: transformers would take a config.json beside the adapter for the base model's.
+        model = load_model(resolve_adapter_base(Path(source)), model_class=model_class, **kwargs)
         model.load_adapter(source)
         restore_rule(model, source)  # the base's config holds another rule than the adapter's
         return model

@@ -1,5 +1,6 @@
 """LlamaForCLSGen: shapes, losses, equivalence with LlamaForCausalLM, one-prefill inference, save/load, bad input."""
 
+import copy
 import json
 import os
 import subprocess
@@ -243,3 +244,20 @@ class TestEmbeddedSmolLM2:
         words = [w.strip(".,!").lower() for w in text.split()]
         common = {"red", "blue", "green", "yellow", "the", "and", "are"}
         assert len(words) >= 3 and sum(w in common for w in words) >= 2, text
+
+    def test_an_adapter_saved_on_it_loads_on_its_gguf_file(self, smollm2, tmp_path):
+        """A model loaded from a GGUF file records the file's folder as its name, which holds no config.json: the
+        adapter's `base_model_name_or_path` names that folder, and `load_model` finds the GGUF file in it."""
+        from peft import LoraConfig, get_peft_model
+
+        trained = get_peft_model(copy.deepcopy(smollm2[0]), LoraConfig(
+            r=2, target_modules=["q_proj"], modules_to_save=["score"], init_lora_weights=False)).eval()
+        trained.save_pretrained(tmp_path / "adapter")
+        saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+        assert saved["base_model_name_or_path"] == str(default_model_path().parent)
+        loaded = load_model(tmp_path / "adapter").eval()
+        ids = smollm2[1]("Is the sky blue?", return_tensors="pt")
+        with torch.no_grad():
+            expected, got = trained(**ids), loaded(**ids)
+        torch.testing.assert_close(got.cls_logits, expected.cls_logits)
+        torch.testing.assert_close(got.logits, expected.logits)
