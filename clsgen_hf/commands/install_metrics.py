@@ -30,7 +30,7 @@ class InstallMetricsArguments:
 
 def make_parser() -> CommandParser:
     return CommandParser(InstallMetricsArguments, prog="clsgen-hf install-metrics",
-                     description=InstallMetricsArguments.__doc__)
+                         description=InstallMetricsArguments.__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,7 @@ class ScriptArguments:
 
 def make_parser() -> CommandParser:
     parser = CommandParser((ScriptArguments, PromptArguments, TeacherArguments, CLSGenConfig, ModelConfig),
-                       prog="clsgen-hf train", description=__doc__)
+                           prog="clsgen-hf train", description=__doc__)
     parser.set_defaults_with_config(**CPU_DEFAULTS)
     return parser
 
